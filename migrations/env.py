@@ -1,0 +1,62 @@
+"""Alembic environment (async, psycopg 3).
+
+Migrations run with a short `lock_timeout`: on a live database a DDL statement waiting
+behind a long transaction would otherwise queue every query behind itself. Failing fast
+and retrying the deploy is the safe choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from alembic import context
+from sqlalchemy import pool, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shelfwise import models  # noqa: F401  (registers every table on Base.metadata)
+from shelfwise.db import Base, sqlalchemy_url
+
+config = context.config
+target_metadata = Base.metadata
+LOCK_TIMEOUT = os.environ.get("SHELFWISE_MIGRATION_LOCK_TIMEOUT", "5s")
+
+
+def database_url() -> str:
+    url = config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise RuntimeError("no database URL given to migrations")
+    return sqlalchemy_url(str(url))
+
+
+def run_offline() -> None:
+    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run(connection: Connection) -> None:
+    connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_online() -> None:
+    engine = create_async_engine(database_url(), poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(_run)
+        await connection.commit()
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    asyncio.run(run_online())

@@ -1,0 +1,168 @@
+"""Catalog use cases. Each public function owns its transaction."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, delete, func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from shelfwise.catalog.models import Product
+from shelfwise.catalog.schemas import ProductSort
+from shelfwise.errors import AlreadyExists, Conflict, InvalidCursor, NotFound, VersionMismatch
+from shelfwise.pagination import PageRequest, PageResult, page_from_rows
+
+
+class SkuTaken(AlreadyExists):
+    code = "sku_taken"
+    title = "SKU already in use"
+
+
+class ProductInUse(Conflict):
+    code = "product_in_use"
+    title = "Product has stock history"
+
+
+class ProductNotFound(NotFound):
+    code = "product_not_found"
+    title = "Product not found"
+
+
+# sort -> (column, parse cursor value, descending?)
+_SORTS: dict[ProductSort, tuple[InstrumentedAttribute[Any], Callable[[str], Any], bool]] = {
+    ProductSort.CREATED: (Product.created_at, datetime.fromisoformat, False),
+    ProductSort.CREATED_DESC: (Product.created_at, datetime.fromisoformat, True),
+    ProductSort.NAME: (Product.name, str, False),
+    ProductSort.NAME_DESC: (Product.name, str, True),
+    ProductSort.PRICE: (Product.price_minor, int, False),
+    ProductSort.PRICE_DESC: (Product.price_minor, int, True),
+    ProductSort.SKU: (Product.sku, str, False),
+    ProductSort.SKU_DESC: (Product.sku, str, True),
+}
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def prefix_tsquery(text: str) -> str | None:
+    """`red mug` -> `red:* & mug:*`. Only word characters survive, so the user's text can
+    never be tsquery syntax; it is still sent as a bind parameter."""
+    words = _WORD.findall(text.lower())[:8]
+    return " & ".join(f"{w}:*" for w in words) or None
+
+
+def sort_key(product: Product, sort: ProductSort) -> tuple[str, ...]:
+    value = getattr(product, _SORTS[sort][0].key)
+    return (value.isoformat() if isinstance(value, datetime) else str(value), str(product.id))
+
+
+def _apply_keyset(
+    stmt: Select[Product], sort: ProductSort, after: tuple[str, ...] | None
+) -> Select[Product]:
+    column, parse, descending = _SORTS[sort]
+    if after is not None:
+        try:
+            value, last_id = parse(after[0]), uuid.UUID(after[1])
+        except (ValueError, IndexError) as exc:
+            raise InvalidCursor("The cursor does not fit this list") from exc
+        position: ColumnElement[bool] = (
+            tuple_(column, Product.id) < tuple_(value, last_id)
+            if descending
+            else tuple_(column, Product.id) > tuple_(value, last_id)
+        )
+        stmt = stmt.where(position)
+    order = (column.desc(), Product.id.desc()) if descending else (column.asc(), Product.id.asc())
+    return stmt.order_by(*order)
+
+
+async def list_products(
+    session: AsyncSession,
+    *,
+    page: PageRequest,
+    sort: ProductSort = ProductSort.CREATED,
+    q: str | None = None,
+    category: str | None = None,
+) -> PageResult[Product]:
+    stmt = select(Product)
+    if q and (query := prefix_tsquery(q)):
+        stmt = stmt.where(Product.search.op("@@")(func.to_tsquery("simple", query)))
+    if category:
+        stmt = stmt.where(Product.category == category)
+    stmt = _apply_keyset(stmt, sort, page.after).limit(page.limit + 1)
+    async with session.begin():
+        rows = (await session.scalars(stmt)).all()
+    return page_from_rows(rows, page.limit, lambda p: sort_key(p, sort))
+
+
+async def get_product(session: AsyncSession, product_id: uuid.UUID) -> Product:
+    async with session.begin():
+        product = await session.get(Product, product_id)
+    if product is None:
+        raise ProductNotFound(f"No product with id {product_id}")
+    return product
+
+
+async def create_product(session: AsyncSession, **fields: Any) -> Product:
+    product = Product(**fields)
+    try:
+        async with session.begin():
+            session.add(product)
+            await session.flush()
+            await session.refresh(product)
+    except IntegrityError as exc:
+        raise SkuTaken(f"SKU {fields.get('sku')!r} is already in use") from exc
+    return product
+
+
+async def update_product(
+    session: AsyncSession,
+    product_id: uuid.UUID,
+    *,
+    expected_version: int,
+    changes: dict[str, Any],
+) -> Product:
+    """Optimistic concurrency: the UPDATE only matches the version the caller last read."""
+    stmt = (
+        update(Product)
+        .where(Product.id == product_id, Product.version == expected_version)
+        .values(**changes, version=Product.version + 1, updated_at=func.now())
+        .returning(Product)
+        .execution_options(populate_existing=True)
+    )
+    try:
+        async with session.begin():
+            product = (await session.scalars(stmt)).one_or_none()
+            if product is None:
+                exists = await session.scalar(
+                    select(Product.version).where(Product.id == product_id)
+                )
+                if exists is None:
+                    raise ProductNotFound(f"No product with id {product_id}")
+                raise VersionMismatch("The product changed since you read it; re-read and retry")
+    except IntegrityError as exc:
+        raise SkuTaken(f"SKU {changes.get('sku')!r} is already in use") from exc
+    return product
+
+
+async def delete_product(
+    session: AsyncSession, product_id: uuid.UUID, *, expected_version: int | None = None
+) -> None:
+    conditions = [Product.id == product_id]
+    if expected_version is not None:
+        conditions.append(Product.version == expected_version)
+    try:
+        async with session.begin():
+            deleted = await session.execute(
+                delete(Product).where(*conditions).returning(Product.id)
+            )
+            if deleted.first() is None:
+                if await session.scalar(select(Product.id).where(Product.id == product_id)):
+                    raise VersionMismatch("The product changed since you read it")
+                raise ProductNotFound(f"No product with id {product_id}")
+    except IntegrityError as exc:
+        raise ProductInUse("Products with stock history cannot be deleted") from exc

@@ -1,0 +1,206 @@
+"""`shelfwise` command line: serve, migrate, seed, create-user, reconcile, run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from shelfwise.config import Settings, load_settings
+from shelfwise.db import Database, open_database
+from shelfwise.embedded import start_embedded
+from shelfwise.identity.models import Role
+from shelfwise.identity.passwords import PasswordHasher
+from shelfwise.observability.logging import configure_logging
+
+app = typer.Typer(help="Shelfwise: real-time inventory and orders.", no_args_is_help=True)
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _database_url(settings: Settings, *, keep_running: bool = False) -> str:
+    if settings.database_url:
+        return settings.database_url
+    url = start_embedded(Path(settings.data_dir), keep_running=keep_running)
+    # Child processes and the app's lifespan reuse this server instead of starting another.
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def main() -> T:
+        db = open_database(settings, _database_url(settings))
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def _hasher(settings: Settings) -> PasswordHasher:
+    return PasswordHasher(
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
+@app.command()
+def migrate(revision: str = "head") -> None:
+    """Apply database migrations (to the latest by default)."""
+    from shelfwise.migrate import upgrade
+
+    settings = load_settings()
+    configure_logging(settings)
+    upgrade(_database_url(settings), revision)
+    console.print(f"[green]database at {revision}[/]")
+
+
+@app.command()
+def seed(products: Annotated[int, typer.Option(min=0, help="Products to have")] = 200) -> None:
+    """Seed demo users, 3 locations and products with stock. Safe to run twice."""
+    from shelfwise import seed as seeding
+
+    settings = load_settings()
+    configure_logging(settings)
+    if settings.is_production:
+        raise typer.BadParameter("refusing to seed demo data in production")
+
+    async def work(db: Database) -> tuple[int, int]:
+        hasher = _hasher(settings)
+        try:
+            async with db.sessions() as session:
+                users = await seeding.seed_users(session, hasher)
+                added = await seeding.seed_catalog(session, products=products)
+            return users, added
+        finally:
+            hasher.close()
+
+    users, added = _with_db(settings, work)
+    console.print(f"seeded {users} users, {added} products")
+
+
+@app.command("create-user")
+def create_user(
+    email: str,
+    role: Annotated[Role, typer.Option(help="admin, staff or customer")] = Role.CUSTOMER,
+    full_name: str = "",
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a user (prompts for the password)."""
+    from shelfwise.errors import ShelfwiseError
+    from shelfwise.identity import service
+
+    settings = load_settings()
+    configure_logging(settings)
+
+    async def work(db: Database) -> str:
+        hasher = _hasher(settings)
+        try:
+            async with db.sessions() as session:
+                user = await service.create_user(
+                    session, hasher, email=email, password=password, full_name=full_name, role=role
+                )
+            return str(user.id)
+        finally:
+            hasher.close()
+
+    try:
+        user_id = _with_db(settings, work)
+    except ShelfwiseError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"created {role.value} {email} ({user_id})")
+
+
+@app.command()
+def reconcile() -> None:
+    """Compare every stock level with the sum of its ledger; exit 1 on drift."""
+    from shelfwise.inventory.service import reconcile as find_drift
+
+    settings = load_settings()
+    configure_logging(settings)
+
+    async def work(db: Database) -> list[object]:
+        async with db.sessions() as session:
+            return list(await find_drift(session))
+
+    drift = _with_db(settings, work)
+    for row in drift:
+        console.print(f"[red]drift[/] {row}")
+    console.print(f"{len(drift)} stock levels drift from the ledger")
+    raise typer.Exit(1 if drift else 0)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Run the API server (uvicorn with uvloop and httptools)."""
+    settings = load_settings()
+    configure_logging(settings)
+    _database_url(settings)
+    _serve(settings, host or settings.host, port or settings.port, workers)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    uvicorn.run(
+        "shelfwise.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        server_header=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=5,
+        limit_concurrency=2048,
+        backlog=2048,
+    )
+
+
+@app.command()
+def run(
+    products: Annotated[int, typer.Option(min=0)] = 200,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Everything for local development: embedded Postgres, migrate, seed, serve."""
+    from shelfwise.migrate import upgrade
+    from shelfwise.seed import DEMO_LOGINS
+
+    settings = load_settings()
+    configure_logging(settings)
+    url = _database_url(settings)
+    upgrade(url)
+    seed(products=products)
+    port = port or settings.port
+    console.rule("[bold]Shelfwise is running")
+    console.print(f"  API & docs:  http://{settings.host}:{port}/docs")
+    console.print(f"  Dashboard:   http://{settings.host}:{port}/")
+    console.print(f"  Metrics:     http://{settings.host}:{port}/metrics")
+    console.print("  Demo logins (development only):")
+    for login in DEMO_LOGINS:
+        console.print(f"    {login.role.value:<9} {login.email}  /  {login.password}")
+    console.print("  Ctrl-C stops the server and the embedded database.")
+    console.rule()
+    sys.stderr.flush()
+    _serve(settings, settings.host, port, 1)
+
+
+if __name__ == "__main__":
+    app()

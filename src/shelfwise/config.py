@@ -1,0 +1,117 @@
+"""Typed settings, read once at start-up.
+
+Sources, highest priority first: init kwargs (tests), environment variables, `.env`
+(development only), secret files in `/run/secrets`. Production refuses development
+secrets and insecure settings rather than starting in a dangerous state.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Anything starting with this marker is a development default and is refused in production.
+DEV_SECRET_PREFIX = "dev-insecure-"  # noqa: S105 (a marker, not a secret)
+SECRETS_DIR = Path("/run/secrets")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class InsecureSettingsError(ValueError):
+    """Raised when production would start with a development secret or unsafe option."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHELFWISE_",
+        env_file=".env",
+        extra="ignore",
+        secrets_dir=str(SECRETS_DIR) if SECRETS_DIR.is_dir() else None,
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    # Unprefixed, as every platform names them.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SHELFWISE_DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "SHELFWISE_REDIS_URL")
+    )
+    data_dir: Path = Path("var")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Secrets. Development values are recognisable so production can refuse them.
+    jwt_secret: SecretStr = SecretStr(DEV_SECRET_PREFIX + "jwt-signing-key-change-me-0123456789")
+    jwt_key_id: str = "k1"
+    cursor_secret: SecretStr = SecretStr(DEV_SECRET_PREFIX + "cursor-key-change-me-0123456789")
+
+    access_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    jwt_issuer: str = "shelfwise"
+
+    # argon2id, OWASP: m=19 MiB, t=2, p=1 is the documented minimum.
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0)
+    db_echo: bool = False
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    gzip_min_bytes: int = Field(default=1024, ge=0)
+    page_limit_default: int = Field(default=50, ge=1)
+    page_limit_max: int = Field(default=100, ge=1)
+    catalog_cache_max_age: int = Field(default=60, ge=0)
+
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON in production, console otherwise
+    access_log: bool = True
+
+    @cached_property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @cached_property
+    def json_logs(self) -> bool:
+        return self.is_production if self.log_json is None else self.log_json
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if not self.is_production:
+            return self
+        problems = [
+            f"{name} is a development default"
+            for name, value in (
+                ("jwt_secret", self.jwt_secret),
+                ("cursor_secret", self.cursor_secret),
+            )
+            if value.get_secret_value().startswith(DEV_SECRET_PREFIX)
+            or len(value.get_secret_value()) < 32
+        ]
+        if not self.database_url:
+            problems.append("DATABASE_URL is required (no embedded database in production)")
+        if self.db_echo:
+            problems.append("db_echo logs SQL parameters")
+        if problems:
+            raise InsecureSettingsError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; `.env` is read only outside production."""
+    env_file = None if os.environ.get("SHELFWISE_ENV") == Environment.PRODUCTION else ".env"
+    return Settings(_env_file=env_file, **overrides)

@@ -1,0 +1,90 @@
+"""Engine, session factory and the declarative base.
+
+The engine is created in the application's lifespan (never at import time) and disposed
+on shutdown. Services own transactions: they receive an `AsyncSession` with no transaction
+open and wrap each use case in `async with session.begin():`, which commits on success and
+rolls back on any exception — so nothing commits unless the use case finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shelfwise.config import Settings
+
+# Explicit constraint names: migrations can refer to them, and errors can be mapped by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+def created_at_column() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now())
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalise a libpq-style URL to SQLAlchemy's psycopg 3 dialect."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL in the plain form psycopg, psql and asyncpg understand."""
+    return "postgresql://" + sqlalchemy_url(url).removeprefix("postgresql+psycopg://")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def open_database(settings: Settings, url: str) -> Database:
+    engine = create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=False,  # a dead connection fails one request; pre-ping taxes them all
+        pool_recycle=1800,
+        echo=settings.db_echo,
+        connect_args={
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            "application_name": "shelfwise",
+        },
+    )
+    sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    return Database(engine=engine, sessions=sessions)
+
+
+@asynccontextmanager
+async def session_scope(db: Database) -> AsyncIterator[AsyncSession]:
+    """A session for one unit of work; the service inside decides when to begin/commit."""
+    async with db.sessions() as session:
+        yield session

@@ -1,0 +1,47 @@
+"""The embedded PostgreSQL used when no DATABASE_URL is configured.
+
+`pgserver` ships real PostgreSQL binaries in a wheel. The cluster lives under
+`<data_dir>/pg`, listens only on a unix socket inside that directory, and is reused by
+later runs. Never used in production (settings refuse to start without DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+DATABASE_NAME = "shelfwise"
+
+
+def start_embedded(
+    data_dir: Path, *, database: str = DATABASE_NAME, keep_running: bool = False
+) -> str:
+    """Start (or attach to) the embedded cluster; return a URL for `database`, creating it.
+
+    The server stops when the last process using it exits, unless `keep_running`."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path("/tmp")))  # noqa: S108 pgserver lock dir
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server: Any = pgserver.get_server(  # type: ignore[attr-defined]
+        data_dir.resolve() / "pg", cleanup_mode=None if keep_running else "stop"
+    )
+    ensure_database(server.get_uri("postgres"), database)
+    url: str = server.get_uri(database)
+    return url
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))

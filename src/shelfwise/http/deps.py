@@ -1,0 +1,60 @@
+"""Annotated dependency aliases shared by every router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.clock import Clock
+from shelfwise.config import Settings
+from shelfwise.context import AppContext
+from shelfwise.http.pagination import CursorCodec
+from shelfwise.identity.passwords import PasswordHasher
+from shelfwise.identity.tokens import TokenIssuer
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    # The session is opened without a transaction; the service begins and commits it.
+    async with ctx.db.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_settings(ctx: ContextDep) -> Settings:
+    return ctx.settings
+
+
+def get_clock(ctx: ContextDep) -> Clock:
+    return ctx.clock
+
+
+def get_hasher(ctx: ContextDep) -> PasswordHasher:
+    return ctx.hasher
+
+
+def get_tokens(ctx: ContextDep) -> TokenIssuer:
+    return ctx.tokens
+
+
+def get_cursors(ctx: ContextDep) -> CursorCodec:
+    return ctx.cursors
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
+TokensDep = Annotated[TokenIssuer, Depends(get_tokens)]
+CursorsDep = Annotated[CursorCodec, Depends(get_cursors)]

@@ -1,0 +1,88 @@
+"""The HTTP edge of idempotency keys: header parsing, request fingerprints, replays.
+
+The semantics live in `shelfwise.idempotency.service`; this module only turns a request
+into an `IdempotentRequest` and a stored response back into HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from shelfwise.errors import IdempotencyKeyMissing, InvalidInput
+from shelfwise.idempotency.service import IdempotentRequest, StoredResponse
+from shelfwise.identity.principal import Principal
+
+T = TypeVar("T")
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_WELL_FORMED = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias=HEADER, description="Unique per logical operation; retries reuse it."),
+]
+
+
+def _checked(key: str) -> str:
+    if not _WELL_FORMED.fullmatch(key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+            errors=[
+                {
+                    "field": "header.Idempotency-Key",
+                    "message": "malformed",
+                    "type": "idempotency_key",
+                }
+            ],
+        )
+    return key
+
+
+def fingerprint(request: Request, payload: BaseModel) -> str:
+    """Same operation = same method, path and *parsed* body, whatever the JSON spacing."""
+    canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()
+
+
+def idempotent_request(
+    request: Request,
+    principal: Principal,
+    key: str | None,
+    payload: BaseModel,
+    render: Callable[[T], StoredResponse],
+    *,
+    required: bool = False,
+) -> IdempotentRequest[T] | None:
+    if key is None:
+        if required:
+            raise IdempotencyKeyMissing(f"Send an {HEADER} header with this request")
+        return None
+    return IdempotentRequest(
+        principal=principal.key,
+        key=_checked(key),
+        fingerprint=fingerprint(request, payload),
+        render=render,
+    )
+
+
+def json_response(
+    stored: StoredResponse, *, replayed: bool, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    all_headers = {REPLAYED_HEADER: "true" if replayed else "false", **(headers or {})}
+    return JSONResponse(stored.body, status_code=stored.status, headers=all_headers)
+
+
+def render_model(status: int) -> Callable[[BaseModel], StoredResponse]:
+    def render(model: BaseModel) -> StoredResponse:
+        body: dict[str, Any] = model.model_dump(mode="json")
+        return StoredResponse(status=status, body=body)
+
+    return render

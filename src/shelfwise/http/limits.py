@@ -1,0 +1,46 @@
+"""Request body size limit.
+
+A declared `Content-Length` over the limit is refused before a byte is read; a chunked
+body is counted as it streams and refused the moment it crosses the limit, so an
+oversized body is never buffered whole.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shelfwise.observability.metrics import HTTP_REJECTED_BODIES
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                HTTP_REJECTED_BODIES.inc()
+                raise BodyTooLarge(self.max_bytes)
+        received = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    HTTP_REJECTED_BODIES.inc()
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, receive_counted, send)

@@ -1,0 +1,54 @@
+"""Operational endpoints: liveness, readiness, metrics. Not part of the public API schema."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from shelfwise.http.deps import ContextDep
+from shelfwise.migrate import current_revisions, head_revisions
+from shelfwise.observability.metrics import DB_POOL_CHECKED_OUT
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    """The process is up and its event loop answers. Deliberately checks nothing else, so
+    a database outage does not make Kubernetes restart every healthy pod."""
+    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/readyz")
+async def readyz(ctx: ContextDep) -> JSONResponse:
+    """Ready for traffic: the database answers and the schema is at the migrations' head."""
+    checks: dict[str, str] = {}
+    try:
+        async with ctx.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            current = await current_revisions(conn)
+        checks["database"] = "ok"
+        expected = head_revisions()
+        checks["migrations"] = (
+            "ok"
+            if current == expected
+            else (f"at {sorted(current) or 'nothing'}, expected {sorted(expected)}")
+        )
+    except Exception as exc:  # readiness reports, it does not raise
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request, ctx: ContextDep) -> Response:
+    checked_out = getattr(ctx.db.engine.pool, "checkedout", None)
+    if callable(checked_out):
+        DB_POOL_CHECKED_OUT.set(checked_out())
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

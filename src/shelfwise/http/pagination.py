@@ -1,0 +1,86 @@
+"""Opaque, tamper-evident cursors and the list envelope.
+
+A cursor is `base64url(json) + "." + base64url(hmac)`. Clients cannot forge one to reach
+rows they were not shown, and a cursor minted for one sort order is refused for another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query, Request, Response
+from pydantic import BaseModel
+
+from shelfwise.errors import InvalidCursor
+from shelfwise.pagination import PageRequest, PageResult
+
+T = TypeVar("T")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CursorCodec:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
+
+    def encode(self, scope: str, key: tuple[str, ...]) -> str:
+        payload = json.dumps([scope, *key], separators=(",", ":")).encode()
+        return f"{_b64(payload)}.{_b64(self._sign(payload))}"
+
+    def decode(self, scope: str, cursor: str) -> tuple[str, ...]:
+        try:
+            body, signature = cursor.split(".", 1)
+            payload = _unb64(body)
+            valid = hmac.compare_digest(_unb64(signature), self._sign(payload))
+            parts = json.loads(payload) if valid else None
+        except (ValueError, binascii.Error):
+            parts = None
+        if not isinstance(parts, list) or not parts or parts[0] != scope:
+            raise InvalidCursor("The cursor is malformed, tampered with, or from another list")
+        if not all(isinstance(part, str) for part in parts[1:]):
+            raise InvalidCursor("The cursor is malformed")
+        return tuple(parts[1:])
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None
+    has_more: bool
+
+
+LimitParam = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
+CursorParam = Annotated[
+    str | None, Query(max_length=2048, description="Opaque cursor from `next_cursor`.")
+]
+
+
+def page_request(
+    codec: CursorCodec, scope: str, limit: int | None, cursor: str | None, *, default: int, cap: int
+) -> PageRequest:
+    effective = min(limit or default, cap)
+    return PageRequest(limit=effective, after=codec.decode(scope, cursor) if cursor else None)
+
+
+def page_response(
+    request: Request, response: Response, codec: CursorCodec, scope: str, result: PageResult[T]
+) -> tuple[list[T], str | None]:
+    """Returns the items and next cursor; sets the `Link: rel="next"` header."""
+    next_cursor = codec.encode(scope, result.last_key) if result.last_key else None
+    if next_cursor:
+        url = request.url.include_query_params(cursor=next_cursor)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return result.items, next_cursor

@@ -1,0 +1,170 @@
+"""RFC 9457 problem+json: the one place where errors become HTTP responses.
+
+Every exception ends here — domain errors, validation errors, Starlette HTTP errors and
+anything unexpected. Unexpected errors are logged with the request id and answered as a
+bare 500 that reveals nothing internal.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shelfwise import errors
+from shelfwise.http.request_id import request_id_of
+from shelfwise.observability.metrics import UNHANDLED_ERRORS
+
+log = structlog.get_logger("shelfwise.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+STATUS_BY_ERROR: dict[type[errors.ShelfwiseError], int] = {
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.Conflict: 409,
+    errors.InvalidInput: 422,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.VersionMismatch: 412,
+    errors.PreconditionRequired: 428,
+    errors.IdempotencyKeyReused: 422,
+    errors.IdempotencyKeyInProgress: 409,
+    errors.IdempotencyKeyMissing: 400,
+}
+
+CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal_error",
+}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def status_for(exc: errors.ShelfwiseError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 400
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    scope: Scope,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:shelfwise:problem:{code}",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": scope.get("path", ""),
+        "code": code,
+        "request_id": request_id_of(scope),
+        **extra,
+    }
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Deliberately omit pydantic's `input`: it may echo a password or token back.
+    return [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ())),
+            "message": err.get("msg", "invalid"),
+            "type": err.get("type", "invalid"),
+        }
+        for err in exc.errors()
+    ]
+
+
+def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
+    if isinstance(exc, errors.ShelfwiseError):
+        status = status_for(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return problem(
+            status, exc.code, exc.detail, scope, title=exc.title, headers=headers, **exc.extra
+        )
+    if isinstance(exc, RequestValidationError):
+        return problem(
+            422,
+            "validation_failed",
+            "The request has invalid fields",
+            scope,
+            title="Request is invalid",
+            errors=_field_errors(exc),
+        )
+    if isinstance(exc, StarletteHTTPException):
+        code = CODE_BY_STATUS.get(exc.status_code, "http_error")
+        return problem(
+            exc.status_code, code, str(exc.detail), scope, headers=dict(exc.headers or {})
+        )
+    UNHANDLED_ERRORS.labels(type(exc).__name__).inc()
+    log.error("unhandled_exception", exc_info=exc, path=scope.get("path"))
+    return problem(
+        500,
+        "internal_error",
+        "An unexpected error occurred. Quote the request id when reporting it.",
+        scope,
+    )
+
+
+async def _handle(request: Request, exc: Exception) -> ProblemResponse:
+    return problem_for_exception(exc, request.scope)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.ShelfwiseError, _handle)
+    app.add_exception_handler(RequestValidationError, _handle)
+    app.add_exception_handler(StarletteHTTPException, _handle)
+
+
+class ErrorBoundaryMiddleware:
+    """Catches what escaped the routers (and middleware below it) while the access log,
+    metrics and request id layers are still around it, so even a 500 is logged, counted
+    and carries its `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:
+                raise  # headers are gone; the server will abort the connection
+            await problem_for_exception(exc, scope)(scope, receive, send)

@@ -1,0 +1,72 @@
+"""Short-lived JWT access tokens (HS256) with a `kid` header.
+
+Verification looks the key up by `kid` in a key ring, so a new signing key can be
+introduced while tokens signed by the previous one still verify until they expire.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+
+from shelfwise.errors import Unauthenticated
+
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    role: str
+    expires_at: datetime
+
+
+class TokenIssuer:
+    def __init__(self, *, keys: dict[str, bytes], signing_kid: str, issuer: str, ttl: timedelta):
+        if signing_kid not in keys:
+            raise ValueError("the signing key id must be in the key ring")
+        self._keys = keys
+        self._kid = signing_kid
+        self._issuer = issuer
+        self.ttl = ttl
+
+    def issue(self, *, user_id: uuid.UUID, role: str, now: datetime) -> tuple[str, datetime]:
+        expires = now + self.ttl
+        claims = {
+            "sub": str(user_id),
+            "role": role,
+            "iss": self._issuer,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(
+            claims, self._keys[self._kid], algorithm=ALGORITHM, headers={"kid": self._kid}
+        )
+        return token, expires
+
+    def verify(self, token: str, *, now: datetime) -> AccessClaims:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self._keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise Unauthenticated("Unknown signing key", reason="unknown_kid")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": False},
+            )
+            if claims["exp"] <= now.timestamp():
+                raise Unauthenticated("Access token expired", reason="expired")
+            return AccessClaims(
+                user_id=uuid.UUID(claims["sub"]),
+                role=str(claims.get("role")),
+                expires_at=datetime.fromtimestamp(claims["exp"], tz=now.tzinfo),
+            )
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise Unauthenticated("Invalid access token", reason="invalid_token") from exc

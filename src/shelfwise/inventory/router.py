@@ -1,0 +1,196 @@
+"""Locations, stock levels, adjustments and the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.idempotency import (
+    IdempotencyKeyHeader,
+    idempotent_request,
+    json_response,
+    render_model,
+)
+from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
+from shelfwise.idempotency.service import StoredResponse
+from shelfwise.identity.dependencies import (
+    CatalogWriter,
+    CurrentPrincipal,
+    LedgerReader,
+    StockReader,
+    StockWriter,
+)
+from shelfwise.inventory import service
+from shelfwise.inventory.models import MovementKind
+from shelfwise.inventory.schemas import (
+    AdjustmentIn,
+    AdjustmentOut,
+    LocationIn,
+    LocationOut,
+    MovementOut,
+    StockLevelOut,
+)
+
+router = APIRouter(prefix="/v1")
+PRIVATE = "private, no-store"
+
+
+@router.post("/locations", status_code=status.HTTP_201_CREATED, tags=["locations"])
+async def create_location(
+    body: LocationIn, _: CatalogWriter, session: SessionDep, request: Request, response: Response
+) -> LocationOut:
+    location = await service.create_location(
+        session, code=body.code, name=body.name, kind=body.kind.value
+    )
+    response.headers["Location"] = str(request.url_for("get_location", location_id=location.id))
+    return LocationOut.model_validate(location)
+
+
+@router.get("/locations", tags=["locations"])
+async def list_locations(
+    _: CurrentPrincipal,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    cursors: CursorsDep,
+    settings: SettingsDep,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+) -> Page[LocationOut]:
+    page = page_request(
+        cursors,
+        "locations",
+        limit,
+        cursor,
+        default=settings.page_limit_default,
+        cap=settings.page_limit_max,
+    )
+    result = await service.list_locations(session, page=page)
+    items, next_cursor = page_response(request, response, cursors, "locations", result)
+    response.headers["Cache-Control"] = PRIVATE
+    return Page(
+        data=[LocationOut.model_validate(x) for x in items],
+        next_cursor=next_cursor,
+        has_more=result.has_more,
+    )
+
+
+@router.get("/locations/{location_id}", tags=["locations"])
+async def get_location(
+    location_id: uuid.UUID, _: CurrentPrincipal, session: SessionDep, response: Response
+) -> LocationOut:
+    response.headers["Cache-Control"] = PRIVATE
+    return LocationOut.model_validate(await service.get_location(session, location_id))
+
+
+@router.get("/stock", tags=["stock"])
+async def list_stock(
+    _: StockReader,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    cursors: CursorsDep,
+    settings: SettingsDep,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+    product_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+) -> Page[StockLevelOut]:
+    scope = f"stock:{product_id or ''}:{location_id or ''}"
+    page = page_request(
+        cursors,
+        scope,
+        limit,
+        cursor,
+        default=settings.page_limit_default,
+        cap=settings.page_limit_max,
+    )
+    result = await service.list_stock_levels(
+        session, page=page, product_id=product_id, location_id=location_id
+    )
+    items, next_cursor = page_response(request, response, cursors, scope, result)
+    response.headers["Cache-Control"] = PRIVATE
+    return Page(
+        data=[StockLevelOut.model_validate(x) for x in items],
+        next_cursor=next_cursor,
+        has_more=result.has_more,
+    )
+
+
+def _render_adjustment(result: service.AdjustmentResult) -> StoredResponse:
+    out = AdjustmentOut(
+        movement=MovementOut.model_validate(result.movement),
+        level=StockLevelOut.model_validate(result.level),
+    )
+    return render_model(status.HTTP_201_CREATED)(out)
+
+
+@router.post(
+    "/stock/adjustments",
+    status_code=status.HTTP_201_CREATED,
+    tags=["stock"],
+    response_model=AdjustmentOut,
+    responses={409: {}, 422: {}},
+)
+async def adjust_stock(
+    body: AdjustmentIn,
+    principal: StockWriter,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    idem = idempotent_request(request, principal, idempotency_key, body, _render_adjustment)
+    change = service.Adjustment(
+        product_id=body.product_id,
+        location_id=body.location_id,
+        kind=MovementKind(body.kind),
+        quantity=body.quantity,
+        reason=body.reason,
+        reference=body.reference,
+    )
+    outcome = await service.adjust_stock(
+        session, change, actor_id=principal.user_id, idempotency=idem
+    )
+    if outcome.replay is not None:
+        return json_response(outcome.replay, replayed=True)
+    assert outcome.result is not None
+    return json_response(_render_adjustment(outcome.result), replayed=False)
+
+
+@router.get("/stock/movements", tags=["stock"])
+async def list_movements(
+    _: LedgerReader,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    cursors: CursorsDep,
+    settings: SettingsDep,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+    product_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+    kind: Annotated[MovementKind | None, Query()] = None,
+) -> Page[MovementOut]:
+    scope = f"movements:{product_id or ''}:{location_id or ''}:{kind or ''}"
+    page = page_request(
+        cursors,
+        scope,
+        limit,
+        cursor,
+        default=settings.page_limit_default,
+        cap=settings.page_limit_max,
+    )
+    result = await service.list_movements(
+        session, page=page, product_id=product_id, location_id=location_id, kind=kind
+    )
+    items, next_cursor = page_response(request, response, cursors, scope, result)
+    response.headers["Cache-Control"] = PRIVATE
+    return Page(
+        data=[MovementOut.model_validate(x) for x in items],
+        next_cursor=next_cursor,
+        has_more=result.has_more,
+    )

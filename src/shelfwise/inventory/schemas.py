@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shelfwise.inventory.models import MovementKind
+from shelfwise.types import Code, Name, Reason, Text
+
+
+class LocationKind(StrEnum):
+    WAREHOUSE = "warehouse"
+    STORE = "store"
+
+
+class LocationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    name: Name
+    kind: LocationKind = LocationKind.WAREHOUSE
+
+
+class LocationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    code: str
+    name: str
+    kind: LocationKind
+    created_at: datetime
+
+
+class StockLevelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: uuid.UUID
+    location_id: uuid.UUID
+    on_hand: int
+    reserved: int
+    available: int
+    version: int
+    updated_at: datetime
+
+
+Quantity = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+
+
+class AdjustmentIn(BaseModel):
+    """A receipt adds stock that arrived; an adjustment corrects a count (either sign)."""
+
+    model_config = ConfigDict(extra="forbid")
+    product_id: uuid.UUID
+    location_id: uuid.UUID
+    kind: Literal["receipt", "adjustment"]
+    quantity: Quantity
+    reason: Reason
+    reference: Annotated[Text, Field(max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _sign_fits_kind(self) -> AdjustmentIn:
+        if self.quantity == 0:
+            raise ValueError("quantity must not be zero")
+        if self.kind == "receipt" and self.quantity < 0:
+            raise ValueError("a receipt adds stock: quantity must be positive")
+        return self
+
+
+class MovementOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    stock_level_id: int
+    product_id: uuid.UUID
+    location_id: uuid.UUID
+    kind: MovementKind
+    on_hand_delta: int
+    reserved_delta: int
+    reason: str
+    reference: str | None
+    actor_id: uuid.UUID | None
+    created_at: datetime
+
+
+class AdjustmentOut(BaseModel):
+    movement: MovementOut
+    level: StockLevelOut

@@ -1,0 +1,279 @@
+"""Locations, stock levels and the ledger. Each public function owns its transaction.
+
+Every stock change is one conditional UPDATE (`... WHERE on_hand + delta >= reserved`),
+so concurrent writers serialise on the row lock the UPDATE takes and none can push a
+level below what is reserved; the CHECK constraint backs it up. The ledger row is written
+in the same transaction, so `on_hand` always equals the sum of the ledger.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.catalog.models import Product
+from shelfwise.catalog.service import ProductNotFound
+from shelfwise.errors import AlreadyExists, InsufficientStock, InvalidCursor, NotFound
+from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent
+from shelfwise.inventory.models import Location, MovementKind, StockLevel, StockMovement
+from shelfwise.observability.metrics import STOCK_ADJUSTMENTS
+from shelfwise.pagination import PageRequest, PageResult, page_from_rows
+
+
+class LocationNotFound(NotFound):
+    code = "location_not_found"
+    title = "Location not found"
+
+
+class LocationCodeTaken(AlreadyExists):
+    code = "location_code_taken"
+    title = "Location code already in use"
+
+
+def _int_key(after: tuple[str, ...] | None) -> int | None:
+    if after is None:
+        return None
+    try:
+        return int(after[0])
+    except (ValueError, IndexError) as exc:
+        raise InvalidCursor("The cursor does not fit this list") from exc
+
+
+# -- locations ---------------------------------------------------------------------------
+
+
+async def create_location(session: AsyncSession, *, code: str, name: str, kind: str) -> Location:
+    location = Location(code=code, name=name, kind=kind)
+    try:
+        async with session.begin():
+            session.add(location)
+            await session.flush()
+            await session.refresh(location)
+    except IntegrityError as exc:
+        raise LocationCodeTaken(f"Location code {code!r} is already in use") from exc
+    return location
+
+
+async def list_locations(session: AsyncSession, *, page: PageRequest) -> PageResult[Location]:
+    stmt = select(Location).order_by(Location.code).limit(page.limit + 1)
+    if page.after is not None:
+        stmt = stmt.where(Location.code > page.after[0])
+    async with session.begin():
+        rows = (await session.scalars(stmt)).all()
+    return page_from_rows(rows, page.limit, lambda loc: (loc.code,))
+
+
+async def get_location(session: AsyncSession, location_id: uuid.UUID) -> Location:
+    async with session.begin():
+        location = await session.get(Location, location_id)
+    if location is None:
+        raise LocationNotFound(f"No location with id {location_id}")
+    return location
+
+
+# -- levels ------------------------------------------------------------------------------
+
+
+async def list_stock_levels(
+    session: AsyncSession,
+    *,
+    page: PageRequest,
+    product_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+) -> PageResult[StockLevel]:
+    stmt = select(StockLevel).order_by(StockLevel.id).limit(page.limit + 1)
+    if product_id is not None:
+        stmt = stmt.where(StockLevel.product_id == product_id)
+    if location_id is not None:
+        stmt = stmt.where(StockLevel.location_id == location_id)
+    if (after := _int_key(page.after)) is not None:
+        stmt = stmt.where(StockLevel.id > after)
+    async with session.begin():
+        rows = (await session.scalars(stmt)).all()
+    return page_from_rows(rows, page.limit, lambda level: (str(level.id),))
+
+
+# -- adjustments -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    product_id: uuid.UUID
+    location_id: uuid.UUID
+    kind: MovementKind
+    quantity: int
+    reason: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentResult:
+    movement: StockMovement
+    level: StockLevel
+
+
+async def _ensure_level(
+    session: AsyncSession, product_id: uuid.UUID, location_id: uuid.UUID
+) -> None:
+    if await session.scalar(select(Product.id).where(Product.id == product_id)) is None:
+        raise ProductNotFound(f"No product with id {product_id}")
+    if await session.scalar(select(Location.id).where(Location.id == location_id)) is None:
+        raise LocationNotFound(f"No location with id {location_id}")
+    await session.execute(
+        pg_insert(StockLevel)
+        .values(product_id=product_id, location_id=location_id, on_hand=0, reserved=0)
+        .on_conflict_do_nothing(index_elements=["product_id", "location_id"])
+    )
+
+
+async def _apply_adjustment(
+    session: AsyncSession, change: Adjustment, actor_id: uuid.UUID | None
+) -> AdjustmentResult:
+    await _ensure_level(session, change.product_id, change.location_id)
+    level = (
+        await session.scalars(
+            update(StockLevel)
+            .where(
+                StockLevel.product_id == change.product_id,
+                StockLevel.location_id == change.location_id,
+                StockLevel.on_hand + change.quantity >= StockLevel.reserved,
+            )
+            .values(
+                on_hand=StockLevel.on_hand + change.quantity,
+                version=StockLevel.version + 1,
+                updated_at=func.now(),
+            )
+            .returning(StockLevel)
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
+    if level is None:
+        current = await session.scalar(
+            select(StockLevel).where(
+                StockLevel.product_id == change.product_id,
+                StockLevel.location_id == change.location_id,
+            )
+        )
+        available = current.available if current else 0
+        raise InsufficientStock(
+            f"Cannot remove {-change.quantity} units: only {available} are not reserved",
+            lines=[
+                {
+                    "product_id": str(change.product_id),
+                    "location_id": str(change.location_id),
+                    "requested": -change.quantity,
+                    "available": available,
+                }
+            ],
+        )
+    movement = (
+        await session.scalars(
+            insert(StockMovement)
+            .values(
+                stock_level_id=level.id,
+                product_id=level.product_id,
+                location_id=level.location_id,
+                kind=change.kind.value,
+                on_hand_delta=change.quantity,
+                reserved_delta=0,
+                reason=change.reason,
+                reference=change.reference,
+                actor_id=actor_id,
+            )
+            .returning(StockMovement)
+        )
+    ).one()
+    return AdjustmentResult(movement=movement, level=level)
+
+
+async def adjust_stock(
+    session: AsyncSession,
+    change: Adjustment,
+    *,
+    actor_id: uuid.UUID | None,
+    idempotency: IdempotentRequest[AdjustmentResult] | None = None,
+) -> Outcome[AdjustmentResult]:
+    async with session.begin():
+        outcome = await run_idempotent(
+            session, idempotency, lambda: _apply_adjustment(session, change, actor_id)
+        )
+    if outcome.result is not None:
+        STOCK_ADJUSTMENTS.labels(change.kind.value).inc()
+    return outcome
+
+
+# -- ledger ------------------------------------------------------------------------------
+
+
+def movements_query(
+    *,
+    product_id: uuid.UUID | None,
+    location_id: uuid.UUID | None,
+    kind: MovementKind | None,
+) -> Select[StockMovement]:
+    stmt = select(StockMovement).order_by(StockMovement.id.desc())
+    if product_id is not None:
+        stmt = stmt.where(StockMovement.product_id == product_id)
+    if location_id is not None:
+        stmt = stmt.where(StockMovement.location_id == location_id)
+    if kind is not None:
+        stmt = stmt.where(StockMovement.kind == kind.value)
+    return stmt
+
+
+async def list_movements(
+    session: AsyncSession,
+    *,
+    page: PageRequest,
+    product_id: uuid.UUID | None = None,
+    location_id: uuid.UUID | None = None,
+    kind: MovementKind | None = None,
+) -> PageResult[StockMovement]:
+    """Newest first. New movements appended during a walk land before its start, so the
+    walk never repeats or skips a row."""
+    stmt = movements_query(product_id=product_id, location_id=location_id, kind=kind)
+    if (after := _int_key(page.after)) is not None:
+        stmt = stmt.where(StockMovement.id < after)
+    async with session.begin():
+        rows = (await session.scalars(stmt.limit(page.limit + 1))).all()
+    return page_from_rows(rows, page.limit, lambda m: (str(m.id),))
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    stock_level_id: int
+    on_hand: int
+    ledger_on_hand: int
+    reserved: int
+    ledger_reserved: int
+
+
+async def reconcile(session: AsyncSession) -> list[Drift]:
+    """Levels whose counters differ from the sum of their ledger rows (should be none)."""
+    sums = (
+        select(
+            StockMovement.stock_level_id,
+            func.sum(StockMovement.on_hand_delta).label("on_hand"),
+            func.sum(StockMovement.reserved_delta).label("reserved"),
+        )
+        .group_by(StockMovement.stock_level_id)
+        .subquery()
+    )
+    ledger_on_hand = func.coalesce(sums.c.on_hand, 0)
+    ledger_reserved = func.coalesce(sums.c.reserved, 0)
+    stmt = (
+        select(
+            StockLevel.id, StockLevel.on_hand, ledger_on_hand, StockLevel.reserved, ledger_reserved
+        )
+        .outerjoin(sums, sums.c.stock_level_id == StockLevel.id)
+        .where((StockLevel.on_hand != ledger_on_hand) | (StockLevel.reserved != ledger_reserved))
+        .order_by(StockLevel.id)
+    )
+    async with session.begin():
+        rows = (await session.execute(stmt)).all()
+    return [Drift(*row) for row in rows]

@@ -1,0 +1,36 @@
+"""Alembic, driven from code: `shelfwise migrate`, readiness checks and test templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+    return set(script.get_heads())
+
+
+async def current_revisions(conn: AsyncConnection) -> set[str]:
+    def read(sync_conn: object) -> set[str]:
+        return set(MigrationContext.configure(sync_conn).get_current_heads())  # type: ignore[arg-type]
+
+    return await conn.run_sync(read)

@@ -1,0 +1,17 @@
+"""Imports every model so `Base.metadata` is complete (for Alembic and tests)."""
+
+from shelfwise.catalog.models import Product
+from shelfwise.idempotency.models import IdempotencyRecord
+from shelfwise.identity.models import ApiKey, RoleRow, User
+from shelfwise.inventory.models import Location, StockLevel, StockMovement
+
+__all__ = [
+    "ApiKey",
+    "IdempotencyRecord",
+    "Location",
+    "Product",
+    "RoleRow",
+    "StockLevel",
+    "StockMovement",
+    "User",
+]

@@ -1,0 +1,38 @@
+"""structlog configuration: JSON lines in production, readable console output in development.
+
+The request id is bound in a contextvar by the request-id middleware, so every line logged
+while a request is handled carries it, whichever module logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from shelfwise.config import Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor
+    if settings.json_logs:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Route stdlib loggers (uvicorn, alembic, sqlalchemy) through the same level.
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("uvicorn.access").disabled = True  # our access log replaces it

@@ -1,0 +1,54 @@
+"""Prometheus metrics shared by the whole process.
+
+Labels use the route *template* (`/v1/products/{product_id}`), never the raw path, so a
+scan of random ids cannot explode the number of time series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "shelfwise_http_requests_total",
+    "HTTP requests handled, by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "shelfwise_http_request_duration_seconds",
+    "Time from first byte in to last byte out, by method and route template.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_IN_FLIGHT = Gauge(
+    "shelfwise_http_requests_in_flight",
+    "Requests currently being handled.",
+)
+HTTP_REJECTED_BODIES = Counter(
+    "shelfwise_http_body_too_large_total",
+    "Requests refused because the body exceeded the limit.",
+)
+UNHANDLED_ERRORS = Counter(
+    "shelfwise_unhandled_errors_total",
+    "Exceptions that reached the error handler unmapped (answered as 500).",
+    ["exception"],
+)
+PASSWORD_HASH_SECONDS = Histogram(
+    "shelfwise_password_hash_seconds",
+    "argon2id hash/verify time, measured in the worker thread.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+AUTH_FAILURES = Counter(
+    "shelfwise_auth_failures_total",
+    "Rejected authentication attempts, by reason (never the credential).",
+    ["reason"],
+)
+STOCK_ADJUSTMENTS = Counter(
+    "shelfwise_stock_adjustments_total",
+    "Committed stock adjustments, by kind.",
+    ["kind"],
+)
+DB_POOL_CHECKED_OUT = Gauge(
+    "shelfwise_db_pool_checked_out",
+    "Database connections currently checked out of the pool.",
+)

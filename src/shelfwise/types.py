@@ -1,0 +1,28 @@
+"""Constrained input types shared by the API schemas.
+
+PostgreSQL text cannot hold NUL; refusing it here turns what would be a driver error
+(and a 500) into a clear 422 on the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+
+def _no_control_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_control_nul)]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
+Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9 _-]{0,63}$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+MinorUnits = Annotated[int, Field(ge=0, le=2_147_483_647)]
+Description = Annotated[Text, StringConstraints(max_length=5000)]
+Reason = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
