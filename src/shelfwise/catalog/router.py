@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -65,14 +65,16 @@ async def create_product(
     return ProductOut.model_validate(product)
 
 
-@router.get("/{product_id}", responses={304: {"description": "Not modified"}})
+@router.get(
+    "/{product_id}", response_model=ProductOut, responses={304: {"description": "Not modified"}}
+)
 async def get_product(
     product_id: uuid.UUID,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
-) -> ProductOut | Response:
+) -> Any:
     product = await service.get_product(session, product_id)
     etag = etag_for(product.version)
     if is_not_modified(request, etag):

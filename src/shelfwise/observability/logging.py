@@ -36,3 +36,4 @@ def configure_logging(settings: Settings) -> None:
     # Route stdlib loggers (uvicorn, alembic, sqlalchemy) through the same level.
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("uvicorn.access").disabled = True  # our access log replaces it
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO

@@ -1,0 +1,38 @@
+# Shelfwise — `make run` and `make test` work on a fresh machine with only python3.
+PYTHON ?= python3
+# Use uv from PATH when present; otherwise bootstrap it with pip into .tools/.
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+VENV := .venv
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint fmt bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/shelfwise run
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench migrations
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+fmt: install
+	$(VENV)/bin/ruff format src tests bench migrations
+	$(VENV)/bin/ruff check --fix src tests bench migrations
+
+bench: install
+	$(VENV)/bin/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
