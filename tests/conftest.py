@@ -121,8 +121,9 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         data_dir=ROOT / "var" / "test",
         access_log=True,
-        db_pool_size=20,
-        db_max_overflow=60,
+        # Several test processes may share one server (max_connections=100).
+        db_pool_size=10,
+        db_max_overflow=15,
     )
 
 
