@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, relationship
 
 from shelfwise.config import Settings
 
@@ -39,8 +40,15 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
-def created_at_column() -> Mapped[datetime]:
-    return mapped_column(server_default=func.now())
+def relation(argument: str, **kwargs: Any) -> Any:
+    """`relationship()` that refuses implicit loading.
+
+    Touching an attribute that was not loaded explicitly (`selectinload`, `joinedload`)
+    raises instead of silently issuing one query per row: N+1 cannot happen unnoticed,
+    and lazy I/O cannot happen at all under asyncio.
+    """
+    kwargs.setdefault("lazy", "raise")
+    return relationship(argument, **kwargs)
 
 
 def sqlalchemy_url(url: str) -> str:

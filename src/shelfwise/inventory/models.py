@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     BigInteger,
@@ -17,7 +18,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shelfwise.db import Base
+from shelfwise.db import Base, relation
+
+if TYPE_CHECKING:
+    from shelfwise.catalog.models import Product
 
 
 class MovementKind(StrEnum):
@@ -60,6 +64,9 @@ class StockLevel(Base):
     reserved: Mapped[int] = mapped_column(server_default=text("0"))
     version: Mapped[int] = mapped_column(server_default=text("1"))
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    product: Mapped[Product] = relation("Product")
+    location: Mapped[Location] = relation("Location")
 
     __mapper_args__ = {"eager_defaults": True}
 
