@@ -11,7 +11,7 @@ import asyncio
 import os
 
 from alembic import context
-from sqlalchemy import pool, text
+from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -37,7 +37,6 @@ def run_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
-    connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -49,7 +48,12 @@ def _run(connection: Connection) -> None:
 
 
 async def run_online() -> None:
-    engine = create_async_engine(database_url(), poolclass=pool.NullPool)
+    engine = create_async_engine(
+        database_url(),
+        poolclass=pool.NullPool,
+        # Session-wide, so it also covers the statements alembic issues itself.
+        connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT}"},
+    )
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()

@@ -45,6 +45,7 @@ from shelfwise.identity.router import router as identity_router
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.inventory.router import router as inventory_router
 from shelfwise.observability.logging import configure_logging
+from shelfwise.orders.router import router as orders_router
 
 log = structlog.get_logger("shelfwise.app")
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(identity_router)
     app.include_router(catalog_router)
     app.include_router(inventory_router)
+    app.include_router(orders_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

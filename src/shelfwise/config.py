@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     page_limit_max: int = Field(default=100, ge=1)
     catalog_cache_max_age: int = Field(default=60, ge=0)
 
+    reservation_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    idempotency_retention_hours: int = Field(default=24, ge=24)
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise
     access_log: bool = True

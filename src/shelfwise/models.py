@@ -4,11 +4,14 @@ from shelfwise.catalog.models import Product
 from shelfwise.idempotency.models import IdempotencyRecord
 from shelfwise.identity.models import ApiKey, RoleRow, User
 from shelfwise.inventory.models import Location, StockLevel, StockMovement
+from shelfwise.orders.models import Order, OrderLine
 
 __all__ = [
     "ApiKey",
     "IdempotencyRecord",
     "Location",
+    "Order",
+    "OrderLine",
     "Product",
     "RoleRow",
     "StockLevel",

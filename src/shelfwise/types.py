@@ -18,11 +18,22 @@ def _no_control_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_control_nul)]
-Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Constraints sit on `str` itself (not on `Text`) so whitespace is stripped *before* the
+# length is checked: on top of an AfterValidator pydantic checks lengths first and strips
+# afterwards, which let "   " through as an empty name.
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_nul),
+]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9 _-]{0,63}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 MinorUnits = Annotated[int, Field(ge=0, le=2_147_483_647)]
 Description = Annotated[Text, StringConstraints(max_length=5000)]
-Reason = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(_no_control_nul),
+]

@@ -18,12 +18,17 @@ class Scope(StrEnum):
     STOCK_READ = "stock:read"
     STOCK_WRITE = "stock:write"
     LEDGER_READ = "ledger:read"
+    ORDERS_READ = "orders:read"  # own orders
+    ORDERS_WRITE = "orders:write"  # place, confirm and cancel own orders
+    ORDERS_MANAGE = "orders:manage"  # every order: read, act on, fulfil
 
 
 ALL_SCOPES = frozenset(Scope)
 
 ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
-    Role.CUSTOMER: frozenset({Scope.CATALOG_READ, Scope.STOCK_READ}),
+    Role.CUSTOMER: frozenset(
+        {Scope.CATALOG_READ, Scope.STOCK_READ, Scope.ORDERS_READ, Scope.ORDERS_WRITE}
+    ),
     Role.STAFF: ALL_SCOPES,
     Role.ADMIN: ALL_SCOPES,
 }

@@ -100,6 +100,9 @@ class StockMovement(Base):
         Index("ix_stock_movements_stock_level_id_id", "stock_level_id", "id"),
         Index("ix_stock_movements_product_id_id", "product_id", "id"),
         Index("ix_stock_movements_location_id_id", "location_id", "id"),
+        Index(
+            "ix_stock_movements_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -114,4 +117,5 @@ class StockMovement(Base):
     # RESTRICT, not SET NULL: the ledger is append-only, so users with history are
     # disabled rather than deleted.
     actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

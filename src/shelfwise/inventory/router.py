@@ -33,7 +33,10 @@ from shelfwise.inventory.schemas import (
     LocationOut,
     MovementOut,
     StockLevelOut,
+    TransferIn,
+    TransferOut,
 )
+from shelfwise.inventory.transfers import Transfer, TransferResult, transfer_stock
 
 router = APIRouter(prefix="/v1")
 PRIVATE = "private, no-store"
@@ -159,6 +162,44 @@ async def adjust_stock(
         return json_response(outcome.replay, replayed=True)
     assert outcome.result is not None
     return json_response(_render_adjustment(outcome.result), replayed=False)
+
+
+def _render_transfer(result: TransferResult) -> StoredResponse:
+    out = TransferOut(
+        transfer_id=result.transfer_id,
+        source=StockLevelOut.model_validate(result.source),
+        destination=StockLevelOut.model_validate(result.destination),
+    )
+    return render_model(status.HTTP_201_CREATED)(out)
+
+
+@router.post(
+    "/stock/transfers",
+    status_code=status.HTTP_201_CREATED,
+    tags=["stock"],
+    response_model=TransferOut,
+    responses={409: {}, 422: {}},
+)
+async def transfer(
+    body: TransferIn,
+    principal: StockWriter,
+    request: Request,
+    session: SessionDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    idem = idempotent_request(request, principal, idempotency_key, body, _render_transfer)
+    move = Transfer(
+        product_id=body.product_id,
+        from_location_id=body.from_location_id,
+        to_location_id=body.to_location_id,
+        quantity=body.quantity,
+        reason=body.reason,
+    )
+    outcome = await transfer_stock(session, move, actor_id=principal.user_id, idempotency=idem)
+    if outcome.replay is not None:
+        return json_response(outcome.replay, replayed=True)
+    assert outcome.result is not None
+    return json_response(_render_transfer(outcome.result), replayed=False)
 
 
 @router.get("/stock/movements", tags=["stock"])

@@ -79,9 +79,33 @@ class MovementOut(BaseModel):
     reason: str
     reference: str | None
     actor_id: uuid.UUID | None
+    order_id: uuid.UUID | None
     created_at: datetime
 
 
 class AdjustmentOut(BaseModel):
     movement: MovementOut
     level: StockLevelOut
+
+
+class TransferIn(BaseModel):
+    """Move unreserved units of one product from one location to another, atomically."""
+
+    model_config = ConfigDict(extra="forbid")
+    product_id: uuid.UUID
+    from_location_id: uuid.UUID
+    to_location_id: uuid.UUID
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _distinct_locations(self) -> TransferIn:
+        if self.from_location_id == self.to_location_id:
+            raise ValueError("from_location_id and to_location_id must differ")
+        return self
+
+
+class TransferOut(BaseModel):
+    transfer_id: uuid.UUID
+    source: StockLevelOut
+    destination: StockLevelOut

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -117,7 +118,7 @@ class AdjustmentResult:
     level: StockLevel
 
 
-async def _ensure_level(
+async def ensure_level(
     session: AsyncSession, product_id: uuid.UUID, location_id: uuid.UUID
 ) -> None:
     if await session.scalar(select(Product.id).where(Product.id == product_id)) is None:
@@ -134,7 +135,7 @@ async def _ensure_level(
 async def _apply_adjustment(
     session: AsyncSession, change: Adjustment, actor_id: uuid.UUID | None
 ) -> AdjustmentResult:
-    await _ensure_level(session, change.product_id, change.location_id)
+    await ensure_level(session, change.product_id, change.location_id)
     level = (
         await session.scalars(
             update(StockLevel)
@@ -253,7 +254,7 @@ class Drift:
     ledger_reserved: int
 
 
-async def reconcile(session: AsyncSession) -> list[Drift]:
+def ledger_drift_statement() -> Select[int, int, Any, int, Any]:
     """Levels whose counters differ from the sum of their ledger rows (should be none)."""
     sums = (
         select(
@@ -274,6 +275,10 @@ async def reconcile(session: AsyncSession) -> list[Drift]:
         .where((StockLevel.on_hand != ledger_on_hand) | (StockLevel.reserved != ledger_reserved))
         .order_by(StockLevel.id)
     )
+    return stmt
+
+
+async def reconcile(session: AsyncSession) -> list[Drift]:
     async with session.begin():
-        rows = (await session.execute(stmt)).all()
-    return [Drift(*row) for row in rows]
+        rows = (await session.execute(ledger_drift_statement())).all()
+    return [Drift(*row._tuple()) for row in rows]

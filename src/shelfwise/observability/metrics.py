@@ -52,3 +52,22 @@ DB_POOL_CHECKED_OUT = Gauge(
     "shelfwise_db_pool_checked_out",
     "Database connections currently checked out of the pool.",
 )
+TX_RETRIES = Counter(
+    "shelfwise_db_transaction_retries_total",
+    "Transactions retried after a serialization failure (40001) or deadlock (40P01).",
+    ["use_case", "sqlstate"],
+)
+ORDERS_PLACED = Counter(
+    "shelfwise_orders_total",
+    "Order placement attempts by outcome (reserved, insufficient_stock, replayed).",
+    ["outcome"],
+)
+ORDER_TRANSITIONS = Counter(
+    "shelfwise_order_transitions_total",
+    "Order status changes, by target status.",
+    ["status"],
+)
+RESERVATIONS_EXPIRED = Counter(
+    "shelfwise_reservations_expired_total",
+    "Orders whose reservation expired and whose stock was released.",
+)

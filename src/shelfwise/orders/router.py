@@ -1,0 +1,142 @@
+"""Orders. Placing requires an `Idempotency-Key`; object access is checked in the service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from shelfwise.http.deps import ClockDep, CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.idempotency import (
+    IdempotencyKeyHeader,
+    idempotent_request,
+    json_response,
+    render_model,
+)
+from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
+from shelfwise.idempotency.service import StoredResponse
+from shelfwise.identity.dependencies import require_scope
+from shelfwise.identity.principal import Principal
+from shelfwise.identity.scopes import Scope
+from shelfwise.orders import service
+from shelfwise.orders.models import Order, OrderStatus
+from shelfwise.orders.schemas import OrderIn, OrderOut
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+PRIVATE = "private, no-store"
+
+OrderReader = Annotated[Principal, Depends(require_scope(Scope.ORDERS_READ))]
+OrderWriter = Annotated[Principal, Depends(require_scope(Scope.ORDERS_WRITE))]
+OrderManager = Annotated[Principal, Depends(require_scope(Scope.ORDERS_MANAGE))]
+
+
+def _out(order: Order) -> OrderOut:
+    return OrderOut.model_validate(order)
+
+
+def _render(order: Order) -> StoredResponse:
+    return render_model(status.HTTP_201_CREATED)(_out(order))
+
+
+def _location(request: Request, order_id: object) -> dict[str, str]:
+    return {
+        "Location": str(request.url_for("get_order", order_id=str(order_id))),
+        "Cache-Control": PRIVATE,
+    }
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    responses={400: {}, 409: {}, 422: {}},
+)
+async def place_order(
+    body: OrderIn,
+    principal: OrderWriter,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    idem = idempotent_request(request, principal, idempotency_key, body, _render, required=True)
+    command = service.PlaceOrder(
+        quantities={line.product_id: line.quantity for line in body.lines},
+        location_id=body.location_id,
+    )
+    outcome = await service.place_order(
+        session,
+        command,
+        placer=principal,
+        now=clock.now(),
+        reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+        idempotency=idem,
+    )
+    if outcome.replay is not None:
+        stored = outcome.replay
+    else:
+        assert outcome.result is not None
+        stored = _render(outcome.result)
+    return json_response(
+        stored, replayed=outcome.replay is not None, headers=_location(request, stored.body["id"])
+    )
+
+
+@router.get("")
+async def list_orders(
+    viewer: OrderReader,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    cursors: CursorsDep,
+    settings: SettingsDep,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+    status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
+) -> Page[OrderOut]:
+    scope = f"orders:{viewer.key}:{status_filter or ''}"
+    page = page_request(
+        cursors,
+        scope,
+        limit,
+        cursor,
+        default=settings.page_limit_default,
+        cap=settings.page_limit_max,
+    )
+    result = await service.list_orders(session, viewer=viewer, page=page, status=status_filter)
+    items, next_cursor = page_response(request, response, cursors, scope, result)
+    response.headers["Cache-Control"] = PRIVATE
+    return Page(data=[_out(o) for o in items], next_cursor=next_cursor, has_more=result.has_more)
+
+
+@router.get("/{order_id}")
+async def get_order(
+    order_id: uuid.UUID, viewer: OrderReader, session: SessionDep, response: Response
+) -> OrderOut:
+    response.headers["Cache-Control"] = PRIVATE
+    return _out(await service.get_order(session, order_id, viewer=viewer))
+
+
+@router.post("/{order_id}/confirm", responses={404: {}, 409: {}})
+async def confirm_order(
+    order_id: uuid.UUID, actor: OrderWriter, session: SessionDep, clock: ClockDep
+) -> OrderOut:
+    return _out(await service.confirm_order(session, order_id, actor=actor, now=clock.now()))
+
+
+@router.post("/{order_id}/cancel", responses={404: {}, 409: {}})
+async def cancel_order(
+    order_id: uuid.UUID, actor: OrderWriter, session: SessionDep, clock: ClockDep
+) -> OrderOut:
+    return _out(await service.cancel_order(session, order_id, actor=actor, now=clock.now()))
+
+
+@router.post("/{order_id}/fulfil", responses={404: {}, 409: {}})
+async def fulfil_order(
+    order_id: uuid.UUID, actor: OrderManager, session: SessionDep, clock: ClockDep
+) -> OrderOut:
+    return _out(await service.fulfil_order(session, order_id, actor=actor, now=clock.now()))
