@@ -20,7 +20,12 @@ from shelfwise.identity.models import Role
 from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.observability.logging import configure_logging
 
-app = typer.Typer(help="Shelfwise: real-time inventory and orders.", no_args_is_help=True)
+app = typer.Typer(
+    help="Shelfwise: real-time inventory and orders.",
+    no_args_is_help=True,
+    # Tracebacks with local variables would print connection URLs and passwords.
+    pretty_exceptions_show_locals=False,
+)
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -125,21 +130,61 @@ def create_user(
 
 @app.command()
 def reconcile() -> None:
-    """Compare every stock level with the sum of its ledger; exit 1 on drift."""
-    from shelfwise.inventory.service import reconcile as find_drift
+    """Check every stock level against its ledger and open reservations; exit 1 on drift."""
+    from shelfwise.reconciliation import ReconciliationReport, reconcile_all
 
     settings = load_settings()
     configure_logging(settings)
 
-    async def work(db: Database) -> list[object]:
+    async def work(db: Database) -> ReconciliationReport:
         async with db.sessions() as session:
-            return list(await find_drift(session))
+            return await reconcile_all(session)
 
-    drift = _with_db(settings, work)
-    for row in drift:
-        console.print(f"[red]drift[/] {row}")
-    console.print(f"{len(drift)} stock levels drift from the ledger")
-    raise typer.Exit(1 if drift else 0)
+    report = _with_db(settings, work)
+    for ledger_row in report.ledger:
+        console.print(f"[red]ledger drift[/] {ledger_row}")
+    for held_row in report.reservations:
+        console.print(f"[red]reservation drift[/] {held_row}")
+    console.print(
+        f"{len(report.ledger)} levels drift from the ledger, "
+        f"{len(report.reservations)} from open reservations"
+    )
+    raise typer.Exit(0 if report.clean else 1)
+
+
+@app.command("expire-reservations")
+def expire_reservations_command() -> None:
+    """Release every reservation whose time is up (each exactly once)."""
+    from shelfwise.clock import SystemClock
+    from shelfwise.orders.expiry import expire_reservations
+
+    settings = load_settings()
+    configure_logging(settings)
+
+    async def work(db: Database) -> int:
+        async with db.sessions() as session:
+            return await expire_reservations(session, now=SystemClock().now())
+
+    console.print(f"expired {_with_db(settings, work)} reservations")
+
+
+@app.command("prune-idempotency-keys")
+def prune_idempotency_keys_command() -> None:
+    """Delete idempotency records older than the retention (24 h by default)."""
+    from datetime import timedelta
+
+    from shelfwise.clock import SystemClock
+    from shelfwise.idempotency.service import prune_idempotency_keys
+
+    settings = load_settings()
+    configure_logging(settings)
+    cutoff = SystemClock().now() - timedelta(hours=settings.idempotency_retention_hours)
+
+    async def work(db: Database) -> int:
+        async with db.sessions() as session:
+            return await prune_idempotency_keys(session, older_than=cutoff)
+
+    console.print(f"pruned {_with_db(settings, work)} idempotency keys")
 
 
 @app.command()

@@ -3,7 +3,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     BigInteger,
@@ -18,10 +17,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+# Imported at run time, not only for typing: the mapper must find Product whichever
+# module a process imports first.
+from shelfwise.catalog.models import Product
 from shelfwise.db import Base, relation
-
-if TYPE_CHECKING:
-    from shelfwise.catalog.models import Product
 
 
 class MovementKind(StrEnum):
