@@ -1,0 +1,220 @@
+"""The benchmark's own database and the two servers under test, as child processes.
+
+The database is an embedded cluster under `var/bench` — never the development (`var/pg`)
+or test (`var/test`) one — migrated and seeded like production data. Each server runs in
+its own process, exactly as deployed (`shelfwise serve`: uvicorn, uvloop, httptools, one
+worker), so the figures include the real middleware stack, logging and settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "var" / "bench"
+DATABASE = "shelfwise_bench"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+def prepare_database(products: int) -> tuple[str, list[str]]:
+    """Start the embedded cluster, migrate, seed; return its URL and the product ids.
+
+    Seeding is idempotent, so a second run reuses the rows of the first. The cluster stops
+    when this process exits (pgserver's `cleanup_mode="stop"`)."""
+    import psycopg
+    from sqlalchemy import text
+
+    from shelfwise.config import load_settings
+    from shelfwise.db import open_database
+    from shelfwise.embedded import start_embedded
+    from shelfwise.migrate import upgrade
+    from shelfwise.seed import seed_catalog
+
+    url = start_embedded(DATA_DIR, database=DATABASE)
+    upgrade(url)
+
+    async def seed() -> list[str]:
+        db = open_database(load_settings(database_url=url), url)
+        try:
+            async with db.sessions() as session:
+                await seed_catalog(session, products=products)
+            async with db.engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT id FROM products ORDER BY created_at, id LIMIT :n"),
+                    {"n": products},
+                )
+                return [str(row[0]) for row in rows]
+        finally:
+            await db.dispose()
+
+    ids = asyncio.run(seed())
+    # Fresh planner statistics and visibility map, as a long-lived database would have.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE products")
+    return url, ids
+
+
+def cluster_cpu_seconds() -> float:
+    """CPU time used so far by the benchmark cluster's postmaster and its backends.
+
+    Only this cluster's: other embedded clusters (tests, development) may be running."""
+    marker = str(DATA_DIR / "pg")
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if (proc.info["name"] or "").startswith("postgres") and marker in " ".join(
+                proc.info["cmdline"] or []
+            ):
+                for p in [proc, *proc.children(recursive=True)]:
+                    times = p.cpu_times()
+                    total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(slots=True)
+class Usage:
+    """Resident memory of a server's process tree: first sample (idle, just started),
+    peak over all samples (every 0.2 s, under load) and last."""
+
+    idle_rss: int = 0
+    peak_rss: int = 0
+    last_rss: int = 0
+
+
+@dataclass
+class Server:
+    """A server under test: its process, its log file and a background RSS sampler."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    usage: Usage = field(default_factory=Usage)
+    _log: IO[bytes] | None = None
+    _stop_sampling: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        # stdout and stderr both go to the file: the access log must not slow a terminal.
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str = "/readyz", timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Poll `path` until it answers 200; fail early if the process dies."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.process.returncode}); see {self.log_path}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                    if response.status == 200:
+                        self._start_sampling()
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log_path}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def _rss(self) -> int:
+        assert self.process is not None
+        proc = psutil.Process(self.process.pid)
+        return int(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]))
+
+    def _start_sampling(self) -> None:
+        def sample() -> None:
+            while not self._stop_sampling.wait(0.2):
+                try:
+                    rss = self._rss()
+                except psutil.Error:
+                    return
+                self.usage.idle_rss = self.usage.idle_rss or rss
+                self.usage.last_rss = rss
+                self.usage.peak_rss = max(self.usage.peak_rss, rss)
+
+        self._sampler = threading.Thread(target=sample, name=f"rss-{self.name}", daemon=True)
+        self._sampler.start()
+
+    def stop(self) -> None:
+        """Terminate (SIGTERM, then SIGKILL after a grace period). Safe to call twice."""
+        self._stop_sampling.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT_S)
+        if self._sampler is not None:
+            self._sampler.join(1.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def shelfwise_server(database_url: str, port: int, log_path: Path, log_json: bool) -> Server:
+    return Server(
+        name="shelfwise",
+        argv=[str(ROOT / ".venv" / "bin" / "shelfwise"), "serve", "--port", str(port)],
+        env={
+            "DATABASE_URL": database_url,
+            "SHELFWISE_ENV": "development",
+            "SHELFWISE_ACCESS_LOG": "true",
+            "SHELFWISE_LOG_JSON": "true" if log_json else "false",
+        },
+        port=port,
+        log_path=log_path,
+    )
+
+
+def baseline_server(database_url: str, port: int, log_path: Path) -> Server:
+    return Server(
+        name="baseline",
+        argv=[str(ROOT / ".venv" / "bin" / "python"), "-m", "bench.baseline", "--port", str(port)],
+        env={"BENCH_DATABASE_URL": database_url},
+        port=port,
+        log_path=log_path,
+    )
