@@ -3,6 +3,7 @@
 from shelfwise.catalog.models import Product
 from shelfwise.idempotency.models import IdempotencyRecord
 from shelfwise.identity.models import ApiKey, RoleRow, User
+from shelfwise.identity.sessions_models import RefreshFamily, RefreshToken, UserSession
 from shelfwise.inventory.models import Location, StockLevel, StockMovement
 from shelfwise.orders.models import Order, OrderLine
 
@@ -13,8 +14,11 @@ __all__ = [
     "Order",
     "OrderLine",
     "Product",
+    "RefreshFamily",
+    "RefreshToken",
     "RoleRow",
     "StockLevel",
     "StockMovement",
     "User",
+    "UserSession",
 ]
