@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
@@ -200,7 +202,15 @@ def serve(
     _serve(settings, host or settings.host, port or settings.port, workers)
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    # uvicorn drains on SIGTERM, then re-raises the signal. Under the default disposition
+    # that kills the process (exit 143) and skips atexit handlers, such as the one that
+    # stops the embedded PostgreSQL. A drained server exits normally instead.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "shelfwise.app:create_app",
         factory=True,
