@@ -121,6 +121,13 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         data_dir=ROOT / "var" / "test",
         access_log=True,
+        # Generous limits: tests that are about rate limiting build their own settings.
+        rate_limit_login="1000/minute",
+        rate_limit_register="1000/minute",
+        rate_limit_refresh="1000/minute",
+        rate_limit_anonymous="10000/minute",
+        max_concurrent_requests_per_client=1000,
+        # Tests talk to https://shelfwise.test, so Secure cookies flow as in production.
         # Several test processes may share one server (max_connections=100).
         db_pool_size=10,
         db_max_overflow=15,
@@ -143,7 +150,7 @@ def ctx(app: Any) -> AppContext:
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://shelfwise.test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="https://shelfwise.test") as c:
         yield c
 
 

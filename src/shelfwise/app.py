@@ -24,63 +24,133 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from redis.asyncio import Redis
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from shelfwise import __version__
 from shelfwise.catalog.router import router as catalog_router
 from shelfwise.clock import Clock, SystemClock
 from shelfwise.config import Settings, load_settings
-from shelfwise.context import AppContext
-from shelfwise.db import open_database
+from shelfwise.context import AppContext, RatePolicies
+from shelfwise.db import Database, open_database
 from shelfwise.embedded import start_embedded
 from shelfwise.http.limits import BodySizeLimitMiddleware
 from shelfwise.http.observe import AccessLogMiddleware, MetricsMiddleware
 from shelfwise.http.ops import router as ops_router
 from shelfwise.http.pagination import CursorCodec
 from shelfwise.http.problems import ErrorBoundaryMiddleware, install_problem_handlers
+from shelfwise.http.ratelimit import RateLimiter, RateLimitMiddleware
 from shelfwise.http.request_id import RequestIdMiddleware
+from shelfwise.http.security_headers import SecurityHeadersMiddleware
+from shelfwise.http.timeouts import RequestTimeoutMiddleware
 from shelfwise.identity.passwords import PasswordHasher
+from shelfwise.identity.refresh import RefreshPolicy
 from shelfwise.identity.router import router as identity_router
+from shelfwise.identity.sessions import (
+    PostgresSessionStore,
+    RedisSessionStore,
+    SessionPolicy,
+    SessionStore,
+)
 from shelfwise.identity.tokens import TokenIssuer
+from shelfwise.identity.users_router import router as users_router
 from shelfwise.inventory.router import router as inventory_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
 
 log = structlog.get_logger("shelfwise.app")
 
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "X-CSRF-Token",
+    "X-Request-ID",
+    "Last-Event-ID",
+]
+CORS_EXPOSE_HEADERS = [
+    "X-Request-ID",
+    "ETag",
+    "Link",
+    "Location",
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Idempotent-Replayed",
+    "Server-Timing",
+]
+
 
 def resolve_database_url(settings: Settings) -> str:
     return settings.database_url or start_embedded(Path(settings.data_dir))
 
 
-def build_context(settings: Settings, database_url: str, clock: Clock) -> AppContext:
+def _token_issuer(settings: Settings) -> TokenIssuer:
+    keys = {kid: key.get_secret_value().encode() for kid, key in settings.jwt_previous_keys.items()}
+    keys[settings.jwt_key_id] = settings.jwt_secret.get_secret_value().encode()
+    return TokenIssuer(
+        keys=keys,
+        signing_kid=settings.jwt_key_id,
+        issuer=settings.jwt_issuer,
+        ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+    )
+
+
+def _session_store(settings: Settings, db: Database, redis: Redis | None) -> SessionStore:
+    policy = SessionPolicy(
+        idle=timedelta(minutes=settings.session_idle_minutes),
+        absolute=timedelta(hours=settings.session_absolute_hours),
+    )
+    if redis is not None:
+        return RedisSessionStore(redis, policy)
+    return PostgresSessionStore(db.sessions, policy)
+
+
+def build_context(
+    settings: Settings, database_url: str, clock: Clock, limiter: RateLimiter
+) -> AppContext:
+    db = open_database(settings, database_url)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     return AppContext(
         settings=settings,
-        db=open_database(settings, database_url),
+        db=db,
         clock=clock,
         hasher=PasswordHasher(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
             parallelism=settings.argon2_parallelism,
         ),
-        tokens=TokenIssuer(
-            keys={settings.jwt_key_id: settings.jwt_secret.get_secret_value().encode()},
-            signing_kid=settings.jwt_key_id,
-            issuer=settings.jwt_issuer,
-            ttl=timedelta(seconds=settings.access_token_ttl_seconds),
-        ),
+        tokens=_token_issuer(settings),
         cursors=CursorCodec(settings.cursor_secret.get_secret_value().encode()),
+        limiter=limiter,
+        policies=RatePolicies.from_settings(settings),
+        session_store=_session_store(settings, db, redis),
+        refresh_policy=RefreshPolicy(
+            idle=timedelta(days=settings.refresh_idle_days),
+            absolute=timedelta(days=settings.refresh_absolute_days),
+        ),
+        redis=redis,
     )
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
+    # Built here, not in the lifespan, because the middleware stack needs it; it opens
+    # no connection until first used.
+    limiter = RateLimiter(settings.redis_url)
+    policies = RatePolicies.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = build_context(settings, resolve_database_url(settings), clock or SystemClock())
+        ctx = build_context(
+            settings, resolve_database_url(settings), clock or SystemClock(), limiter
+        )
         app.state.ctx = ctx
         log.info("started", env=settings.env.value, version=__version__)
         try:
@@ -88,6 +158,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             await ctx.db.dispose()
             ctx.hasher.close()
+            if ctx.redis is not None:
+                await ctx.redis.aclose()
             log.info("stopped")
 
     app = FastAPI(
@@ -96,10 +168,29 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         summary="Real-time inventory and orders. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
         middleware=[
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies or []),
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, enabled=settings.access_log),
             Middleware(MetricsMiddleware),
             Middleware(ErrorBoundaryMiddleware),
+            Middleware(SecurityHeadersMiddleware, hsts=settings.is_production),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_credentials=bool(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+                max_age=600,
+            ),
+            Middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds),
+            Middleware(
+                RateLimitMiddleware,
+                limiter=limiter,
+                anonymous=policies.anonymous,
+                max_concurrent=settings.max_concurrent_requests_per_client,
+                enabled=settings.rate_limit_enabled,
+            ),
             Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
@@ -107,6 +198,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_problem_handlers(app)
     app.include_router(ops_router)
     app.include_router(identity_router)
+    app.include_router(users_router)
     app.include_router(catalog_router)
     app.include_router(inventory_router)
     app.include_router(orders_router)

@@ -57,8 +57,32 @@ class Settings(BaseSettings):
     jwt_key_id: str = "k1"
     cursor_secret: SecretStr = SecretStr(DEV_SECRET_PREFIX + "cursor-key-change-me-0123456789")
 
+    # Key rotation: previous signing keys still verify (JSON object kid -> secret).
+    jwt_previous_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    session_secret: SecretStr = SecretStr(DEV_SECRET_PREFIX + "session-csrf-key-change-me-0123")
+
     access_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     jwt_issuer: str = "shelfwise"
+    refresh_idle_days: int = Field(default=7, ge=1)
+    refresh_absolute_days: int = Field(default=30, ge=1)
+    session_idle_minutes: int = Field(default=120, ge=1)
+    session_absolute_hours: int = Field(default=24, ge=1)
+    # Cookies are Secure and __Host- prefixed; turn off ONLY for plain-http local tooling.
+    cookie_secure: bool = True
+
+    # Abuse resistance (the `limits` library; Redis storage when REDIS_URL is set).
+    rate_limit_enabled: bool = True
+    rate_limit_anonymous: str = "300/minute"
+    rate_limit_authenticated: str = "1200/minute"
+    rate_limit_login: str = "20/minute"
+    rate_limit_register: str = "5/minute;20/hour"
+    rate_limit_refresh: str = "30/minute"
+    # Failed logins per account: the tiers make the lockout grow (minute, hour, day).
+    login_failures_per_account: str = "5/minute;20/hour;100/day"
+    max_concurrent_requests_per_client: int = Field(default=256, ge=1)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
 
     # argon2id, OWASP: m=19 MiB, t=2, p=1 is the documented minimum.
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
@@ -101,6 +125,11 @@ class Settings(BaseSettings):
             for name, value in (
                 ("jwt_secret", self.jwt_secret),
                 ("cursor_secret", self.cursor_secret),
+                ("session_secret", self.session_secret),
+                *(
+                    (f"jwt_previous_keys[{kid}]", key)
+                    for kid, key in self.jwt_previous_keys.items()
+                ),
             )
             if value.get_secret_value().startswith(DEV_SECRET_PREFIX)
             or len(value.get_secret_value()) < 32
@@ -109,6 +138,10 @@ class Settings(BaseSettings):
             problems.append("DATABASE_URL is required (no embedded database in production)")
         if self.db_echo:
             problems.append("db_echo logs SQL parameters")
+        if not self.cookie_secure:
+            problems.append("cookie_secure must be on")
+        if "*" in self.cors_origins:
+            problems.append("CORS origins must be listed, not '*'")
         if problems:
             raise InsecureSettingsError("refusing to start in production: " + "; ".join(problems))
         return self

@@ -8,12 +8,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from shelfwise.clock import Clock
 from shelfwise.config import Settings
 from shelfwise.db import Database
 from shelfwise.http.pagination import CursorCodec
+from shelfwise.http.ratelimit import Policy, RateLimiter
 from shelfwise.identity.passwords import PasswordHasher
+from shelfwise.identity.refresh import RefreshPolicy
+from shelfwise.identity.sessions import SessionStore
 from shelfwise.identity.tokens import TokenIssuer
+
+
+@dataclass(frozen=True, slots=True)
+class RatePolicies:
+    anonymous: Policy
+    authenticated: Policy
+    login: Policy
+    register: Policy
+    refresh: Policy
+    login_failures: Policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RatePolicies:
+        return cls(
+            anonymous=Policy.parse("anonymous", settings.rate_limit_anonymous),
+            authenticated=Policy.parse("authenticated", settings.rate_limit_authenticated),
+            login=Policy.parse("login", settings.rate_limit_login),
+            register=Policy.parse("register", settings.rate_limit_register),
+            refresh=Policy.parse("refresh", settings.rate_limit_refresh),
+            login_failures=Policy.parse("login_failures", settings.login_failures_per_account),
+        )
 
 
 @dataclass(slots=True)
@@ -24,3 +50,8 @@ class AppContext:
     hasher: PasswordHasher
     tokens: TokenIssuer
     cursors: CursorCodec
+    limiter: RateLimiter
+    policies: RatePolicies
+    session_store: SessionStore
+    refresh_policy: RefreshPolicy
+    redis: Redis | None = None

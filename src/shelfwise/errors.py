@@ -13,10 +13,13 @@ class ShelfwiseError(Exception):
     code = "error"
     title = "Request failed"
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+        self.headers = headers or {}
 
 
 class NotFound(ShelfwiseError):
@@ -84,3 +87,8 @@ class IdempotencyKeyMissing(ShelfwiseError):
 class InvalidCursor(InvalidInput):
     code = "invalid_cursor"
     title = "Cursor is invalid"
+
+
+class RateLimited(ShelfwiseError):
+    code = "rate_limited"
+    title = "Too many requests"

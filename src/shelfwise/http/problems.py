@@ -37,6 +37,7 @@ STATUS_BY_ERROR: dict[type[errors.ShelfwiseError], int] = {
     errors.IdempotencyKeyReused: 422,
     errors.IdempotencyKeyInProgress: 409,
     errors.IdempotencyKeyMissing: 400,
+    errors.RateLimited: 429,
 }
 
 CODE_BY_STATUS = {
@@ -104,7 +105,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
     if isinstance(exc, errors.ShelfwiseError):
         status = status_for(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = {**({"WWW-Authenticate": "Bearer"} if status == 401 else {}), **exc.headers}
         return problem(
             status, exc.code, exc.detail, scope, title=exc.title, headers=headers, **exc.extra
         )

@@ -12,6 +12,8 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from importlib.resources import files
 
 from argon2 import PasswordHasher as Argon2
 from argon2 import Type
@@ -21,6 +23,17 @@ from shelfwise.observability.metrics import PASSWORD_HASH_SECONDS
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 128
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """Known-breached/common passwords shipped with the project (ASVS 2.1.7)."""
+    text = files("shelfwise.identity").joinpath("common_passwords.txt").read_text("utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def is_common_password(password: str) -> bool:
+    return password.lower() in common_passwords()
 
 
 class PasswordHasher:

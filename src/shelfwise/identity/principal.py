@@ -21,6 +21,7 @@ class Principal:
     id: uuid.UUID
     scopes: frozenset[Scope]
     role: Role | None = None  # API keys have no role, so admin-only functions refuse them
+    session_id: uuid.UUID | None = None  # set when authenticated by the session cookie
 
     @property
     def user_id(self) -> uuid.UUID | None:

@@ -1,59 +1,268 @@
+"""Sign-in for both modes — tokens (API clients) and sessions (browsers) — and API keys."""
+
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from shelfwise.http.deps import ClockDep, HasherDep, SessionDep, TokensDep
-from shelfwise.identity import service
-from shelfwise.identity.dependencies import Admin, CurrentPrincipal
+from shelfwise.context import AppContext
+from shelfwise.errors import NotFound
+from shelfwise.http.deps import ClockDep, ContextDep, HasherDep, SessionDep
+from shelfwise.http.ratelimit import client_ip
+from shelfwise.identity import refresh, service
+from shelfwise.identity.csrf import CsrfFailed, csrf_token
+from shelfwise.identity.dependencies import (
+    REFRESH_COOKIE,
+    SESSION_COOKIE,
+    Admin,
+    CurrentPrincipal,
+    LoginLimit,
+    RefreshLimit,
+    RegisterLimit,
+)
+from shelfwise.identity.models import User
 from shelfwise.identity.principal import PrincipalKind
 from shelfwise.identity.schemas import (
     ApiKeyCreatedOut,
     ApiKeyIn,
     ApiKeyOut,
+    CsrfOut,
     LoginIn,
     PrincipalOut,
+    RefreshIn,
     RegisterIn,
-    TokenOut,
+    SessionOut,
+    SignInOut,
+    TokenPairOut,
     UserOut,
 )
+from shelfwise.identity.throttle import LoginThrottle
 
 router = APIRouter(tags=["auth"])
 NO_STORE = "private, no-store"
 
 
-@router.post("/v1/auth/register", status_code=status.HTTP_201_CREATED)
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = NO_STORE
+
+
+def _is_browser(request: Request) -> bool:
+    # Browsers send Origin on every POST from a page; curl, SDKs and mobile apps do not.
+    return "origin" in request.headers
+
+
+def _check_origin(request: Request, ctx: AppContext) -> None:
+    """Cookie-carrying auth endpoints refuse cross-site callers (login CSRF)."""
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin is not None and origin != own and origin not in ctx.settings.cors_origins:
+        raise CsrfFailed("Cross-site sign-in refused")
+
+
+def _set_cookie(
+    response: Response,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    same_site: Literal["lax", "strict"],
+    ctx: AppContext,
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=ctx.settings.cookie_secure,
+        samesite=same_site,
+    )
+
+
+def _meta(request: Request) -> tuple[str, str]:
+    return request.headers.get("user-agent", ""), client_ip(request.scope)
+
+
+async def _authenticate(body: LoginIn, session: SessionDep, ctx: AppContext) -> User:
+    throttle = LoginThrottle(
+        ctx.limiter, ctx.policies.login_failures, enabled=ctx.settings.rate_limit_enabled
+    )
+    await throttle.check(body.email)
+    try:
+        return await service.authenticate(
+            session, ctx.hasher, email=body.email, password=body.password
+        )
+    except service.InvalidCredentials:
+        await throttle.failed(body.email)
+        raise
+
+
+# -- registration and token sign-in ------------------------------------------------------
+
+
+@router.post("/v1/auth/register", status_code=status.HTTP_201_CREATED, dependencies=[RegisterLimit])
 async def register(
     body: RegisterIn, session: SessionDep, hasher: HasherDep, response: Response
 ) -> UserOut:
     user = await service.create_user(
         session, hasher, email=body.email, password=body.password, full_name=body.full_name
     )
-    response.headers["Cache-Control"] = NO_STORE
+    _no_store(response)
     return UserOut.model_validate(user)
 
 
-@router.post("/v1/auth/login")
+@router.post("/v1/auth/login", dependencies=[LoginLimit])
 async def login(
-    body: LoginIn,
-    session: SessionDep,
-    hasher: HasherDep,
-    tokens: TokensDep,
-    clock: ClockDep,
-    response: Response,
-) -> TokenOut:
-    user = await service.authenticate(session, hasher, email=body.email, password=body.password)
-    token, expires_at = tokens.issue(user_id=user.id, role=user.role, now=clock.now())
-    response.headers["Cache-Control"] = NO_STORE
-    return TokenOut(
-        access_token=token, expires_in=int(tokens.ttl.total_seconds()), expires_at=expires_at
+    body: LoginIn, request: Request, session: SessionDep, ctx: ContextDep, response: Response
+) -> TokenPairOut:
+    """Token sign-in: a short-lived access token and a rotating refresh token."""
+    user = await _authenticate(body, session, ctx)
+    now = ctx.clock.now()
+    access, expires_at = ctx.tokens.issue(user_id=user.id, role=user.role, now=now)
+    agent, ip = _meta(request)
+    _, refresh_token = await refresh.start_family(
+        session, user_id=user.id, now=now, policy=ctx.refresh_policy, user_agent=agent, ip=ip
     )
+    _no_store(response)
+    out = TokenPairOut(
+        access_token=access, expires_in=int(ctx.tokens.ttl.total_seconds()), expires_at=expires_at
+    )
+    if _is_browser(request):
+        _check_origin(request, ctx)
+        _set_cookie(
+            response,
+            REFRESH_COOKIE,
+            refresh_token,
+            same_site="strict",
+            ctx=ctx,
+            max_age=int(ctx.refresh_policy.absolute.total_seconds()),
+        )
+    else:
+        out.refresh_token = refresh_token
+    return out
+
+
+@router.post("/v1/auth/token/refresh", dependencies=[RefreshLimit])
+async def refresh_tokens(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    response: Response,
+    body: RefreshIn | None = None,
+) -> TokenPairOut:
+    """Rotate: the refresh token works once and is replaced. A reused one revokes its
+    whole family."""
+    from_body = body is not None and body.refresh_token is not None
+    presented = (
+        body.refresh_token if body and body.refresh_token else request.cookies.get(REFRESH_COOKIE)
+    )
+    if not presented:
+        raise refresh.InvalidRefreshToken("Send refresh_token, or the refresh cookie")
+    if not from_body:
+        _check_origin(request, ctx)
+    now = ctx.clock.now()
+    rotation = await refresh.rotate(session, presented, now=now, policy=ctx.refresh_policy)
+    access, expires_at = ctx.tokens.issue(user_id=rotation.user_id, role=rotation.role, now=now)
+    _no_store(response)
+    out = TokenPairOut(
+        access_token=access, expires_in=int(ctx.tokens.ttl.total_seconds()), expires_at=expires_at
+    )
+    if from_body:
+        out.refresh_token = rotation.token
+    else:
+        _set_cookie(
+            response,
+            REFRESH_COOKIE,
+            rotation.token,
+            same_site="strict",
+            ctx=ctx,
+            max_age=int(ctx.refresh_policy.absolute.total_seconds()),
+        )
+    return out
+
+
+@router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    response: Response,
+    body: RefreshIn | None = None,
+) -> None:
+    """Ends the refresh-token family (token from the body or the cookie)."""
+    presented = (
+        body.refresh_token if body and body.refresh_token else request.cookies.get(REFRESH_COOKIE)
+    )
+    if presented:
+        await refresh.revoke_by_token(session, presented, now=ctx.clock.now(), reason="logout")
+    response.delete_cookie(
+        REFRESH_COOKIE,
+        path="/",
+        secure=ctx.settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+# -- browser sessions --------------------------------------------------------------------
+
+
+@router.post("/v1/auth/session", dependencies=[LoginLimit])
+async def sign_in(
+    body: LoginIn, request: Request, session: SessionDep, ctx: ContextDep, response: Response
+) -> SessionOut:
+    """Session sign-in for the dashboard: sets the `__Host-session` cookie. A session the
+    browser already had is ended first (the id is never reused: no session fixation)."""
+    _check_origin(request, ctx)
+    user = await _authenticate(body, session, ctx)
+    now = ctx.clock.now()
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous and (old := await ctx.session_store.resolve(previous, now=now)):
+        await ctx.session_store.revoke(old.id, user_id=None, reason="rotated", now=now)
+    agent, ip = _meta(request)
+    token, record = await ctx.session_store.create(user.id, now=now, user_agent=agent, ip=ip)
+    _set_cookie(
+        response,
+        SESSION_COOKIE,
+        token,
+        same_site="lax",
+        ctx=ctx,
+        max_age=int((record.absolute_expires_at - now).total_seconds()),
+    )
+    _no_store(response)
+    secret = ctx.settings.session_secret.get_secret_value().encode()
+    return SessionOut(
+        user=UserOut.model_validate(user),
+        csrf_token=csrf_token(secret, record.id),
+        expires_at=record.absolute_expires_at,
+    )
+
+
+@router.delete("/v1/auth/session", status_code=status.HTTP_204_NO_CONTENT)
+async def sign_out(principal: CurrentPrincipal, ctx: ContextDep, response: Response) -> None:
+    if principal.session_id is not None:
+        await ctx.session_store.revoke(
+            principal.session_id, user_id=principal.id, reason="logout", now=ctx.clock.now()
+        )
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=ctx.settings.cookie_secure, httponly=True, samesite="lax"
+    )
+
+
+@router.get("/v1/auth/csrf")
+async def get_csrf(principal: CurrentPrincipal, ctx: ContextDep, response: Response) -> CsrfOut:
+    if principal.session_id is None:
+        raise NotFound("Only browser sessions use CSRF tokens")
+    _no_store(response)
+    secret = ctx.settings.session_secret.get_secret_value().encode()
+    return CsrfOut(csrf_token=csrf_token(secret, principal.session_id))
 
 
 @router.get("/v1/auth/me")
 async def me(principal: CurrentPrincipal, session: SessionDep, response: Response) -> PrincipalOut:
-    response.headers["Cache-Control"] = NO_STORE
+    _no_store(response)
     user = None
     if principal.kind is PrincipalKind.USER:
         found = await service.get_active_user(session, principal.id)
@@ -61,6 +270,61 @@ async def me(principal: CurrentPrincipal, session: SessionDep, response: Respons
     return PrincipalOut(
         kind=principal.kind.value, id=principal.id, scopes=sorted(principal.scopes), user=user
     )
+
+
+@router.get("/v1/auth/sessions")
+async def list_sign_ins(
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, response: Response
+) -> list[SignInOut]:
+    """The caller's active browser sessions and refresh-token families."""
+    _no_store(response)
+    if principal.kind is not PrincipalKind.USER:
+        return []
+    now = ctx.clock.now()
+    sessions = [
+        SignInOut(
+            id=r.id,
+            kind="session",
+            created_at=r.created_at,
+            last_used_at=r.last_seen_at,
+            expires_at=r.absolute_expires_at,
+            user_agent=r.user_agent,
+            ip=r.ip,
+            current=r.id == principal.session_id,
+        )
+        for r in await ctx.session_store.list_user(principal.id, now=now)
+    ]
+    families = [
+        SignInOut(
+            id=f.id,
+            kind="refresh_family",
+            created_at=f.created_at,
+            last_used_at=f.last_used_at,
+            expires_at=f.absolute_expires_at,
+            user_agent=f.user_agent,
+            ip=f.ip,
+            current=False,
+        )
+        for f in await refresh.active_families(session, principal.id, now=now)
+    ]
+    return sessions + families
+
+
+@router.delete("/v1/auth/sessions/{sign_in_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_sign_in(
+    sign_in_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> None:
+    now = ctx.clock.now()
+    revoked = await ctx.session_store.revoke(
+        sign_in_id, user_id=principal.id, reason="revoked", now=now
+    ) or await refresh.revoke_family(
+        session, sign_in_id, user_id=principal.id, now=now, reason="revoked"
+    )
+    if not revoked:
+        raise NotFound("No such active session of yours")
+
+
+# -- API keys ----------------------------------------------------------------------------
 
 
 @router.post("/v1/api-keys", status_code=status.HTTP_201_CREATED, tags=["api-keys"])
@@ -71,7 +335,7 @@ async def create_api_key(
     issued = await service.create_api_key(
         session, name=body.name, scopes=set(body.scopes), created_by=admin.user_id
     )
-    response.headers["Cache-Control"] = NO_STORE
+    _no_store(response)
     return ApiKeyCreatedOut(
         **ApiKeyOut.model_validate(issued.key).model_dump(), secret=issued.plaintext
     )
@@ -79,7 +343,7 @@ async def create_api_key(
 
 @router.get("/v1/api-keys", tags=["api-keys"])
 async def list_api_keys(_: Admin, session: SessionDep, response: Response) -> list[ApiKeyOut]:
-    response.headers["Cache-Control"] = NO_STORE
+    _no_store(response)
     return [ApiKeyOut.model_validate(k) for k in await service.list_api_keys(session)]
 
 

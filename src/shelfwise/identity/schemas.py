@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from shelfwise.identity.models import Role
 from shelfwise.identity.passwords import MAX_PASSWORD_LENGTH
 from shelfwise.identity.scopes import Scope
+from shelfwise.types import Text
 
 # Length is checked by the password policy (a clear problem), not here, so the policy
 # has one home. The upper bound here only stops absurd inputs early.
@@ -19,12 +20,13 @@ class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr
     password: Password
-    full_name: Annotated[str, Field(max_length=200)] = ""
+    full_name: Annotated[Text, Field(max_length=200)] = ""
 
 
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: Annotated[str, Field(min_length=1, max_length=254)]
+    # Text: a NUL byte would reach PostgreSQL (which refuses it) and become a 500.
+    email: Annotated[Text, Field(min_length=1, max_length=254)]
     password: Password
 
 
@@ -56,7 +58,7 @@ class PrincipalOut(BaseModel):
 
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[Text, Field(min_length=1, max_length=100)]
     scopes: Annotated[list[Scope], Field(min_length=1)]
 
 
@@ -75,3 +77,49 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreatedOut(ApiKeyOut):
     secret: str = Field(description="Shown once. Store it now; it cannot be retrieved again.")
+
+
+class TokenPairOut(TokenOut):
+    """Access token, plus the refresh token for non-browser clients. Browsers (requests
+    with an `Origin`) get the refresh token only as an HttpOnly cookie."""
+
+    refresh_token: str | None = None
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: Annotated[str, Field(min_length=16, max_length=200)] | None = None
+
+
+class SessionOut(BaseModel):
+    user: UserOut
+    csrf_token: str
+    expires_at: datetime
+
+
+class CsrfOut(BaseModel):
+    csrf_token: str
+
+
+class SignInOut(BaseModel):
+    """One way a user is signed in: a browser session or a refresh-token family."""
+
+    id: uuid.UUID
+    kind: Literal["session", "refresh_family"]
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str
+    ip: str
+    current: bool
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role | None = None
+    is_active: bool | None = None
+
+
+class RevokedOut(BaseModel):
+    sessions: int
+    refresh_families: int

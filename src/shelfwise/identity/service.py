@@ -14,9 +14,14 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from shelfwise.errors import AlreadyExists, Conflict, InvalidInput, NotFound, Unauthenticated
 from shelfwise.identity.models import ApiKey, Role, User
-from shelfwise.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordHasher
+from shelfwise.identity.passwords import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PasswordHasher,
+    is_common_password,
+)
 from shelfwise.identity.scopes import Scope
 from shelfwise.observability.metrics import AUTH_FAILURES
 
@@ -41,7 +46,12 @@ def normalise_email(email: str) -> str:
 
 
 def check_password_policy(password: str) -> None:
-    # ASVS 2.1: length is what matters; no composition rules.
+    # ASVS 2.1: length is what matters; no composition rules; no known-common passwords.
+    if is_common_password(password):
+        raise InvalidInput(
+            "This password is too common; choose another",
+            errors=[{"field": "body.password", "message": "too common", "type": "password_policy"}],
+        )
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise InvalidInput(
             f"Password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
@@ -184,3 +194,61 @@ async def resolve_api_key(session: AsyncSession, presented: str, *, now: datetim
             .values(last_used_at=func.greatest(now, func.coalesce(ApiKey.last_used_at, now)))
         )
     return key
+
+
+async def list_users(
+    session: AsyncSession, *, after_email: str | None, limit: int, role: Role | None = None
+) -> list[User]:
+    stmt = select(User).order_by(User.email).limit(limit + 1)
+    if after_email is not None:
+        stmt = stmt.where(User.email > after_email)
+    if role is not None:
+        stmt = stmt.where(User.role == role.value)
+    async with session.begin():
+        return list(await session.scalars(stmt))
+
+
+class CannotModifySelf(Conflict):
+    code = "cannot_modify_self"
+    title = "Admins cannot demote or disable themselves"
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    user: User
+    privileges_changed: bool
+
+
+async def update_user(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    actor_id: uuid.UUID,
+    role: Role | None,
+    is_active: bool | None,
+    now: datetime,
+) -> UserChange:
+    """Change role or active flag. The caller must then end the user's sessions and
+    tokens when `privileges_changed` (a role change or a disable)."""
+    if user_id == actor_id:
+        raise CannotModifySelf("Ask another admin")
+    async with session.begin():
+        user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+        if user is None:
+            raise NotFound("No such user")
+        changed = (role is not None and role.value != user.role) or (
+            is_active is False and user.is_active
+        )
+        if role is not None:
+            user.role = role.value
+        if is_active is not None:
+            user.is_active = is_active
+        user.updated_at = now
+    log.info(
+        "user_updated",
+        user_id=str(user_id),
+        role=user.role,
+        is_active=user.is_active,
+        privileges_changed=changed,
+    )
+    return UserChange(user=user, privileges_changed=changed)

@@ -18,8 +18,11 @@ from shelfwise.db import Base
 class UserSession(Base):
     __tablename__ = "user_sessions"
     __table_args__ = (
-        Index("ix_user_sessions_user_id_active", "user_id",
-              postgresql_where=text("revoked_at IS NULL")),
+        Index(
+            "ix_user_sessions_user_id_active",
+            "user_id",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -43,8 +46,11 @@ class RefreshFamily(Base):
 
     __tablename__ = "refresh_families"
     __table_args__ = (
-        Index("ix_refresh_families_user_id_active", "user_id",
-              postgresql_where=text("revoked_at IS NULL")),
+        Index(
+            "ix_refresh_families_user_id_active",
+            "user_id",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(

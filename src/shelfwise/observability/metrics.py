@@ -71,3 +71,18 @@ RESERVATIONS_EXPIRED = Counter(
     "shelfwise_reservations_expired_total",
     "Orders whose reservation expired and whose stock was released.",
 )
+RATE_LIMITED = Counter(
+    "shelfwise_rate_limited_total",
+    "Requests refused by a rate limit or concurrency cap, by policy.",
+    ["policy"],
+)
+SECURITY_EVENTS = Counter(
+    "shelfwise_security_events_total",
+    "Security-relevant events (refresh-token reuse, CSRF failures, lockouts), by kind.",
+    ["kind"],
+)
+REQUEST_TIMEOUTS = Counter(
+    "shelfwise_request_timeouts_total",
+    "Requests cut off by the server-side request timeout, by route template.",
+    ["route"],
+)

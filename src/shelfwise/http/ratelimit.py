@@ -1,0 +1,214 @@
+"""Rate limits and per-client concurrency caps, on the `limits` library.
+
+Storage is in memory for one process, or Redis when `REDIS_URL` is set, so a limit holds
+across every process and instance that shares it. Policies are named; each answers with
+IETF draft headers (`RateLimit-Policy: "login";q=20;w=60` and `RateLimit: "login";r=3;t=41`)
+and, when exhausted, `429` with `Retry-After`.
+
+Where limits apply:
+- anonymous requests: per client IP, in `RateLimitMiddleware` (before any database work);
+- authenticated requests: per principal, right after authentication (a dependency), so
+  many users behind one NAT do not share one budget;
+- sensitive routes (login, register, refresh): their own tighter policies, per IP.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shelfwise.errors import RateLimited
+from shelfwise.http.problems import problem
+from shelfwise.observability.metrics import RATE_LIMITED
+
+STATE_KEY = "ratelimit"
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    items: tuple[RateLimitItem, ...]
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> Policy:
+        return cls(name, tuple(parse_many(spec)))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    policy: Policy
+    item: RateLimitItem  # the tier closest to exhaustion
+    allowed: bool
+    remaining: int
+    reset_after: int  # seconds until the window frees up
+
+    def headers(self) -> dict[str, str]:
+        name = self.policy.name
+        window = self.item.get_expiry()
+        headers = {
+            "RateLimit-Policy": f'"{name}";q={self.item.amount};w={window}',
+            "RateLimit": f'"{name}";r={self.remaining};t={self.reset_after}',
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(self.reset_after, 1))
+        return headers
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str | None) -> None:
+        self.storage: Storage = (
+            RedisStorage(_limits_uri(redis_url), implementation="redispy")
+            if redis_url
+            else MemoryStorage()
+        )
+        self._limiter = MovingWindowRateLimiter(self.storage)
+
+    async def _decide(self, policy: Policy, key: str, allowed: bool) -> Decision:
+        tightest: Decision | None = None
+        for item in policy.items:
+            stats = await self._limiter.get_window_stats(item, policy.name, key)
+            reset_after = max(0, math.ceil(stats.reset_time - time.time()))
+            candidate = Decision(policy, item, allowed, max(stats.remaining, 0), reset_after)
+            if tightest is None or (candidate.remaining, -reset_after) < (
+                tightest.remaining,
+                -tightest.reset_after,
+            ):
+                tightest = candidate
+        assert tightest is not None
+        return tightest
+
+    async def hit(self, policy: Policy, key: str) -> Decision:
+        """Consume one unit from every tier; refused if any tier is exhausted."""
+        allowed = True
+        for item in policy.items:
+            if not await self._limiter.test(item, policy.name, key):
+                allowed = False
+        if allowed:
+            for item in policy.items:
+                allowed = await self._limiter.hit(item, policy.name, key) and allowed
+        return await self._decide(policy, key, allowed)
+
+    async def peek(self, policy: Policy, key: str) -> Decision:
+        """Would a hit be allowed? Consumes nothing."""
+        allowed = True
+        for item in policy.items:
+            allowed = await self._limiter.test(item, policy.name, key) and allowed
+        return await self._decide(policy, key, allowed)
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+
+def _limits_uri(redis_url: str) -> str:
+    # limits names its async backends `async+redis://`.
+    return "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+
+
+def client_ip(scope: Scope) -> str:
+    """The peer address — already rewritten from X-Forwarded-For by the proxy-headers
+    middleware when, and only when, the peer is a trusted proxy."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def remember(scope: Scope, decision: Decision) -> None:
+    """Keep the tightest decision of this request, for the response headers."""
+    state = scope.setdefault("state", {})
+    current: Decision | None = state.get(STATE_KEY)
+    if current is None or decision.remaining <= current.remaining:
+        state[STATE_KEY] = decision
+
+
+def refuse(decision: Decision) -> RateLimited:
+    RATE_LIMITED.labels(decision.policy.name).inc()
+    return RateLimited(
+        f"Rate limit '{decision.policy.name}' exceeded; retry in {decision.reset_after}s",
+        headers=decision.headers(),
+        policy=decision.policy.name,
+    )
+
+
+def _has_credentials(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"authorization" or (name == b"cookie" and b"__Host-session=" in value):
+            return True
+    return False
+
+
+class RateLimitMiddleware:
+    """Per-IP limit for anonymous requests, a cap on concurrent requests per client, and
+    the RateLimit headers for whatever policy a request was measured against."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        anonymous: Policy,
+        max_concurrent: int,
+        enabled: bool = True,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.anonymous = anonymous
+        self.max_concurrent = max_concurrent
+        self.enabled = enabled
+        self.in_flight: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.enabled or scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        ip = client_ip(scope)
+        if self.in_flight[ip] >= self.max_concurrent:
+            RATE_LIMITED.labels("concurrency").inc()
+            response = problem(
+                429,
+                "too_many_concurrent_requests",
+                f"At most {self.max_concurrent} requests in flight per client",
+                scope,
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        if not _has_credentials(scope):
+            decision = await self.limiter.hit(self.anonymous, ip)
+            remember(scope, decision)
+            if not decision.allowed:
+                exc = refuse(decision)
+                response = problem(
+                    429,
+                    exc.code,
+                    exc.detail,
+                    scope,
+                    headers=exc.headers,
+                    policy=decision.policy.name,
+                )
+                await response(scope, receive, send)
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = scope.get("state", {}).get(STATE_KEY)
+                if decision is not None:
+                    headers = MutableHeaders(scope=message)
+                    for name, value in decision.headers().items():
+                        headers.setdefault(name, value)
+            await send(message)
+
+        self.in_flight[ip] += 1
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self.in_flight[ip] -= 1
+            if self.in_flight[ip] <= 0:
+                del self.in_flight[ip]
