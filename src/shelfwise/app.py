@@ -2,16 +2,24 @@
 
 Middleware order (outermost first) — each layer sees everything inside it:
 
+0. ProxyHeaders   — client address and scheme from X-Forwarded-* *only* when the peer is
+                    a configured trusted proxy; everything after relies on them
 1. RequestId      — assigns the id first, so every later layer can log and echo it
 2. AccessLog      — one line per request, timed around everything below
 3. Metrics        — RED metrics by route template
 4. ErrorBoundary  — anything unexpected becomes a problem+json 500 *inside* the layers
                     above, so even failures are logged, counted and carry a request id
-5. GZip           — compresses responses over the threshold
-6. BodySizeLimit  — refuses oversized bodies before routing reads them
-   (security headers, rate limits and sessions slot in between 4 and 6 — see
-   docs/decisions/0002-middleware-order.md)
-7. routes, whose dependencies do authentication and authorization per route.
+5. SecurityHeaders— CSP, nosniff, frame/referrer/permissions policies, HSTS in production
+6. CORS           — answers preflights before any limit or auth is spent on them
+7. RequestTimeout — a deadline per request (streams exempt)
+8. RateLimit      — per-IP budget for anonymous requests, per-client concurrency cap,
+                    RateLimit headers on every response
+9. GZip           — compresses responses over the threshold
+10. BodySizeLimit — refuses oversized bodies before routing reads them
+11. routes, whose dependencies authenticate (then apply the per-principal rate limit and,
+    for cookie sessions, CSRF) and authorize per route.
+
+See docs/decisions/0002-middleware-order.md for the reasons.
 """
 
 from __future__ import annotations
