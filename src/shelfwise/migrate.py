@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -24,9 +25,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def head_revisions() -> set[str]:
+@cache
+def head_revisions() -> frozenset[str]:
+    """Read once per process: the scripts on disk do not change while it runs."""
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
-    return set(script.get_heads())
+    return frozenset(script.get_heads())
 
 
 async def current_revisions(conn: AsyncConnection) -> set[str]:
