@@ -46,14 +46,23 @@ _SORTS: dict[ProductSort, tuple[InstrumentedAttribute[Any], Callable[[str], Any]
     ProductSort.SKU_DESC: (Product.sku, str, True),
 }
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"(-?)(\w+)", re.UNICODE)
+
+
+def _term(sign: str, word: str) -> str:
+    if sign and word.isascii() and word.isdigit():
+        # PostgreSQL's parser indexes `KET-03` as `ket` and the signed integer `-03`,
+        # but `A1-03` as `a1-03`, `a1` and `03`: accept either form of the number.
+        return f"('-{word}':* | {word}:*)"
+    return f"{word}:*"
 
 
 def prefix_tsquery(text: str) -> str | None:
-    """`red mug` -> `red:* & mug:*`. Only word characters survive, so the user's text can
-    never be tsquery syntax; it is still sent as a bind parameter."""
+    """`red mug` -> `red:* & mug:*`. Only word characters (and a `-` before digits)
+    survive, so the user's text can never be tsquery syntax; it is still sent as a bind
+    parameter."""
     words = _WORD.findall(text.lower())[:8]
-    return " & ".join(f"{w}:*" for w in words) or None
+    return " & ".join(_term(sign, word) for sign, word in words) or None
 
 
 def sort_key(product: Product, sort: ProductSort) -> tuple[str, ...]:
