@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from shelfwise.context import AppContext
 from shelfwise.identity.models import Role
@@ -133,19 +135,57 @@ async def explain(database_url: str, statement: str, params: Any) -> list[dict[s
     return value if isinstance(value, list) else json.loads(value)
 
 
-async def seed(database_url: str) -> dict[str, Any]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        async with conn.transaction():
-            await conn.execute(SEED)
-        await conn.execute("ANALYZE")
-        product_id = await (
+def _on(server_url: str, database: str) -> str:
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def seeded_template(server_url: str, template_name: str) -> Iterator[str]:
+    """Seeded and analysed once per module; each test gets its own copy of it below."""
+    name = f"shelfwise_plans_{uuid.uuid4().hex[:12]}"
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(create.format(sql.Identifier(name), sql.Identifier(template_name)))
+    try:
+        with psycopg.connect(_on(server_url, name), autocommit=True) as conn:
+            with conn.transaction():
+                conn.execute(SEED)
+            conn.execute("ANALYZE")  # statistics are copied with the database
+        yield name
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def database_url(server_url: str, seeded_template: str) -> Iterator[str]:
+    """Overrides the harness's fresh empty database with a fresh copy of the seeded one."""
+    name = f"shelfwise_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(seeded_template)
+            )
+        )
+    try:
+        yield _on(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def seeded_ids(database_url: str) -> dict[str, Any]:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        product = await (
             await conn.execute("SELECT id FROM products WHERE sku = 'SKU-004242'")
         ).fetchone()
-        location_ids = await (
-            await conn.execute("SELECT id FROM locations ORDER BY code")
-        ).fetchall()
-    assert product_id is not None
-    return {"product_id": str(product_id[0]), "location_ids": [str(r[0]) for r in location_ids]}
+        locations = await (await conn.execute("SELECT id FROM locations ORDER BY code")).fetchall()
+    assert product is not None
+    return {"product_id": str(product[0]), "location_ids": [str(r[0]) for r in locations]}
 
 
 async def seq_scan_failures(
@@ -188,7 +228,7 @@ async def seq_scan_failures(
 async def test_hot_queries_use_indexes(
     client: httpx.AsyncClient, ctx: AppContext, database_url: str
 ) -> None:
-    seeded = await seed(database_url)
+    seeded = await seeded_ids(database_url)
     # The check is only as good as its detector: an unindexed filter must trip it.
     plan = await explain(
         database_url, "SELECT * FROM products WHERE description = %(d)s", {"d": "nothing"}
@@ -323,7 +363,6 @@ async def test_known_seq_scans(
 ) -> None:
     """Inputs the API accepts that still scan a large table. Strict xfail: when a fix lands
     this test XPASSes, fails, and should become part of the test above."""
-    await seed(database_url)
     staff = await make_user(ctx, Role.STAFF)
     scenarios = {
         # Fix: CREATE INDEX ix_stock_movements_kind_id ON stock_movements (kind, id).
