@@ -56,6 +56,11 @@ def authenticated(status: int) -> dict[str, int]:
     return expect(401, status, status, status, status, status)
 
 
+def catalog_reader(status: int) -> dict[str, int]:
+    """`catalog:read`: every role, and keys that carry it."""
+    return expect(401, status, status, status, status, status)
+
+
 def catalog_writer(status: int) -> dict[str, int]:
     return expect(401, 403, status, status, status, 403)
 
@@ -351,8 +356,8 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("PATCH", "/v1/products/{product_id}"): (catalog_writer(200), _patch_product),
     ("DELETE", "/v1/products/{product_id}"): (catalog_writer(204), _delete_product),
     ("POST", "/v1/locations"): (catalog_writer(201), _create_location),
-    ("GET", "/v1/locations"): (authenticated(200), _list_locations),
-    ("GET", "/v1/locations/{location_id}"): (authenticated(200), _get_location),
+    ("GET", "/v1/locations"): (catalog_reader(200), _list_locations),
+    ("GET", "/v1/locations/{location_id}"): (catalog_reader(200), _get_location),
     ("GET", "/v1/stock"): (stock_reader(200), _list_stock),
     ("POST", "/v1/stock/adjustments"): (stock_writer(201), _adjust_stock),
     ("POST", "/v1/stock/transfers"): (stock_writer(201), _transfer_stock),

@@ -174,6 +174,7 @@ def route_limit(pick: Callable[[AppContext], Policy]) -> Callable[..., Awaitable
     return check
 
 
+CatalogReader = Annotated[Principal, Depends(require_scope(Scope.CATALOG_READ))]
 CatalogWriter = Annotated[Principal, Depends(require_scope(Scope.CATALOG_WRITE))]
 StockReader = Annotated[Principal, Depends(require_scope(Scope.STOCK_READ))]
 StockWriter = Annotated[Principal, Depends(require_scope(Scope.STOCK_WRITE))]

@@ -18,8 +18,8 @@ from shelfwise.http.idempotency import (
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
 from shelfwise.idempotency.service import StoredResponse
 from shelfwise.identity.dependencies import (
+    CatalogReader,
     CatalogWriter,
-    CurrentPrincipal,
     LedgerReader,
     StockReader,
     StockWriter,
@@ -55,7 +55,7 @@ async def create_location(
 
 @router.get("/locations", tags=["locations"])
 async def list_locations(
-    _: CurrentPrincipal,
+    _: CatalogReader,
     request: Request,
     response: Response,
     session: SessionDep,
@@ -84,7 +84,7 @@ async def list_locations(
 
 @router.get("/locations/{location_id}", tags=["locations"])
 async def get_location(
-    location_id: uuid.UUID, _: CurrentPrincipal, session: SessionDep, response: Response
+    location_id: uuid.UUID, _: CatalogReader, session: SessionDep, response: Response
 ) -> LocationOut:
     response.headers["Cache-Control"] = PRIVATE
     return LocationOut.model_validate(await service.get_location(session, location_id))
