@@ -31,6 +31,7 @@ class LoadSpec:
     connections: int
     duration_s: float
     wrk_threads: int = 1
+    clients: int = 0  # simulated client addresses sent as X-Forwarded-For (0: none)
 
 
 def pick_tool(requested: str) -> str:
@@ -58,7 +59,7 @@ def _run_wrk(spec: LoadSpec) -> LoadResult:
         str(WRK_SCRIPT),
         f"http://127.0.0.1:{spec.port}",
     ]
-    env = {**os.environ, "BENCH_PATHS": str(spec.paths_file)}
+    env = {**os.environ, "BENCH_PATHS": str(spec.paths_file), "BENCH_CLIENTS": str(spec.clients)}
     done = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=spec.duration_s + GRACE_S
     )
@@ -93,6 +94,8 @@ def _run_builtin(spec: LoadSpec) -> LoadResult:
         str(spec.connections),
         "--duration",
         str(spec.duration_s),
+        "--clients",
+        str(spec.clients),
     ]
     done = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=spec.duration_s + GRACE_S

@@ -25,6 +25,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 REQUEST_TIMEOUT_S = 5.0
+MAX_CLIENTS = 65_536
+
+
+def client_address(n: int) -> str:
+    """The n-th simulated client, in 198.18.0.0/15 (RFC 2544's benchmarking range)."""
+    return f"198.18.{n // 256 % 256}.{n % 256}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,18 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
+def _requests(host: str, port: int, paths: list[str], clients: int) -> list[bytes]:
+    """Every request line to pick from: each path, from each simulated client when some are
+    asked for (then `X-Forwarded-For` names it, as the trusted proxy would)."""
+    heads = [f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n" for p in paths]
+    if not clients:
+        return [(h + "\r\n").encode() for h in heads]
+    rng = random.Random(0)
+    count = min(max(len(heads), clients), 100_000)  # a bounded sample of combinations
+    pick = [(rng.choice(heads), client_address(rng.randrange(clients))) for _ in range(count)]
+    return [f"{head}X-Forwarded-For: {ip}\r\n\r\n".encode() for head, ip in pick]
+
+
 async def _connection(
     host: str, port: int, requests: list[bytes], deadline: float, tally: _Tally, seed: int
 ) -> None:
@@ -123,9 +141,15 @@ async def _connection(
 
 
 async def generate(
-    host: str, port: int, paths: list[str], *, connections: int, duration_s: float
+    host: str,
+    port: int,
+    paths: list[str],
+    *,
+    connections: int,
+    duration_s: float,
+    clients: int = 0,
 ) -> LoadResult:
-    requests = [f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode() for p in paths]
+    requests = _requests(host, port, paths, clients)
     tally = _Tally()
     started = time.perf_counter()
     deadline = started + duration_s
@@ -156,6 +180,7 @@ def main() -> None:
     parser.add_argument("--paths", required=True, help="file with one request path per line")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--clients", type=int, default=0, help="simulated X-Forwarded-For peers")
     args = parser.parse_args()
     with open(args.paths, encoding="utf-8") as fh:
         paths = [line.strip() for line in fh if line.strip()]
@@ -167,7 +192,12 @@ def main() -> None:
         runner = uvloop.run
     result = runner(
         generate(
-            args.host, args.port, paths, connections=args.connections, duration_s=args.duration
+            args.host,
+            args.port,
+            paths,
+            connections=args.connections,
+            duration_s=args.duration,
+            clients=min(args.clients, MAX_CLIENTS),
         )
     )
     print(json.dumps(result.to_json()))

@@ -1,8 +1,11 @@
--- wrk script for bench.wrk: every request GETs a random line of the file named by
--- $BENCH_PATHS, and the summary is printed as one `BENCH_JSON {...}` line to parse.
+-- wrk script for bench.drivers: every request GETs a random line of the file named by
+-- $BENCH_PATHS and, when $BENCH_CLIENTS > 0, carries `X-Forwarded-For` with one of that
+-- many client addresses (198.18.0.0/15, the benchmarking range), as if through the
+-- trusted reverse proxy; the summary is printed as one `BENCH_JSON {...}` line.
 -- Each wrk thread runs its own copy of this script (own `paths`, own random state).
 
 local paths = {}
+local clients = tonumber(os.getenv("BENCH_CLIENTS") or "0")
 local threads = 0
 
 function setup(thread)
@@ -20,7 +23,12 @@ function init(args)
 end
 
 function request()
-  return wrk.format("GET", paths[math.random(#paths)])
+  local headers = nil
+  if clients > 0 then
+    local n = math.random(clients) - 1
+    headers = {["X-Forwarded-For"] = string.format("198.18.%d.%d", math.floor(n / 256), n % 256)}
+  end
+  return wrk.format("GET", paths[math.random(#paths)], headers)
 end
 
 function done(summary, latency, requests)

@@ -29,6 +29,7 @@ class Run:
     load: LoadResult
     server_cpu_s: float  # CPU time the server process used during the run
     db_cpu_s: float  # CPU time the PostgreSQL cluster used during the run
+    rest_cpu_s: float  # every other busy CPU second: load generator, harness, neighbours
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -36,7 +37,19 @@ class Run:
 
     @property
     def server_cpu_pct(self) -> float:
-        return 100 * self.server_cpu_s / self.load.duration_s if self.load.duration_s else 0.0
+        return self._pct(self.server_cpu_s)
+
+    @property
+    def db_cpu_pct(self) -> float:
+        return self._pct(self.db_cpu_s)
+
+    @property
+    def rest_cpu_pct(self) -> float:
+        return self._pct(self.rest_cpu_s)
+
+    def _pct(self, seconds: float) -> float:
+        """Seconds of CPU during the run as percent of one core."""
+        return 100 * seconds / self.load.duration_s if self.load.duration_s else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +60,9 @@ class Run:
             "server_cpu_pct": round(self.server_cpu_pct, 1),
             "server_cpu_us_per_request": round(self.cpu_us_per_request, 1),
             "db_cpu_s": round(self.db_cpu_s, 2),
+            "db_cpu_pct": round(self.db_cpu_pct, 1),
+            "rest_cpu_s": round(self.rest_cpu_s, 2),
+            "rest_cpu_pct": round(self.rest_cpu_pct, 1),
         }
 
 
@@ -100,7 +116,7 @@ def judge(scenarios: list[Scenario], runs: list[Run], usage: dict[str, Usage]) -
 def table(runs: list[Run], scenarios: list[Scenario]) -> str:
     header = (
         f"{'scenario':<16}{'server':<11}{'rps':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-        f"{'errors':>8}{'cpu%':>7}{'us/req':>8}{'ratio':>7}"
+        f"{'errors':>8}{'ratio':>7}{'us/req':>8}{'cpu%':>6}{'db%':>5}{'rest%':>6}"
     )
     lines = [header, "-" * len(header)]
     for sc in scenarios:
@@ -114,8 +130,9 @@ def table(runs: list[Run], scenarios: list[Scenario]) -> str:
             )
             lines.append(
                 f"{run.scenario:<16}{run.server:<11}{load.rps:>9,.0f}{load.p50_ms:>9.1f}"
-                f"{load.p90_ms:>9.1f}{load.p99_ms:>9.1f}{load.errors:>8}"
-                f"{run.server_cpu_pct:>7.0f}{run.cpu_us_per_request:>8.0f}{ratio:>7}"
+                f"{load.p90_ms:>9.1f}{load.p99_ms:>9.1f}{load.errors:>8}{ratio:>7}"
+                f"{run.cpu_us_per_request:>8.0f}{run.server_cpu_pct:>6.0f}"
+                f"{run.db_cpu_pct:>5.0f}{run.rest_cpu_pct:>6.0f}"
             )
     return "\n".join(lines)
 

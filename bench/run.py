@@ -13,6 +13,7 @@ is stopped on the way out, including on Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import signal
@@ -27,6 +28,7 @@ from typing import Any
 import psutil
 
 from bench.drivers import LoadSpec, pick_tool, run_load
+from bench.loadgen import MAX_CLIENTS
 from bench.report import Run, judge, memory_lines, table, verdict_lines, write_json
 from bench.scenarios import SCENARIOS, BenchData, Scenario
 from bench.servers import (
@@ -57,6 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=sorted(SCENARIOS),
         help=f"repeatable; default: {', '.join(DEFAULT_SCENARIOS)}",
     )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=10_000,
+        help="distinct client addresses, sent as X-Forwarded-For through 127.0.0.1 as the "
+        "trusted proxy, so per-client rate limits see a crowd, not one abusive peer "
+        "(0: every request comes from 127.0.0.1 and is soon answered 429)",
+    )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "builtin"), default="auto")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument(
@@ -65,12 +75,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="json",
         help="Shelfwise's log renderer; json is what production writes",
     )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the Shelfwise server (repeatable), e.g. "
+        "SHELFWISE_DB_POOL_SIZE=20 to measure a setting",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait, before each run, for other work on the machine to stop (0: no)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.duration > 600 or args.warmup < 0 or args.warmup > 60:
         parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
     if not 1 <= args.connections <= 1024:
         parser.error("--connections must be in [1, 1024]")
+    if not 0 <= args.clients <= MAX_CLIENTS:
+        parser.error(f"--clients must be in [0, {MAX_CLIENTS}]")
+    if any("=" not in item for item in args.server_env):
+        parser.error("--server-env takes NAME=VALUE")
     return args
 
 
@@ -78,22 +106,53 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.3) -> bool:
+    """Wait until the machine is nearly idle (servers idle too), at most `max_wait_s`.
+
+    Returns False, after printing a warning, if it never got quiet: the next figures are
+    then skewed by other work, as the `rest%` column will also show."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(1.0)
+        busy = machine_busy_seconds() - before
+        if busy <= threshold_cores:
+            return True
+        if time.monotonic() >= deadline:
+            print(f"  warning: machine still busy ({busy:.1f} cores in use); measuring anyway")
+            return False
+
+
 def measure(
     tool: str, server: Server, paths_file: Path, args: argparse.Namespace, name: str
 ) -> Run:
-    spec = LoadSpec(server.port, paths_file, args.connections, args.duration, args.wrk_threads)
+    spec = LoadSpec(
+        server.port, paths_file, args.connections, args.duration, args.wrk_threads, args.clients
+    )
+    if args.quiet_wait:
+        wait_for_quiet(args.quiet_wait)
     if args.warmup:
-        warm = LoadSpec(server.port, paths_file, args.connections, args.warmup, args.wrk_threads)
-        run_load(tool, warm)
-    cpu, db_cpu = server.cpu_seconds(), cluster_cpu_seconds()
+        run_load(tool, dataclasses.replace(spec, duration_s=args.warmup))
+    cpu, db_cpu, busy = server.cpu_seconds(), cluster_cpu_seconds(), machine_busy_seconds()
     load = run_load(tool, spec)
-    run = Run(name, server.name, load, server.cpu_seconds() - cpu, cluster_cpu_seconds() - db_cpu)
+    cpu, db_cpu = server.cpu_seconds() - cpu, cluster_cpu_seconds() - db_cpu
+    other = machine_busy_seconds() - busy - cpu - db_cpu
+    run = Run(name, server.name, load, cpu, db_cpu, other)
     print(
         f"  {name:<16}{server.name:<11}{load.rps:>9,.0f} rps  p99 {load.p99_ms:6.1f} ms"
-        f"  errors {load.errors}  server cpu {run.server_cpu_pct:.0f}%",
+        f"  errors {load.errors}  cpu: server {run.server_cpu_pct:.0f}%"
+        f"  db {run.db_cpu_pct:.0f}%  rest {run.rest_cpu_pct:.0f}%",
         flush=True,
     )
     return run
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent busy. What the server and database did not use went to the
+    load generator, the harness — or to other work on the machine, which the `rest` figure
+    makes visible: on a shared 2-core box a test suite running meanwhile skews everything."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
 
 
 def benchmark(args: argparse.Namespace, scenarios: list[Scenario], stamp: str) -> int:
@@ -102,9 +161,17 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], stamp: str) -
     print(f"seeding {args.products:,} products into var/bench ...", flush=True)
     url, ids = prepare_database(args.products)
     data = BenchData(product_ids=ids)
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    if args.clients:
+        # As behind the deployed reverse proxy: trust 127.0.0.1's X-Forwarded-For.
+        server_env = {"SHELFWISE_TRUSTED_PROXIES": '["127.0.0.1"]', **server_env}
     servers = {
         "shelfwise": shelfwise_server(
-            url, free_port(), RESULTS_DIR / f"{stamp}-shelfwise.log", args.log_format == "json"
+            url,
+            free_port(),
+            RESULTS_DIR / f"{stamp}-shelfwise.log",
+            log_json=args.log_format == "json",
+            extra_env=server_env,
         ),
         "baseline": baseline_server(url, free_port(), RESULTS_DIR / f"{stamp}-baseline.log"),
     }
@@ -150,10 +217,12 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], stamp: str) -
         "config": {
             "loadgen": tool,
             "connections": args.connections,
+            "clients": args.clients,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "products": len(ids),
             "log_format": args.log_format,
+            "server_env": server_env,
             "access_log": True,
             "workers": 1,
         },

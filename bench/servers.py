@@ -195,7 +195,14 @@ class Server:
             self._log = None
 
 
-def shelfwise_server(database_url: str, port: int, log_path: Path, log_json: bool) -> Server:
+def shelfwise_server(
+    database_url: str,
+    port: int,
+    log_path: Path,
+    *,
+    log_json: bool,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
     return Server(
         name="shelfwise",
         argv=[str(ROOT / ".venv" / "bin" / "shelfwise"), "serve", "--port", str(port)],
@@ -204,6 +211,7 @@ def shelfwise_server(database_url: str, port: int, log_path: Path, log_json: boo
             "SHELFWISE_ENV": "development",
             "SHELFWISE_ACCESS_LOG": "true",
             "SHELFWISE_LOG_JSON": "true" if log_json else "false",
+            **(extra_env or {}),
         },
         port=port,
         log_path=log_path,
