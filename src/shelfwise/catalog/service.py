@@ -16,6 +16,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 from shelfwise.catalog.models import Product
 from shelfwise.catalog.schemas import ProductSort
 from shelfwise.errors import AlreadyExists, Conflict, InvalidCursor, NotFound, VersionMismatch
+from shelfwise.events.outbox import emit_all
+from shelfwise.events.payloads import EventType, product_deleted, product_event
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
 
 
@@ -123,6 +125,7 @@ async def create_product(session: AsyncSession, **fields: Any) -> Product:
             session.add(product)
             await session.flush()
             await session.refresh(product)
+            await emit_all(session, [product_event(product, EventType.PRODUCT_CREATED)])
     except IntegrityError as exc:
         raise SkuTaken(f"SKU {fields.get('sku')!r} is already in use") from exc
     return product
@@ -153,6 +156,7 @@ async def update_product(
                 if exists is None:
                     raise ProductNotFound(f"No product with id {product_id}")
                 raise VersionMismatch("The product changed since you read it; re-read and retry")
+            await emit_all(session, [product_event(product, EventType.PRODUCT_UPDATED)])
     except IntegrityError as exc:
         raise SkuTaken(f"SKU {changes.get('sku')!r} is already in use") from exc
     return product
@@ -173,5 +177,6 @@ async def delete_product(
                 if await session.scalar(select(Product.id).where(Product.id == product_id)):
                     raise VersionMismatch("The product changed since you read it")
                 raise ProductNotFound(f"No product with id {product_id}")
+            await emit_all(session, [product_deleted(product_id)])
     except IntegrityError as exc:
         raise ProductInUse("Products with stock history cannot be deleted") from exc

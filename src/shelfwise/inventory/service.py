@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shelfwise.catalog.models import Product
 from shelfwise.catalog.service import ProductNotFound
 from shelfwise.errors import AlreadyExists, InsufficientStock, InvalidCursor, NotFound
+from shelfwise.events.payloads import stock_changed
 from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent
 from shelfwise.inventory.models import Location, MovementKind, StockLevel, StockMovement
 from shelfwise.observability.metrics import STOCK_ADJUSTMENTS
@@ -189,6 +190,7 @@ async def _apply_adjustment(
             .returning(StockMovement)
         )
     ).one()
+    await stock_changed(session, [level.id], cause=change.kind.value, reference=change.reference)
     return AdjustmentResult(movement=movement, level=level)
 
 

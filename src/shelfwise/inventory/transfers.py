@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.errors import InsufficientStock, InvalidInput
+from shelfwise.events.payloads import stock_changed
 from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent
 from shelfwise.inventory import reservations
 from shelfwise.inventory.models import MovementKind, StockLevel
@@ -93,6 +94,9 @@ async def _apply(
             reference=f"transfer:{transfer_id}",
             actor_id=actor_id,
         )
+    await stock_changed(
+        session, [source.id, destination.id], cause="transfer", reference=f"transfer:{transfer_id}"
+    )
     return TransferResult(
         transfer_id,
         await _level(session, transfer.product_id, transfer.from_location_id),

@@ -86,3 +86,65 @@ REQUEST_TIMEOUTS = Counter(
     "Requests cut off by the server-side request timeout, by route template.",
     ["route"],
 )
+
+# -- outbox, relay and jobs (issue 5) ------------------------------------------------------
+OUTBOX_LAG = Gauge(
+    "shelfwise_outbox_lag_seconds",
+    "Age of the oldest committed event not yet given a stream position (0 when none).",
+)
+OUTBOX_PUBLISHED = Counter(
+    "shelfwise_outbox_events_published_total",
+    "Events stamped with a stream position by this process's relay.",
+)
+OUTBOX_RELAY_BATCH_SECONDS = Histogram(
+    "shelfwise_outbox_relay_batch_seconds",
+    "Duration of one relay stamping transaction that published at least one event.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+OUTBOX_RELAY_ACTIVE = Gauge(
+    "shelfwise_outbox_relay_active",
+    "1 while this process holds the relay's advisory lock (exactly one process should).",
+)
+JOB_DURATION = Histogram(
+    "shelfwise_job_duration_seconds",
+    "Job run time, by task and outcome (succeeded, retry, failed).",
+    ["task", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0),
+)
+JOBS_FAILED = Counter(
+    "shelfwise_jobs_failed_total",
+    "Jobs that exhausted their retries and went to the dead-letter state ('failed').",
+    ["task"],
+)
+JOB_RETRIES = Counter(
+    "shelfwise_job_retries_total",
+    "Failed job attempts that were scheduled for another try.",
+    ["task"],
+)
+JOBS_QUEUE_DEPTH = Gauge(
+    "shelfwise_jobs_queue_depth",
+    "Jobs ready to run now (status todo, due), by queue.",
+    ["queue"],
+)
+JOBS_OLDEST_AGE = Gauge(
+    "shelfwise_jobs_oldest_ready_age_seconds",
+    "How long the oldest ready job of each queue has been waiting.",
+    ["queue"],
+)
+JOBS_DEAD = Gauge(
+    "shelfwise_jobs_dead_letters",
+    "Jobs in the dead-letter state ('failed'), by queue.",
+    ["queue"],
+)
+STALLED_JOBS_RECOVERED = Counter(
+    "shelfwise_jobs_stalled_recovered_total",
+    "Jobs of dead workers (no heartbeat) handed back to the queue.",
+)
+LOW_STOCK_LEVELS = Gauge(
+    "shelfwise_low_stock_levels",
+    "Stock levels under the low-stock threshold at the last report.",
+)
+LEDGER_DRIFT_LEVELS = Gauge(
+    "shelfwise_ledger_drift_levels",
+    "Levels whose counters disagree with the ledger or open reservations (should be 0).",
+)

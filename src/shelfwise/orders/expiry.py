@@ -10,6 +10,7 @@ under the lock.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,8 @@ import structlog
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.events.outbox import Event, emit_all
+from shelfwise.events.payloads import order_payload, stock_changed
 from shelfwise.inventory import reservations
 from shelfwise.inventory.models import MovementKind, StockLevel
 from shelfwise.inventory.reservations import LevelChange
@@ -75,12 +78,33 @@ async def _expire_batch(session: AsyncSession, now: datetime, batch_size: int) -
             reason="reservation expired",
             order_id=order_id,
         )
-    await session.execute(
+    expired = await session.execute(
         update(Order)
         .where(Order.id.in_(order_ids))
         .values(status=OrderStatus.EXPIRED.value, version=Order.version + 1, updated_at=now)
+        .returning(Order.id, Order.status, Order.currency, Order.total_minor, Order.expires_at)
     )
+    await stock_changed(
+        session, {line.stock_level_id for line in lines}, cause="release", reference="expiry"
+    )
+    await emit_all(session, [_expired_event(row, lines) for row in expired])
     return len(order_ids)
+
+
+def _expired_event(order: Any, lines: Sequence[Any]) -> Event:
+    payload = order_payload(
+        order.id,
+        order.status,
+        currency=order.currency,
+        total_minor=order.total_minor,
+        expires_at=order.expires_at,
+        lines=[
+            (line.product_id, line.location_id, line.quantity)
+            for line in lines
+            if line.order_id == order.id
+        ],
+    )
+    return Event("order.expired", "order", str(order.id), payload)
 
 
 async def expire_reservations(

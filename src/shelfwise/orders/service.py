@@ -21,6 +21,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from shelfwise.catalog.models import Product
 from shelfwise.errors import InsufficientStock, InvalidCursor
+from shelfwise.events.outbox import emit_all
+from shelfwise.events.payloads import order_event, stock_changed
 from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
@@ -187,6 +189,10 @@ async def _place(
         order_id=order.id,
         actor_id=placer.user_id,
     )
+    await stock_changed(
+        session, [c.stock_level_id for c in changes], cause="reserve", reference=f"order:{order.id}"
+    )
+    await emit_all(session, [order_event(order)])
     return order
 
 
@@ -282,6 +288,12 @@ async def _move_stock(
     await reservations.record_movements(
         session, changes, kind=kind, reason=reason, order_id=order.id, actor_id=actor.user_id
     )
+    await stock_changed(
+        session,
+        [c.stock_level_id for c in changes],
+        cause=kind.value,
+        reference=f"order:{order.id}",
+    )
 
 
 def _set_status(order: Order, status: OrderStatus, now: datetime) -> None:
@@ -336,6 +348,7 @@ async def _transition(
             _require_status(order, target, OrderStatus.CONFIRMED)
         _set_status(order, target, now)
         await session.flush()
+        await emit_all(session, [order_event(order)])
         return order
 
     return await in_transaction(session, work, use_case=f"order_{target.value}")

@@ -1,0 +1,1 @@
+"""Domain events: the transactional outbox, its relay, and the published stream."""

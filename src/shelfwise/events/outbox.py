@@ -1,0 +1,118 @@
+"""Writing events into the outbox (inside the caller's transaction) and reading the stream.
+
+`emit` never commits: it adds rows to the transaction the use case already owns, so the
+event exists if and only if the change it describes was committed. The same statement
+calls `pg_notify`, which PostgreSQL delivers only at commit (and drops on rollback), so
+the relay wakes exactly when there is something new to publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, Select, Text, cast, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.events.models import OutboxEvent
+
+# Committed outbox rows are waiting to be stamped (payload: how many were inserted).
+OUTBOX_CHANNEL = "shelfwise_outbox"
+# The relay stamped positions (payload: the highest position now published).
+STREAM_CHANNEL = "shelfwise_stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    payload: dict[str, Any]
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    position: int
+    id: int
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    payload: dict[str, Any] = field(repr=False)
+    version: int
+    created_at: datetime
+    published_at: datetime | None
+
+
+def notifying(stmt: Insert) -> Select[tuple[Any]]:
+    """Wrap an outbox INSERT so the same round trip also queues the NOTIFY."""
+    inserted = stmt.returning(OutboxEvent.id).cte("inserted")
+    return select(func.pg_notify(OUTBOX_CHANNEL, cast(func.count(), Text))).select_from(inserted)
+
+
+async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
+    """Insert `events` (in this order) in the session's open transaction."""
+    if not events:
+        return
+    rows = [
+        {
+            "type": e.type,
+            "aggregate_type": e.aggregate_type,
+            "aggregate_id": e.aggregate_id,
+            "payload": e.payload,
+            "version": e.version,
+        }
+        for e in events
+    ]
+    await session.execute(notifying(insert(OutboxEvent).values(rows)))
+
+
+async def emit(
+    session: AsyncSession,
+    *,
+    type: str,
+    aggregate: tuple[str, object],
+    payload: dict[str, Any],
+    version: int = 1,
+) -> None:
+    await emit_all(session, [Event(type, aggregate[0], str(aggregate[1]), payload, version)])
+
+
+async def read_stream(
+    session: AsyncSession,
+    after_position: int,
+    limit: int,
+    types: Iterable[str] | None = None,
+) -> list[PublishedEvent]:
+    """Published events after `after_position`, in position order.
+
+    Resuming with the last position seen never skips or repeats an event: positions are
+    handed out only to committed rows, by one relay, in increasing order.
+    """
+    stmt = (
+        select(OutboxEvent)
+        .where(OutboxEvent.position > after_position)
+        .order_by(OutboxEvent.position)
+        .limit(limit)
+    )
+    if types is not None:
+        stmt = stmt.where(OutboxEvent.type.in_(list(types)))
+    async with session.begin():
+        rows = (await session.scalars(stmt)).all()
+    return [
+        PublishedEvent(
+            position=row.position or 0,
+            id=row.id,
+            type=row.type,
+            aggregate_type=row.aggregate_type,
+            aggregate_id=row.aggregate_id,
+            payload=row.payload,
+            version=row.version,
+            created_at=row.created_at,
+            published_at=row.published_at,
+        )
+        for row in rows
+    ]

@@ -1,0 +1,130 @@
+"""Event types and their payloads (version 1). The catalog lives in docs/events.md.
+
+Payload builders take values the use case already holds (RETURNING'd rows, loaded
+orders), so emitting costs one extra statement per use case, never a re-read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Integer, String, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.catalog.models import Product
+from shelfwise.events.models import OutboxEvent
+from shelfwise.events.outbox import Event, notifying
+from shelfwise.inventory.models import StockLevel
+from shelfwise.orders.models import Order
+
+
+class EventType(StrEnum):
+    STOCK_CHANGED = "stock.changed"
+    STOCK_LOW = "stock.low"
+    ORDER_RESERVED = "order.reserved"
+    ORDER_CONFIRMED = "order.confirmed"
+    ORDER_CANCELLED = "order.cancelled"
+    ORDER_FULFILLED = "order.fulfilled"
+    ORDER_EXPIRED = "order.expired"
+    PRODUCT_CREATED = "product.created"
+    PRODUCT_UPDATED = "product.updated"
+    PRODUCT_DELETED = "product.deleted"
+
+
+async def stock_changed(
+    session: AsyncSession, level_ids: Iterable[int], *, cause: str, reference: str | None = None
+) -> None:
+    """One `stock.changed` per level, with the counters as they are now in this transaction.
+
+    Called after the UPDATEs, which hold the rows' locks until commit: the values read
+    here are exactly the values this transaction commits, and a later writer of the same
+    level inserts its event after ours (so per-level order survives into positions).
+    """
+    ids = sorted(set(level_ids))
+    if not ids:
+        return
+    payload = func.jsonb_build_object(
+        "stock_level_id", StockLevel.id,
+        "product_id", StockLevel.product_id,
+        "location_id", StockLevel.location_id,
+        "on_hand", StockLevel.on_hand,
+        "reserved", StockLevel.reserved,
+        "available", StockLevel.on_hand - StockLevel.reserved,
+        "level_version", StockLevel.version,
+        "cause", cause,
+        "reference", reference,
+    )  # fmt: skip
+    rows = (
+        select(
+            literal(EventType.STOCK_CHANGED.value),
+            literal("stock_level"),
+            cast(StockLevel.id, String),
+            payload,
+            literal(1, Integer),
+        )
+        .where(StockLevel.id.in_(ids))
+        .order_by(StockLevel.id)
+    )
+    columns = ["type", "aggregate_type", "aggregate_id", "payload", "version"]
+    await session.execute(notifying(insert(OutboxEvent).from_select(columns, rows)))
+
+
+def order_payload(
+    order_id: uuid.UUID,
+    status: str,
+    *,
+    currency: str,
+    total_minor: int,
+    expires_at: Any,
+    lines: Iterable[tuple[uuid.UUID, uuid.UUID, int]],
+) -> dict[str, Any]:
+    return {
+        "order_id": str(order_id),
+        "status": status,
+        "currency": currency,
+        "total_minor": total_minor,
+        "expires_at": expires_at.isoformat(),
+        "lines": [
+            {"product_id": str(p), "location_id": str(loc), "quantity": q} for p, loc, q in lines
+        ],
+    }
+
+
+def order_event(order: Order) -> Event:
+    """`order.<status>` for an order whose lines are loaded."""
+    payload = order_payload(
+        order.id,
+        order.status,
+        currency=order.currency,
+        total_minor=order.total_minor,
+        expires_at=order.expires_at,
+        lines=[(line.product_id, line.location_id, line.quantity) for line in order.lines],
+    )
+    return Event(f"order.{order.status}", "order", str(order.id), payload)
+
+
+def product_payload(product: Product) -> dict[str, Any]:
+    return {
+        "product_id": str(product.id),
+        "sku": product.sku,
+        "name": product.name,
+        "description": product.description,
+        "category": product.category,
+        "price_minor": product.price_minor,
+        "currency": product.currency,
+        "version": product.version,
+    }
+
+
+def product_event(product: Product, type_: EventType) -> Event:
+    return Event(type_.value, "product", str(product.id), product_payload(product))
+
+
+def product_deleted(product_id: uuid.UUID) -> Event:
+    return Event(
+        EventType.PRODUCT_DELETED.value, "product", str(product_id), {"product_id": str(product_id)}
+    )

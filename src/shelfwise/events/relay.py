@@ -1,0 +1,174 @@
+"""The outbox relay: gives committed events their stream position, in commit order.
+
+Why a relay at all: `outbox_events.id` comes from a sequence, handed out at INSERT time.
+Transaction A can take id 10, transaction B id 11, and B can commit first. A reader that
+resumed "after id 11" would never see 10. Positions are therefore stamped *after* commit:
+
+- Exactly one relay is active across all processes and machines. It holds a session-level
+  `pg_try_advisory_lock` on its own dedicated connection; the others retry every
+  `standby_retry` seconds. If the active relay dies, its connection closes, PostgreSQL
+  drops the lock, and a standby takes over.
+- The active relay repeatedly runs one short transaction on that same connection:
+  `position = max(position) + row_number() OVER (ORDER BY id)` for the visible
+  (= committed) unstamped rows, a batch at a time. Uncommitted rows are invisible, so
+  they are stamped by a later pass, after everything stamped before them.
+- Stamping and locking on one connection means a relay that lost its lock (connection
+  gone) has also lost its open transaction: two relays can never stamp at once. The
+  UNIQUE constraint on `position` is the backstop.
+- A relay killed mid-batch rolls back; nothing was published, the next relay stamps the
+  same rows. Each event gets exactly one position.
+
+The relay wakes on NOTIFY `shelfwise_outbox` (sent by `emit` at commit) and polls every
+`poll_interval` seconds as a safety net. After a commit it notifies `shelfwise_stream`
+with the highest position, for live consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import psycopg
+import structlog
+
+from shelfwise.events.outbox import OUTBOX_CHANNEL, STREAM_CHANNEL
+from shelfwise.observability.metrics import (
+    OUTBOX_LAG,
+    OUTBOX_PUBLISHED,
+    OUTBOX_RELAY_ACTIVE,
+    OUTBOX_RELAY_BATCH_SECONDS,
+)
+
+log = structlog.get_logger("shelfwise.events.relay")
+
+# Any fixed 64-bit key; it only has to be the same for every relay of one database.
+RELAY_LOCK_KEY = 0x5348454C46_0001
+
+STAMP_SQL = """
+WITH top AS (
+    SELECT coalesce(max(position), 0) AS position FROM outbox_events
+), batch AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS n
+      FROM (SELECT id FROM outbox_events
+             WHERE position IS NULL
+             ORDER BY id
+             LIMIT %(batch_size)s) AS unstamped
+)
+UPDATE outbox_events AS e
+   SET position = top.position + batch.n, published_at = clock_timestamp()
+  FROM batch, top
+ WHERE e.id = batch.id
+RETURNING e.position
+"""
+
+LAG_SQL = """
+SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+  FROM (SELECT created_at FROM outbox_events WHERE position IS NULL ORDER BY id LIMIT 1) AS o
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    batch_size: int = 500
+    poll_interval: float = 0.5
+    standby_retry: float = 1.0
+    reconnect_delay: float = 1.0
+
+
+# Test seam: awaited inside the stamping transaction, before COMMIT.
+BeforeCommit = Callable[[list[int]], Awaitable[None]]
+
+
+class Relay:
+    def __init__(
+        self,
+        database_url: str,
+        config: RelayConfig | None = None,
+        *,
+        name: str = "relay",
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        self._url = database_url
+        self._config = config or RelayConfig()
+        self._name = name
+        self._before_commit = before_commit
+        self.active = False  # holds the advisory lock right now
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; reconnect on connection loss."""
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+            except psycopg.OperationalError as exc:
+                log.warning("relay_connection_lost", relay=self._name, error=str(exc))
+                await _wait(stop, self._config.reconnect_delay)
+            finally:
+                self._set_active(False)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, application_name="shelfwise-relay"
+        ) as conn:
+            while not stop.is_set():
+                if await self._try_lock(conn):
+                    break
+                await _wait(stop, self._config.standby_retry)
+            else:
+                return
+            self._set_active(True)
+            log.info("relay_active", relay=self._name)
+            await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+            while not stop.is_set():
+                published = await self.publish_batch(conn)
+                if published < self._config.batch_size:
+                    await self._wait_for_work(conn)
+
+    async def _try_lock(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> bool:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def publish_batch(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> int:
+        """One stamping transaction; returns how many events it published."""
+        started = time.perf_counter()
+        async with conn.transaction():
+            cur = await conn.execute(STAMP_SQL, {"batch_size": self._config.batch_size})
+            positions = [int(row[0]) for row in await cur.fetchall()]
+            if positions:
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (STREAM_CHANNEL, str(max(positions)))
+                )
+            if self._before_commit is not None:
+                await self._before_commit(positions)
+        if positions:
+            OUTBOX_PUBLISHED.inc(len(positions))
+            OUTBOX_RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
+        lag = await conn.execute(LAG_SQL)
+        row = await lag.fetchone()
+        OUTBOX_LAG.set(float(row[0]) if row else 0.0)
+        return len(positions)
+
+    async def _wait_for_work(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> None:
+        """Until a NOTIFY arrives or `poll_interval` passes (the safety net).
+
+        The generators are run to their end, never left with `break`: a suspended
+        `notifies()` keeps holding the connection's lock.
+        """
+        async for _ in conn.notifies(timeout=self._config.poll_interval, stop_after=1):
+            pass
+        # Several commits may have notified at once: one pass publishes them all.
+        async for _ in conn.notifies(timeout=0):
+            pass
+
+    def _set_active(self, active: bool) -> None:
+        if active != self.active:
+            self.active = active
+            OUTBOX_RELAY_ACTIVE.set(1 if active else 0)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,1 @@
+"""Background work on Procrastinate: tasks, periodic schedules, the worker, the admin API."""
