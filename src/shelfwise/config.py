@@ -104,6 +104,26 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     idempotency_retention_hours: int = Field(default=24, ge=24)
 
+    # Background work: the Procrastinate worker and the outbox relay (`shelfwise worker`).
+    worker_concurrency: int = Field(default=4, ge=1)
+    worker_poll_seconds: float = Field(default=2.0, gt=0)  # safety net behind LISTEN/NOTIFY
+    worker_shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # A worker silent for this long is presumed dead; its running jobs are re-queued.
+    worker_stalled_after_seconds: float = Field(default=60.0, gt=0)
+    worker_metrics_port: int | None = None
+    jobs_stalled_check_cron: str = "* * * * *"
+    # Extra modules whose tasks the worker registers (tests, plug-ins).
+    jobs_extra_modules: list[str] = Field(default_factory=list)
+    # Dead letters are POSTed here as JSON (short timeout; failures are only logged).
+    jobs_alert_webhook_url: str | None = None
+    jobs_alert_timeout_seconds: float = Field(default=2.0, gt=0)
+    finished_jobs_retention_hours: int = Field(default=168, ge=1)
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_poll_seconds: float = Field(default=0.5, gt=0)
+    outbox_retention_days: int = Field(default=7, ge=1)
+    low_stock_threshold: int = Field(default=5, ge=0)
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise
     access_log: bool = True
