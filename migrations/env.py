@@ -23,6 +23,20 @@ target_metadata = Base.metadata
 LOCK_TIMEOUT = os.environ.get("SHELFWISE_MIGRATION_LOCK_TIMEOUT", "5s")
 
 
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Procrastinate's tables are created from its own schema SQL, not from our models."""
+    if name and name.startswith("procrastinate_"):
+        return False
+    table = getattr(obj, "table", None)
+    if type_ == "foreign_key_constraint" and getattr(
+        getattr(obj, "referred_table", None), "name", ""
+    ).startswith("procrastinate_"):
+        return False
+    return not (table is not None and getattr(table, "name", "").startswith("procrastinate_"))
+
+
 def database_url() -> str:
     url = config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
     if not url:
@@ -42,6 +56,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         transaction_per_migration=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

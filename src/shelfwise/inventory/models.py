@@ -99,6 +99,7 @@ class StockMovement(Base):
         Index("ix_stock_movements_stock_level_id_id", "stock_level_id", "id"),
         Index("ix_stock_movements_product_id_id", "product_id", "id"),
         Index("ix_stock_movements_location_id_id", "location_id", "id"),
+        Index("ix_stock_movements_kind_id", "kind", "id"),
         Index(
             "ix_stock_movements_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")
         ),
