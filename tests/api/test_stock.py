@@ -514,6 +514,7 @@ async def test_movements_filter_by_kind_newest_first(
         "UPDATE stock_movements SET on_hand_delta = 1000",
         "UPDATE stock_movements SET reason = 'rewritten'",
         "DELETE FROM stock_movements",
+        "TRUNCATE stock_movements CASCADE",
     ],
 )
 async def test_ledger_is_append_only(
