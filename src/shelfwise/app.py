@@ -66,6 +66,8 @@ from shelfwise.identity.sessions import (
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.identity.users_router import router as users_router
 from shelfwise.inventory.router import router as inventory_router
+from shelfwise.jobs.router import admin_router as jobs_admin_router
+from shelfwise.jobs.router import router as jobs_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
 
@@ -211,6 +213,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(inventory_router)
     app.include_router(orders_router)
 
+    app.include_router(jobs_router)
+    app.include_router(jobs_admin_router)
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")

@@ -1,10 +1,11 @@
-"""`shelfwise` command line: serve, migrate, seed, create-user, reconcile, run."""
+"""`shelfwise` command line: serve, worker, migrate, seed, create-user, reconcile, run."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -190,6 +191,57 @@ def prune_idempotency_keys_command() -> None:
 
 
 @app.command()
+def worker(
+    name: Annotated[str | None, typer.Option(help="Worker name (default host-pid)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None,
+) -> None:
+    """Run the job worker and the outbox relay; SIGTERM or Ctrl-C stops it gracefully."""
+    from shelfwise.jobs.worker import run_worker
+
+    settings = load_settings()
+    configure_logging(settings)
+    url = _database_url(settings)
+    _start_metrics_server(settings.host, metrics_port or settings.worker_metrics_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, url, stop, name=name)
+
+    asyncio.run(main())
+
+
+def _start_metrics_server(host: str, port: int | None) -> None:
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:  # metrics are worth a warning, not a worker that will not start
+        console.print(f"[yellow]worker metrics not served on {host}:{port}: {exc}[/]")
+
+
+def _start_worker_process(metrics_port: int) -> subprocess.Popen[bytes]:
+    """The worker as a child process: its own event loop and GIL, like in production."""
+    return subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        [sys.executable, "-m", "shelfwise.cli", "worker", "--metrics-port", str(metrics_port)]
+    )
+
+
+def _stop_worker_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # Ctrl-C already reached it; SIGTERM is a no-op
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
@@ -234,7 +286,7 @@ def run(
     products: Annotated[int, typer.Option(min=0)] = 200,
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """Everything for local development: embedded Postgres, migrate, seed, serve."""
+    """Everything for local development: embedded Postgres, migrate, seed, API + worker."""
     from shelfwise.migrate import upgrade
     from shelfwise.seed import DEMO_LOGINS
 
@@ -248,13 +300,18 @@ def run(
     console.print(f"  API & docs:  http://{settings.host}:{port}/docs")
     console.print(f"  Dashboard:   http://{settings.host}:{port}/")
     console.print(f"  Metrics:     http://{settings.host}:{port}/metrics")
+    console.print(f"  Worker:      http://{settings.host}:{port + 1}/metrics (jobs + outbox relay)")
     console.print("  Demo logins (development only):")
     for login in DEMO_LOGINS:
         console.print(f"    {login.role.value:<9} {login.email}  /  {login.password}")
-    console.print("  Ctrl-C stops the server and the embedded database.")
+    console.print("  Ctrl-C stops the server, the worker and the embedded database.")
     console.rule()
     sys.stderr.flush()
-    _serve(settings, settings.host, port, 1)
+    worker_process = _start_worker_process(port + 1)
+    try:
+        _serve(settings, settings.host, port, 1)
+    finally:
+        _stop_worker_process(worker_process, settings.worker_shutdown_timeout_seconds + 10)
 
 
 if __name__ == "__main__":

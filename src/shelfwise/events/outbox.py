@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Text, cast, func, select
+from sqlalchemy import Insert, Select, Text, cast, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,10 +47,13 @@ class PublishedEvent:
     published_at: datetime | None
 
 
-def notifying(stmt: Insert) -> Select[tuple[Any]]:
-    """Wrap an outbox INSERT so the same round trip also queues the NOTIFY."""
+def notifying(stmt: Insert) -> Select[tuple[int, Any]]:
+    """Wrap an outbox INSERT so the same round trip also queues the NOTIFY.
+
+    The statement's first column is the number of events inserted."""
     inserted = stmt.returning(OutboxEvent.id).cte("inserted")
-    return select(func.pg_notify(OUTBOX_CHANNEL, cast(func.count(), Text))).select_from(inserted)
+    count = func.count()
+    return select(count, func.pg_notify(OUTBOX_CHANNEL, cast(count, Text))).select_from(inserted)
 
 
 async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
@@ -116,3 +119,19 @@ async def read_stream(
         )
         for row in rows
     ]
+
+
+async def prune_published_events(session: AsyncSession, *, older_than: datetime) -> int:
+    """Delete published events older than the retention, always keeping the newest one.
+
+    The relay continues from `max(position)`: deleting the last row would restart the
+    stream at 1 and break every reader's resume position.
+    """
+    newest = select(func.max(OutboxEvent.position)).scalar_subquery()
+    async with session.begin():
+        deleted = await session.execute(
+            delete(OutboxEvent).where(
+                OutboxEvent.published_at < older_than, OutboxEvent.position < newest
+            )
+        )
+    return int(deleted.rowcount)  # type: ignore[attr-defined]

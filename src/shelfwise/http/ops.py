@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from shelfwise.http.deps import ContextDep
+from shelfwise.jobs.observe import refresh_queue_gauges
 from shelfwise.migrate import current_revisions, head_revisions
 from shelfwise.observability.metrics import DB_POOL_CHECKED_OUT
 
@@ -51,4 +52,9 @@ async def metrics(request: Request, ctx: ContextDep) -> Response:
     checked_out = getattr(ctx.db.engine.pool, "checkedout", None)
     if callable(checked_out):
         DB_POOL_CHECKED_OUT.set(checked_out())
+    try:
+        async with ctx.db.sessions() as session:
+            await refresh_queue_gauges(session)
+    except Exception:  # noqa: S110 (a scrape still answers with the process's own metrics)
+        pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

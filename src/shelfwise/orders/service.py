@@ -30,6 +30,7 @@ from shelfwise.inventory import reservations
 from shelfwise.inventory.models import Location, MovementKind
 from shelfwise.inventory.reservations import LevelChange
 from shelfwise.inventory.service import LocationNotFound
+from shelfwise.jobs.defer import defer_in_transaction
 from shelfwise.observability.metrics import ORDER_TRANSITIONS, ORDERS_PLACED
 from shelfwise.orders.allocation import Candidate, best_availability, candidate_locations
 from shelfwise.orders.errors import (
@@ -193,6 +194,10 @@ async def _place(
         session, [c.stock_level_id for c in changes], cause="reserve", reference=f"order:{order.id}"
     )
     await emit_all(session, [order_event(order)])
+    # Committed with the order or not at all: expiry on time, without waiting for the sweep.
+    await defer_in_transaction(
+        session, "expire_order", {"order_id": str(order.id)}, scheduled_at=expires_at
+    )
     return order
 
 

@@ -1,0 +1,50 @@
+"""Building the Procrastinate `App` from the task registry and settings."""
+
+from __future__ import annotations
+
+import random
+
+from procrastinate import App, PsycopgConnector
+
+from shelfwise.clock import Clock
+from shelfwise.config import Settings
+from shelfwise.db import libpq_url
+from shelfwise.jobs.registry import TaskSpec, load_tasks
+from shelfwise.jobs.retry import JitteredBackoff
+
+
+def _cron(spec: TaskSpec, settings: Settings) -> str | None:
+    if spec.cron_setting:
+        return str(getattr(settings, spec.cron_setting))
+    return spec.cron
+
+
+def build_job_app(
+    settings: Settings,
+    database_url: str,
+    *,
+    clock: Clock,
+    rng: random.Random | None = None,
+    pool_size: int = 4,
+) -> App:
+    """A Procrastinate app on Shelfwise's database, with every registered task."""
+    connector = PsycopgConnector(
+        conninfo=libpq_url(database_url),
+        min_size=1,
+        max_size=pool_size,
+        kwargs={"application_name": "shelfwise-worker"},
+    )
+    app = App(connector=connector)
+    for spec in load_tasks(settings.jobs_extra_modules).values():
+        lock = spec.name if spec.singleton else None
+        registered = app.task(
+            name=spec.name,
+            queue=spec.queue,
+            pass_context=True,
+            retry=JitteredBackoff(spec.backoff, clock=clock, rng=rng),
+            lock=lock,
+            queueing_lock=lock,
+        )(spec.function)
+        if cron := _cron(spec, settings):
+            app.periodic(cron=cron, periodic_id=spec.name)(registered)
+    return app

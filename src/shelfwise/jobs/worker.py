@@ -1,0 +1,117 @@
+"""`shelfwise worker`: the Procrastinate worker and the outbox relay in one process.
+
+Structured concurrency: one TaskGroup owns the worker, the relay and the gauge refresher.
+If any of them crashes, the others are cancelled and the process exits non-zero (a
+supervisor restarts it) instead of limping on half-alive.
+
+Shutdown (SIGTERM/SIGINT sets `stop`): the worker stops fetching, waits up to
+`worker_shutdown_timeout_seconds` for running jobs, then aborts the rest, which go back
+to the queue through their retry policy. The relay finishes its current transaction.
+A `kill -9` skips all of this; then the heartbeat goes stale and `recover_stalled_jobs`
+re-queues the job on another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+
+import structlog
+from procrastinate import App
+
+from shelfwise.clock import Clock, SystemClock
+from shelfwise.config import Settings
+from shelfwise.db import Database, libpq_url, open_database
+from shelfwise.events.relay import Relay, RelayConfig
+from shelfwise.jobs.alerts import Alerts
+from shelfwise.jobs.app import build_job_app
+from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
+from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
+
+log = structlog.get_logger("shelfwise.worker")
+GAUGE_REFRESH_SECONDS = 15.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _refresh_gauges(db: Database, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            async with db.sessions() as session:
+                await refresh_queue_gauges(session)
+        except Exception as exc:  # a metrics hiccup must not stop the worker
+            log.warning("queue_gauges_failed", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), GAUGE_REFRESH_SECONDS)
+
+
+async def run_worker(
+    settings: Settings,
+    database_url: str,
+    stop: asyncio.Event,
+    *,
+    name: str | None = None,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+) -> None:
+    """Run until `stop` is set (or a component fails)."""
+    name = name or worker_name()
+    clock = clock or SystemClock()
+    db = open_database(settings, database_url)
+    runtime = JobRuntime(
+        settings=settings,
+        db=db,
+        clock=clock,
+        alerts=Alerts(settings.jobs_alert_webhook_url, timeout=settings.jobs_alert_timeout_seconds),
+    )
+    job_app = build_job_app(settings, database_url, clock=clock, rng=rng)
+    relay = Relay(
+        libpq_url(database_url),
+        RelayConfig(
+            batch_size=settings.relay_batch_size, poll_interval=settings.relay_poll_seconds
+        ),
+        name=name,
+    )
+    log.info("worker_starting", worker=name, tasks=sorted(job_app.tasks))
+    try:
+        async with job_app.open_async():
+            await _supervise(job_app, relay, runtime, stop, name)
+    finally:
+        await db.dispose()
+        log.info("worker_stopped", worker=name)
+
+
+async def _supervise(
+    job_app: App, relay: Relay, runtime: JobRuntime, stop: asyncio.Event, name: str
+) -> None:
+    settings = runtime.settings
+    async with asyncio.TaskGroup() as group:
+        jobs = group.create_task(
+            job_app.run_worker_async(
+                name=name,
+                concurrency=settings.worker_concurrency,
+                install_signal_handlers=False,
+                fetch_job_polling_interval=settings.worker_poll_seconds,
+                abort_job_polling_interval=settings.worker_poll_seconds,
+                shutdown_graceful_timeout=settings.worker_shutdown_timeout_seconds,
+                update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                additional_context={RUNTIME_KEY: runtime},
+                worker_middleware=[observe_job],
+            ),
+            name="procrastinate-worker",
+        )
+        # If the worker ends on its own (a side task of it failed), stop the rest too.
+        jobs.add_done_callback(lambda _: stop.set())
+        group.create_task(relay.run(stop), name="outbox-relay")
+        group.create_task(_refresh_gauges(runtime.db, stop), name="queue-gauges")
+        await stop.wait()
+        log.info("worker_stopping", worker=name)
+        # Procrastinate turns cancellation into a graceful stop: no new fetches, running
+        # jobs get `shutdown_graceful_timeout` to finish.
+        jobs.cancel()
