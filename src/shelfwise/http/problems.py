@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -122,6 +123,17 @@ def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
         code = CODE_BY_STATUS.get(exc.status_code, "http_error")
         return problem(
             exc.status_code, code, str(exc.detail), scope, headers=dict(exc.headers or {})
+        )
+    if isinstance(exc, PoolTimeout):
+        # Every database connection stayed busy for `db_pool_timeout_seconds`: overload,
+        # not a bug. Shed the request with a retryable answer instead of a bare 500.
+        log.warning("database_pool_exhausted", path=scope.get("path"))
+        return problem(
+            503,
+            "database_busy",
+            "The service is busy; retry shortly.",
+            scope,
+            headers={"Retry-After": "1"},
         )
     UNHANDLED_ERRORS.labels(type(exc).__name__).inc()
     log.error("unhandled_exception", exc_info=exc, path=scope.get("path"))
