@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             ctx.hasher.close()
             if ctx.redis is not None:
                 await ctx.redis.aclose()
+            await limiter.close()
             log.info("stopped")
 
     app = FastAPI(

@@ -272,6 +272,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # The app applies X-Forwarded-* itself, from `trusted_proxies` only; uvicorn's
+        # own handling would trust 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind our back.
+        proxy_headers=False,
         server_header=False,
         log_config=None,
         timeout_graceful_shutdown=10,

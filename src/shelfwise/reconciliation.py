@@ -32,7 +32,7 @@ class ReconciliationReport:
 
 async def reconcile_all(session: AsyncSession) -> ReconciliationReport:
     async def work() -> ReconciliationReport:
-        ledger = [Drift(*row._tuple()) for row in await session.execute(ledger_drift_statement())]
+        ledger = [Drift(*row) for row in await session.execute(ledger_drift_statement())]
         held = [
             ReservationDrift(*row) for row in await session.execute(reservation_drift_statement())
         ]

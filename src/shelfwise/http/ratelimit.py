@@ -18,10 +18,12 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import ConnectionPool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,12 +67,21 @@ class Decision:
 
 class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
-        self.storage: Storage = (
-            RedisStorage(_limits_uri(redis_url), implementation="redispy")
-            if redis_url
-            else MemoryStorage()
-        )
+        # The Redis pool is ours, not the storage's: `limits` offers no way to close it,
+        # and an unclosed pool leaks a connection per worker at shutdown.
+        self._pool: ConnectionPool | None = None
+        self.storage: Storage
+        if redis_url:
+            self._pool = ConnectionPool.from_url(redis_url)
+            options: dict[str, Any] = {"connection_pool": self._pool}
+            self.storage = RedisStorage(_limits_uri(redis_url), implementation="redispy", **options)
+        else:
+            self.storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self.storage)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     async def _decide(self, policy: Policy, key: str, allowed: bool) -> Decision:
         tightest: Decision | None = None

@@ -118,6 +118,7 @@ async def login(
     body: LoginIn, request: Request, session: SessionDep, ctx: ContextDep, response: Response
 ) -> TokenPairOut:
     """Token sign-in: a short-lived access token and a rotating refresh token."""
+    _check_origin(request, ctx)  # before any work: a refused login leaves no family behind
     user = await _authenticate(body, session, ctx)
     now = ctx.clock.now()
     access, expires_at = ctx.tokens.issue(user_id=user.id, role=user.role, now=now)
@@ -130,7 +131,6 @@ async def login(
         access_token=access, expires_in=int(ctx.tokens.ttl.total_seconds()), expires_at=expires_at
     )
     if _is_browser(request):
-        _check_origin(request, ctx)
         _set_cookie(
             response,
             REFRESH_COOKIE,

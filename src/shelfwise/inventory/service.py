@@ -283,4 +283,4 @@ def ledger_drift_statement() -> Select[int, int, Any, int, Any]:
 async def reconcile(session: AsyncSession) -> list[Drift]:
     async with session.begin():
         rows = (await session.execute(ledger_drift_statement())).all()
-    return [Drift(*row._tuple()) for row in rows]
+    return [Drift(*row) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 
 from procrastinate import App, PsycopgConnector
 
@@ -26,8 +27,12 @@ def build_job_app(
     clock: Clock,
     rng: random.Random | None = None,
     pool_size: int = 4,
+    periodic_tasks: Collection[str] | None = None,
 ) -> App:
-    """A Procrastinate app on Shelfwise's database, with every registered task."""
+    """A Procrastinate app on Shelfwise's database, with every registered task.
+
+    `periodic_tasks` limits which schedules are installed (None: all); tests use it to run
+    a worker without the production crons firing in the middle of an assertion."""
     connector = PsycopgConnector(
         conninfo=libpq_url(database_url),
         min_size=1,
@@ -45,6 +50,7 @@ def build_job_app(
             lock=lock,
             queueing_lock=lock,
         )(spec.function)
-        if cron := _cron(spec, settings):
+        wanted = periodic_tasks is None or spec.name in periodic_tasks
+        if wanted and (cron := _cron(spec, settings)):
             app.periodic(cron=cron, periodic_id=spec.name)(registered)
     return app

@@ -21,6 +21,7 @@ import socket
 
 import structlog
 from procrastinate import App
+from procrastinate.app import WorkerOptions
 
 from shelfwise.clock import Clock, SystemClock
 from shelfwise.config import Settings
@@ -86,24 +87,29 @@ async def run_worker(
         log.info("worker_stopped", worker=name)
 
 
+def worker_options(runtime: JobRuntime, name: str) -> WorkerOptions:
+    """Procrastinate worker options from settings (shared with the tests' in-process workers)."""
+    settings = runtime.settings
+    return WorkerOptions(
+        name=name,
+        concurrency=settings.worker_concurrency,
+        install_signal_handlers=False,
+        fetch_job_polling_interval=settings.worker_poll_seconds,
+        abort_job_polling_interval=settings.worker_poll_seconds,
+        shutdown_graceful_timeout=settings.worker_shutdown_timeout_seconds,
+        update_heartbeat_interval=settings.worker_heartbeat_seconds,
+        stalled_worker_timeout=settings.worker_stalled_after_seconds,
+        additional_context={RUNTIME_KEY: runtime},
+        worker_middleware=[observe_job],
+    )
+
+
 async def _supervise(
     job_app: App, relay: Relay, runtime: JobRuntime, stop: asyncio.Event, name: str
 ) -> None:
-    settings = runtime.settings
     async with asyncio.TaskGroup() as group:
         jobs = group.create_task(
-            job_app.run_worker_async(
-                name=name,
-                concurrency=settings.worker_concurrency,
-                install_signal_handlers=False,
-                fetch_job_polling_interval=settings.worker_poll_seconds,
-                abort_job_polling_interval=settings.worker_poll_seconds,
-                shutdown_graceful_timeout=settings.worker_shutdown_timeout_seconds,
-                update_heartbeat_interval=settings.worker_heartbeat_seconds,
-                stalled_worker_timeout=settings.worker_stalled_after_seconds,
-                additional_context={RUNTIME_KEY: runtime},
-                worker_middleware=[observe_job],
-            ),
+            job_app.run_worker_async(**worker_options(runtime, name)),
             name="procrastinate-worker",
         )
         # If the worker ends on its own (a side task of it failed), stop the rest too.
