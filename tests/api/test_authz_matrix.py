@@ -342,6 +342,24 @@ def session_only(status: int) -> dict[str, int]:
     return expect(401, status, status, status, status, status)
 
 
+def staff_role(status: int) -> dict[str, int]:
+    """The staff or admin *role* (job status): API keys never pass."""
+    return expect(401, 403, status, status, 403, 403)
+
+
+async def _list_jobs(w: World, role: str) -> Call:
+    return Call("/v1/admin/jobs", params={"status": "failed"})
+
+
+async def _retry_job(w: World, role: str) -> Call:
+    # No such job: authorization is decided before the object is looked up.
+    return Call("/v1/admin/jobs/987654321/retry")
+
+
+async def _get_job(w: World, role: str) -> Call:
+    return Call("/v1/jobs/987654321")
+
+
 # (method, path template) -> (expected status per caller, how to build a valid request)
 MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("POST", "/v1/auth/register"): (public(201), _register),
@@ -378,6 +396,9 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("GET", "/v1/users"): (admin_role(200), _list_users),
     ("PATCH", "/v1/users/{user_id}"): (admin_role(200), _patch_user),
     ("DELETE", "/v1/users/{user_id}/sessions"): (admin_role(200), _end_user_sign_ins),
+    ("GET", "/v1/admin/jobs"): (admin_role(200), _list_jobs),
+    ("POST", "/v1/admin/jobs/{job_id}/retry"): (admin_role(404), _retry_job),
+    ("GET", "/v1/jobs/{job_id}"): (staff_role(404), _get_job),
 }
 
 
