@@ -1,7 +1,8 @@
 """Constrained input types shared by the API schemas.
 
-PostgreSQL text cannot hold NUL; refusing it here turns what would be a driver error
-(and a 500) into a clear 422 on the offending field.
+PostgreSQL text cannot hold NUL, and nothing UTF-8 can hold a lone surrogate (JSON lets a
+client send `"\ud800"`); refusing both here turns what would be a driver or encoding
+error (and a 500) into a clear 422 on the offending field.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, StringConstraints
 
 
-def _no_control_nul(value: str) -> str:
+def storable_text(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_control_nul)]
+Text = Annotated[str, AfterValidator(storable_text)]
 # Constraints sit on `str` itself (not on `Text`) so whitespace is stripped *before* the
 # length is checked: on top of an AfterValidator pydantic checks lengths first and strips
 # afterwards, which let "   " through as an empty name.
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_control_nul),
+    AfterValidator(storable_text),
 ]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -35,5 +40,5 @@ Description = Annotated[Text, StringConstraints(max_length=5000)]
 Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
-    AfterValidator(_no_control_nul),
+    AfterValidator(storable_text),
 ]

@@ -13,7 +13,7 @@ from shelfwise.types import Text
 
 # Length is checked by the password policy (a clear problem), not here, so the policy
 # has one home. The upper bound here only stops absurd inputs early.
-Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+Password = Annotated[Text, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 
 
 class RegisterIn(BaseModel):
@@ -88,7 +88,7 @@ class TokenPairOut(TokenOut):
 
 class RefreshIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    refresh_token: Annotated[str, Field(min_length=16, max_length=200)] | None = None
+    refresh_token: Annotated[Text, Field(min_length=16, max_length=200)] | None = None
 
 
 class SessionOut(BaseModel):
