@@ -47,6 +47,7 @@ from shelfwise.db import Database, open_database
 from shelfwise.embedded import start_embedded
 from shelfwise.http.limits import BodySizeLimitMiddleware
 from shelfwise.http.observe import AccessLogMiddleware, MetricsMiddleware
+from shelfwise.http.openapi import install_problem_docs
 from shelfwise.http.ops import router as ops_router
 from shelfwise.http.pagination import CursorCodec
 from shelfwise.http.problems import ErrorBoundaryMiddleware, install_problem_handlers
@@ -221,3 +222,4 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return RedirectResponse("/docs")
 
     return app
+    install_problem_docs(app)
