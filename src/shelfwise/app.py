@@ -208,6 +208,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ],
     )
     install_problem_handlers(app)
+    install_problem_docs(app)
     app.include_router(ops_router)
     app.include_router(identity_router)
     app.include_router(users_router)
@@ -222,4 +223,3 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return RedirectResponse("/docs")
 
     return app
-    install_problem_docs(app)
