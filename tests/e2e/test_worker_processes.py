@@ -127,11 +127,15 @@ async def test_job_of_a_killed_worker_is_finished_by_another(
         first.send_signal(signal.SIGKILL)  # no goodbye: no unregister, no graceful stop
         first.wait(timeout=10)
         # alpha's heartbeat goes stale; recover_stalled_jobs hands the job back; beta runs it.
-        await wait_until(
-            state_is(database_url, job_id, "doing", "started by beta"),
-            timeout=20,
-            what="beta to pick up the stalled job",
-        )
+        try:
+            await wait_until(
+                state_is(database_url, job_id, "doing", "started by beta"),
+                timeout=20,
+                what="beta to pick up the stalled job",
+            )
+        except AssertionError:
+            print(job_state(database_url, job_id), workers.log("beta"), sep="\n")
+            raise
         gate.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     await wait_until(
         state_is(database_url, job_id, "succeeded", "finished by beta"),

@@ -41,14 +41,14 @@ def build_job_app(
     )
     app = App(connector=connector)
     for spec in load_tasks(settings.jobs_extra_modules).values():
-        lock = spec.name if spec.singleton else None
+        queueing_lock = spec.name if spec.singleton else None
         registered = app.task(
             name=spec.name,
             queue=spec.queue,
             pass_context=True,
             retry=JitteredBackoff(spec.backoff, clock=clock, rng=rng),
-            lock=lock,
-            queueing_lock=lock,
+            lock=queueing_lock if spec.exclusive else None,
+            queueing_lock=queueing_lock,
         )(spec.function)
         wanted = periodic_tasks is None or spec.name in periodic_tasks
         if wanted and (cron := _cron(spec, settings)):

@@ -33,8 +33,10 @@ class TaskSpec:
     # Periodic tasks: a cron expression, or the name of the Settings field holding one.
     cron: str | None = None
     cron_setting: str | None = None
-    # At most one job of this task waiting / running at a time (periodic tasks).
+    # At most one job of this task waiting (queueing lock) and, if `exclusive`, running
+    # (lock) at a time: periodic tasks.
     singleton: bool = False
+    exclusive: bool = True
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -48,6 +50,7 @@ def task(
     cron: str | None = None,
     cron_setting: str | None = None,
     singleton: bool = False,
+    exclusive: bool = True,
 ) -> Callable[[TaskFunction], TaskFunction]:
     """Declare `function(context: JobContext, **args)` as the task `name`."""
 
@@ -55,7 +58,7 @@ def task(
         if name in TASKS and TASKS[name].function is not function:
             raise ValueError(f"task {name!r} is declared twice")
         TASKS[name] = TaskSpec(
-            name, function, queue, backoff or Backoff(), cron, cron_setting, singleton
+            name, function, queue, backoff or Backoff(), cron, cron_setting, singleton, exclusive
         )
         return function
 

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import structlog
 from procrastinate import JobContext
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from shelfwise.events.outbox import prune_published_events
 from shelfwise.idempotency.service import prune_idempotency_keys
@@ -125,6 +127,9 @@ async def report_low_stock_daily(context: JobContext, timestamp: int) -> int:
     backoff=QUICK,
     cron_setting="jobs_stalled_check_cron",
     singleton=True,
+    # Never a `lock`: if the worker running this died, a lock held by its 'doing' job
+    # would block every later recovery — the one job that must always be able to run.
+    exclusive=False,
 )
 async def recover_stalled_jobs(context: JobContext, timestamp: int) -> list[int]:
     """Procrastinate's own mechanism: workers heartbeat; jobs held by a worker silent for
@@ -134,16 +139,47 @@ async def recover_stalled_jobs(context: JobContext, timestamp: int) -> list[int]
     manager = context.app.job_manager
     recovered: list[int] = []
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=seconds):
-        if job.id == context.job.id:
+        if job.id is None or job.id == context.job.id:
             continue
+        guard = {"id": job.id, "worker_id": job.worker_id}
         try:
-            await manager.retry_job(job)
-        except Exception as exc:  # it finished or was retried meanwhile: nothing to do
-            log.info("stalled_job_not_retried", job_id=job.id, error=str(exc))
+            async with rt.db.sessions() as session, session.begin():
+                requeued = await session.scalar(REQUEUE_IF_STILL_STALLED, guard)
+        except IntegrityError:
+            # A singleton (periodic) job whose next run is already queued: a second copy
+            # would break its queueing lock, and running it twice is pointless. Retire it.
+            async with rt.db.sessions() as session, session.begin():
+                await session.execute(ABORT_IF_STILL_STALLED, guard)
+            log.warning("stalled_job_aborted", job_id=job.id, task=job.task_name)
             continue
-        recovered.append(int(job.id or 0))
-        log.warning("stalled_job_requeued", job_id=job.id, task=job.task_name)
+        if requeued:
+            recovered.append(job.id)
+            log.warning("stalled_job_requeued", job_id=job.id, task=job.task_name)
     await manager.prune_stalled_workers(seconds)
     STALLED_JOBS_RECOVERED.inc(len(recovered))
     return recovered
 
+
+# Two recoveries may list the same stalled job. Lock the row and re-check that it is
+# still held by the same (dead) worker, so a job another worker already picked up again
+# is never reset under it.
+REQUEUE_IF_STILL_STALLED = text(
+    """
+    WITH still_stalled AS (
+        SELECT id FROM procrastinate_jobs
+         WHERE id = :id AND status = 'doing' AND worker_id IS NOT DISTINCT FROM :worker_id
+           FOR UPDATE
+    )
+    SELECT count(procrastinate_retry_job_v2(id, now(), NULL, NULL, NULL)) FROM still_stalled
+    """
+)
+ABORT_IF_STILL_STALLED = text(
+    """
+    WITH still_stalled AS (
+        SELECT id FROM procrastinate_jobs
+         WHERE id = :id AND status = 'doing' AND worker_id IS NOT DISTINCT FROM :worker_id
+           FOR UPDATE
+    )
+    SELECT count(procrastinate_finish_job_v1(id, 'aborted', false)) FROM still_stalled
+    """
+)
