@@ -15,16 +15,25 @@ log = structlog.get_logger("shelfwise.alerts")
 
 
 class Alerts:
-    def __init__(self, webhook_url: str | None, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        webhook_url: str | None,
+        *,
+        timeout: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: httpx.MockTransport
+    ) -> None:
         self._url = webhook_url
         self._timeout = timeout
+        self._transport = transport
 
     async def raise_alert(self, alert: str, **fields: Any) -> None:
         log.error(alert, alert=True, **fields)
         if not self._url:
             return
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport
+            ) as client:
                 response = await client.post(self._url, json={"alert": alert, **fields})
                 response.raise_for_status()
         except httpx.HTTPError as exc:
