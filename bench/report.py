@@ -30,6 +30,7 @@ class Run:
     server_cpu_s: float  # CPU time the server process used during the run
     db_cpu_s: float  # CPU time the PostgreSQL cluster used during the run
     rest_cpu_s: float  # every other busy CPU second: load generator, harness, neighbours
+    quiet_before: bool | None = None  # was the machine idle when the run started?
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -63,6 +64,7 @@ class Run:
             "db_cpu_pct": round(self.db_cpu_pct, 1),
             "rest_cpu_s": round(self.rest_cpu_s, 2),
             "rest_cpu_pct": round(self.rest_cpu_pct, 1),
+            "quiet_before": self.quiet_before,
         }
 
 
@@ -133,7 +135,14 @@ def table(runs: list[Run], scenarios: list[Scenario]) -> str:
                 f"{load.p90_ms:>9.1f}{load.p99_ms:>9.1f}{load.errors:>8}{ratio:>7}"
                 f"{run.cpu_us_per_request:>8.0f}{run.server_cpu_pct:>6.0f}"
                 f"{run.db_cpu_pct:>5.0f}{run.rest_cpu_pct:>6.0f}"
+                + (" !" if run.quiet_before is False else "")
             )
+    if any(run.quiet_before is False for run in runs):
+        lines.append("! the machine was busy with other work when this run started")
+    lines.append(
+        "us/req: server CPU per request; cpu%/db%/rest%: server, PostgreSQL and everything "
+        "else (load generator, other work), in % of one core"
+    )
     return "\n".join(lines)
 
 

@@ -129,15 +129,14 @@ def measure(
     spec = LoadSpec(
         server.port, paths_file, args.connections, args.duration, args.wrk_threads, args.clients
     )
-    if args.quiet_wait:
-        wait_for_quiet(args.quiet_wait)
+    quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
     if args.warmup:
         run_load(tool, dataclasses.replace(spec, duration_s=args.warmup))
     cpu, db_cpu, busy = server.cpu_seconds(), cluster_cpu_seconds(), machine_busy_seconds()
     load = run_load(tool, spec)
     cpu, db_cpu = server.cpu_seconds() - cpu, cluster_cpu_seconds() - db_cpu
     other = machine_busy_seconds() - busy - cpu - db_cpu
-    run = Run(name, server.name, load, cpu, db_cpu, other)
+    run = Run(name, server.name, load, cpu, db_cpu, other, quiet)
     print(
         f"  {name:<16}{server.name:<11}{load.rps:>9,.0f} rps  p99 {load.p99_ms:6.1f} ms"
         f"  errors {load.errors}  cpu: server {run.server_cpu_pct:.0f}%"
