@@ -167,7 +167,7 @@ async def test_multi_line_orders_in_opposite_line_orders_never_deadlock(
     """Overlapping multi-line orders whose lines arrive in every permutation, alongside
     transfers in both directions, all at once: only 201 or 409 reach clients."""
     rng = random.Random(20260115)
-    stock = {"A": 20, "B": 14, "C": 9}
+    stock = {"A": 40, "B": 30, "C": 20}
     east = await create_location(client, staff["headers"])
     west = await create_location(client, staff["headers"])
     products = {name: await create_product(client, staff["headers"]) for name in stock}
