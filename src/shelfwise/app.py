@@ -43,7 +43,7 @@ from shelfwise.catalog.router import router as catalog_router
 from shelfwise.clock import Clock, SystemClock
 from shelfwise.config import Settings, load_settings
 from shelfwise.context import AppContext, RatePolicies
-from shelfwise.db import Database, open_database
+from shelfwise.db import Database, libpq_url, open_database
 from shelfwise.embedded import start_embedded
 from shelfwise.http.limits import BodySizeLimitMiddleware
 from shelfwise.http.observe import AccessLogMiddleware, MetricsMiddleware
@@ -69,6 +69,11 @@ from shelfwise.identity.users_router import router as users_router
 from shelfwise.inventory.router import router as inventory_router
 from shelfwise.jobs.router import admin_router as jobs_admin_router
 from shelfwise.jobs.router import router as jobs_router
+from shelfwise.live.drain import on_drain
+from shelfwise.live.feeds import postgres_feed, redis_feed
+from shelfwise.live.hub import Hub
+from shelfwise.live.router import router as live_router
+from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
 
@@ -94,6 +99,7 @@ CORS_EXPOSE_HEADERS = [
     "RateLimit-Policy",
     "Idempotent-Replayed",
     "Server-Timing",
+    "X-Stream-Position",
 ]
 
 
@@ -149,6 +155,20 @@ def build_context(
     )
 
 
+async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
+    """The live hub of this process, woken by Redis pub/sub when configured, else NOTIFY."""
+    settings = ctx.settings
+    hub = Hub(ctx.db.sessions, window=settings.live_window, queue_limit=settings.live_queue_limit)
+    poll = settings.live_feed_poll_seconds
+    wake = (
+        redis_feed(ctx.redis, poll_seconds=poll)
+        if ctx.redis is not None
+        else postgres_feed(libpq_url(database_url), poll_seconds=poll)
+    )
+    await hub.start(wake)
+    return hub
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
@@ -159,14 +179,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = build_context(
-            settings, resolve_database_url(settings), clock or SystemClock(), limiter
-        )
+        ctx_url = resolve_database_url(settings)
+        ctx = build_context(settings, ctx_url, clock or SystemClock(), limiter)
         app.state.ctx = ctx
+        ctx.hub = await start_hub(ctx, database_url=ctx_url)
+        undrain = on_drain(ctx.hub.drain)
         log.info("started", env=settings.env.value, version=__version__)
         try:
             yield
         finally:
+            undrain()
+            await ctx.hub.stop()
             await ctx.db.dispose()
             ctx.hasher.close()
             if ctx.redis is not None:
@@ -215,9 +238,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(catalog_router)
     app.include_router(inventory_router)
     app.include_router(orders_router)
-
     app.include_router(jobs_router)
     app.include_router(jobs_admin_router)
+    app.include_router(live_router)
+    app.include_router(live_ws_router)
+
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")

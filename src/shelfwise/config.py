@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     outbox_retention_days: int = Field(default=7, ge=1)
     low_stock_threshold: int = Field(default=5, ge=0)
 
+    # Live updates (SSE, WebSocket, long-poll).
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    live_recheck_seconds: float = Field(default=15.0, gt=0)  # re-authorize open streams
+    live_window: int = Field(default=10_000, ge=100)  # events kept in memory for resumes
+    live_queue_limit: int = Field(default=1_000, ge=10)  # per connection, then disconnect
+    live_retry_ms: int = Field(default=3_000, ge=100)  # SSE `retry:` hint (jittered)
+    live_feed_poll_seconds: float = Field(default=1.0, gt=0)  # feed safety-net poll
+    rate_limit_live_connect: str = "120/minute"
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise
     access_log: bool = True

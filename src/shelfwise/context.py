@@ -19,6 +19,7 @@ from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.identity.refresh import RefreshPolicy
 from shelfwise.identity.sessions import SessionStore
 from shelfwise.identity.tokens import TokenIssuer
+from shelfwise.live.hub import Hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class RatePolicies:
     register: Policy
     refresh: Policy
     login_failures: Policy
+    live_connect: Policy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RatePolicies:
@@ -39,6 +41,7 @@ class RatePolicies:
             register=Policy.parse("register", settings.rate_limit_register),
             refresh=Policy.parse("refresh", settings.rate_limit_refresh),
             login_failures=Policy.parse("login_failures", settings.login_failures_per_account),
+            live_connect=Policy.parse("live_connect", settings.rate_limit_live_connect),
         )
 
 
@@ -55,3 +58,4 @@ class AppContext:
     session_store: SessionStore
     refresh_policy: RefreshPolicy
     redis: Redis | None = None
+    hub: Hub | None = None  # started in the lifespan of API processes

@@ -92,3 +92,15 @@ class InvalidCursor(InvalidInput):
 class RateLimited(ShelfwiseError):
     code = "rate_limited"
     title = "Too many requests"
+
+
+class PositionTooOld(ShelfwiseError):
+    """A stream position whose events were pruned: reload the snapshot."""
+
+    code = "position_too_old"
+    title = "The position is no longer available; reload the snapshot"
+
+
+class Unavailable(ShelfwiseError):
+    code = "unavailable"
+    title = "Temporarily unavailable"

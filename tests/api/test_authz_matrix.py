@@ -102,6 +102,7 @@ class Call:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    drain_hub: bool = False
 
 
 @dataclass
@@ -112,6 +113,7 @@ class World:
     product: dict[str, Any]
     location: dict[str, Any]
     other_location: dict[str, Any]
+    ctx: AppContext | None = None
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -360,6 +362,18 @@ async def _get_job(w: World, role: str) -> Call:
     return Call("/v1/jobs/987654321")
 
 
+async def _poll(w: World, role: str) -> Call:
+    # Without `since` the long-poll answers at once with the current position.
+    return Call("/v1/poll", params={"channels": "stock"})
+
+
+async def _stream(w: World, role: str) -> Call:
+    # A stream never ends, and the in-process transport waits for the end of a response.
+    # So the hub is marked draining for this call: whoever passes authorization then gets
+    # 503 `draining` at once instead of an endless 200 (see the loop).
+    return Call("/v1/stream", params={"channels": "stock"}, drain_hub=True)
+
+
 # (method, path template) -> (expected status per caller, how to build a valid request)
 MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("POST", "/v1/auth/register"): (public(201), _register),
@@ -399,6 +413,9 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("GET", "/v1/admin/jobs"): (admin_role(200), _list_jobs),
     ("POST", "/v1/admin/jobs/{job_id}/retry"): (admin_role(404), _retry_job),
     ("GET", "/v1/jobs/{job_id}"): (staff_role(404), _get_job),
+    # `stock` needs stock:read; 503 = authorized, then refused because the hub drains.
+    ("GET", "/v1/poll"): (stock_reader(200), _poll),
+    ("GET", "/v1/stream"): (stock_reader(503), _stream),
 }
 
 
@@ -488,6 +505,7 @@ async def test_every_route_for_every_caller(
         product=await create_product(client, admin["headers"]),
         location=await create_location(client, admin["headers"]),
         other_location=await create_location(client, admin["headers"]),
+        ctx=ctx,
     )
     # Enough stock for every order and transfer the loop makes.
     stocked = await receive_stock(
@@ -503,13 +521,20 @@ async def test_every_route_for_every_caller(
             call = await build(world, role)
             before = await _database_state(ctx)
             client.cookies.clear()  # a session sign-in earlier in the loop set a cookie
-            response = await client.request(
-                method,
-                call.path,
-                json=call.json,
-                params=call.params,
-                headers={**call.headers, **credentials[role]},
-            )
+            if call.drain_hub:
+                assert ctx.hub is not None
+                ctx.hub.draining = True
+            try:
+                response = await client.request(
+                    method,
+                    call.path,
+                    json=call.json,
+                    params=call.params,
+                    headers={**call.headers, **credentials[role]},
+                )
+            finally:
+                if ctx.hub is not None:
+                    ctx.hub.draining = False
             calls += 1
             label = f"{method} {path} as {role}"
             want = expected[role]

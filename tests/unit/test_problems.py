@@ -39,6 +39,8 @@ EXPECTED_STATUS: dict[type[errors.ShelfwiseError], int] = {
     errors.IdempotencyKeyMissing: 400,
     errors.InvalidCursor: 422,
     errors.RateLimited: 429,
+    errors.PositionTooOld: 410,
+    errors.Unavailable: 503,
 }
 
 FIELDS = ("type", "title", "status", "detail", "instance", "code", "request_id")

@@ -81,10 +81,15 @@ def order_payload(
     total_minor: int,
     expires_at: Any,
     lines: Iterable[tuple[uuid.UUID, uuid.UUID, int]],
+    placed_by_user_id: uuid.UUID | None = None,
+    placed_by_api_key_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     return {
         "order_id": str(order_id),
         "status": status,
+        # Who owns the order: the live `orders` channel shows customers only their own.
+        "placed_by_user_id": str(placed_by_user_id) if placed_by_user_id else None,
+        "placed_by_api_key_id": str(placed_by_api_key_id) if placed_by_api_key_id else None,
         "currency": currency,
         "total_minor": total_minor,
         "expires_at": expires_at.isoformat(),
@@ -103,6 +108,8 @@ def order_event(order: Order) -> Event:
         total_minor=order.total_minor,
         expires_at=order.expires_at,
         lines=[(line.product_id, line.location_id, line.quantity) for line in order.lines],
+        placed_by_user_id=order.placed_by_user_id,
+        placed_by_api_key_id=order.placed_by_api_key_id,
     )
     return Event(f"order.{order.status}", "order", str(order.id), payload)
 

@@ -39,6 +39,8 @@ STATUS_BY_ERROR: dict[type[errors.ShelfwiseError], int] = {
     errors.IdempotencyKeyInProgress: 409,
     errors.IdempotencyKeyMissing: 400,
     errors.RateLimited: 429,
+    errors.PositionTooOld: 410,
+    errors.Unavailable: 503,
 }
 
 CODE_BY_STATUS = {

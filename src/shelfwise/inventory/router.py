@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep, get_context
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
@@ -103,6 +103,12 @@ async def list_stock(
     product_id: uuid.UUID | None = None,
     location_id: uuid.UUID | None = None,
 ) -> Page[StockLevelOut]:
+    """A snapshot of levels. `X-Stream-Position` is the live-stream position to continue
+    from: it is read *before* the levels, so no later change can fall between the two
+    (some may arrive twice; `stock.changed` carries absolute values, so re-applying is
+    harmless)."""
+    ctx = get_context(request)
+    response.headers["X-Stream-Position"] = str(ctx.hub.head if ctx.hub else 0)
     scope = f"stock:{product_id or ''}:{location_id or ''}"
     page = page_request(
         cursors,

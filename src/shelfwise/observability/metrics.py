@@ -148,3 +148,38 @@ LEDGER_DRIFT_LEVELS = Gauge(
     "shelfwise_ledger_drift_levels",
     "Levels whose counters disagree with the ledger or open reservations (should be 0).",
 )
+LIVE_CONNECTIONS = Gauge(
+    "shelfwise_live_connections",
+    "Open live connections, by transport (sse, ws, poll).",
+    ["transport"],
+)
+LIVE_CONNECTS = Counter(
+    "shelfwise_live_connects_total", "Live connections opened, by transport.", ["transport"]
+)
+LIVE_DISCONNECTS = Counter(
+    "shelfwise_live_disconnects_total",
+    "Live connections closed, by transport and reason (client, slow_consumer, draining, "
+    "revoked, error).",
+    ["transport", "reason"],
+)
+LIVE_RESUMES = Counter(
+    "shelfwise_live_resumes_total",
+    "Reconnects with a position, by transport and where the gap was served from "
+    "(window, database, reset).",
+    ["transport", "source"],
+)
+LIVE_SLOW_DISCONNECTS = Counter(
+    "shelfwise_live_slow_consumer_disconnects_total",
+    "Clients disconnected because they could not keep up with the stream.",
+    ["transport"],
+)
+LIVE_EVENTS_SENT = Counter(
+    "shelfwise_live_events_sent_total", "Events written to live clients, by transport.",
+    ["transport"],
+)
+LIVE_FANOUT_LATENCY = Histogram(
+    "shelfwise_live_fanout_latency_seconds",
+    "From the event's commit (outbox insert) to being written to a client socket.",
+    ["transport"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

@@ -82,7 +82,15 @@ async def _expire_batch(session: AsyncSession, now: datetime, batch_size: int) -
         update(Order)
         .where(Order.id.in_(order_ids))
         .values(status=OrderStatus.EXPIRED.value, version=Order.version + 1, updated_at=now)
-        .returning(Order.id, Order.status, Order.currency, Order.total_minor, Order.expires_at)
+        .returning(
+            Order.id,
+            Order.status,
+            Order.currency,
+            Order.total_minor,
+            Order.expires_at,
+            Order.placed_by_user_id,
+            Order.placed_by_api_key_id,
+        )
     )
     await stock_changed(
         session, {line.stock_level_id for line in lines}, cause="release", reference="expiry"
@@ -103,6 +111,8 @@ def _expired_event(order: Any, lines: Sequence[Any]) -> Event:
             for line in lines
             if line.order_id == order.id
         ],
+        placed_by_user_id=order.placed_by_user_id,
+        placed_by_api_key_id=order.placed_by_api_key_id,
     )
     return Event("order.expired", "order", str(order.id), payload)
 

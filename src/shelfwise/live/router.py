@@ -1,0 +1,233 @@
+"""Server-Sent Events and long-poll over the hub. The WebSocket is in `live/ws.py`.
+
+SSE: `id:` is the stream position, so the browser's automatic reconnect sends
+`Last-Event-ID` and resumes exactly where it stopped. A `retry:` hint with jitter spreads
+reconnects after a restart; `: ping` comments every `live_heartbeat_seconds` keep proxies
+from timing the connection out; `X-Accel-Buffering: no` stops nginx from buffering it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from shelfwise.context import AppContext
+from shelfwise.errors import PositionTooOld, Unavailable
+from shelfwise.events.outbox import PublishedEvent
+from shelfwise.http.deps import ContextDep
+from shelfwise.http.ratelimit import client_ip, refuse, remember
+from shelfwise.identity.dependencies import CurrentPrincipal
+from shelfwise.live.auth import authenticate, credential_of
+from shelfwise.live.channels import authorize, parse_channels
+from shelfwise.live.hub import Closed, Hub, Reset, Subscription, lag_seconds
+from shelfwise.observability.metrics import (
+    LIVE_CONNECTIONS,
+    LIVE_CONNECTS,
+    LIVE_DISCONNECTS,
+    LIVE_EVENTS_SENT,
+    LIVE_FANOUT_LATENCY,
+)
+
+router = APIRouter(prefix="/v1", tags=["live"])
+Channels = Annotated[
+    list[str],
+    Query(
+        description="stock, stock:<product_id>, orders, imports:<job_id>; repeat or comma-separate"
+    ),
+]
+Since = Annotated[int | None, Query(ge=0, description="Resume after this stream position")]
+
+
+class Draining(Unavailable):
+    code = "draining"
+    title = "This instance is shutting down; reconnect"
+
+
+def event_json(event: PublishedEvent) -> dict[str, Any]:
+    return {
+        "position": event.position,
+        "type": event.type,
+        "data": event.payload,
+        "created_at": event.created_at.isoformat(),
+    }
+
+
+def reset_json(reset: Reset) -> dict[str, Any]:
+    return {"reason": reset.reason, "position": reset.position, "snapshot": reset.snapshot}
+
+
+def _hub(ctx: AppContext) -> Hub:
+    if ctx.hub is None or ctx.hub.draining:
+        raise Draining(
+            "Live updates are not available on this instance; reconnect",
+            headers={"Retry-After": "1"},
+        )
+    return ctx.hub
+
+
+async def _limit_connects(request: Request, ctx: AppContext) -> None:
+    """Reconnect storms: a client may open only so many streams per minute."""
+    if ctx.settings.rate_limit_enabled:
+        decision = await ctx.limiter.hit(ctx.policies.live_connect, client_ip(request.scope))
+        remember(request.scope, decision)
+        if not decision.allowed:
+            raise refuse(decision)
+
+
+def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
+    if last_event_id and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return since
+
+
+def _sse(event: str, data: dict[str, Any], *, id_: int | None = None) -> str:
+    head = f"id: {id_}\n" if id_ is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class _Watch:
+    """Re-authorizes an open connection at most every `interval` seconds."""
+
+    def __init__(self, ctx: AppContext, request: Request) -> None:
+        self._ctx = ctx
+        self._credential = credential_of(request)
+        self._due = time.monotonic() + ctx.settings.live_recheck_seconds
+
+    async def still_allowed(self) -> bool:
+        if time.monotonic() < self._due:
+            return True
+        self._due = time.monotonic() + self._ctx.settings.live_recheck_seconds
+        return (
+            self._credential is not None
+            and await authenticate(self._ctx, self._credential) is not None
+        )
+
+
+async def _sse_body(
+    ctx: AppContext, hub: Hub, subscription: Subscription, reset: Reset | None, watch: _Watch
+) -> AsyncIterator[str]:
+    settings = ctx.settings
+    reason = "client"
+    LIVE_CONNECTIONS.labels("sse").inc()
+    try:
+        jitter = random.uniform(0.5, 1.5)  # noqa: S311 (spreading reconnects, not crypto)
+        yield f"retry: {int(settings.live_retry_ms * jitter)}\n\n"
+        if reset is not None:
+            yield _sse("reset", reset_json(reset), id_=reset.position)
+        while True:
+            try:
+                event = await subscription.next(settings.live_heartbeat_seconds)
+            except Closed as closed:
+                reason = closed.reason
+                name = "reconnect" if reason == "draining" else "close"
+                yield _sse(name, {"reason": reason, "position": subscription.position})
+                return
+            if not await watch.still_allowed():
+                reason = "revoked"
+                yield _sse("close", {"reason": reason})
+                return
+            if event is None:
+                yield ": ping\n\n"
+                continue
+            yield _sse(event.type, event_json(event), id_=event.position)
+            LIVE_EVENTS_SENT.labels("sse").inc()
+            LIVE_FANOUT_LATENCY.labels("sse").observe(lag_seconds(event))
+    finally:
+        hub.unsubscribe(subscription)
+        LIVE_CONNECTIONS.labels("sse").dec()
+        LIVE_DISCONNECTS.labels("sse", reason).inc()
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    request: Request,
+    principal: CurrentPrincipal,
+    ctx: ContextDep,
+    channels: Channels,
+    since: Since = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events. Resume with `Last-Event-ID` (sent by browsers automatically)."""
+    wanted = parse_channels(channels)
+    authorize(wanted, principal)
+    hub = _hub(ctx)
+    await _limit_connects(request, ctx)
+    subscription, reset = await hub.subscribe(
+        wanted, principal, since=_resume_point(since, last_event_id), transport="sse"
+    )
+    LIVE_CONNECTS.labels("sse").inc()
+    return StreamingResponse(
+        _sse_body(ctx, hub, subscription, reset, _Watch(ctx, request)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/poll",
+    responses={
+        204: {"description": "No event before the timeout"},
+        410: {"description": "Position too old: reload the snapshot"},
+    },
+)
+async def poll(
+    request: Request,
+    principal: CurrentPrincipal,
+    ctx: ContextDep,
+    channels: Channels,
+    since: Since = None,
+    wait: Annotated[int, Query(alias="timeout", ge=0, le=55)] = 25,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
+    """Long-poll: answers as soon as events after `since` exist, or 204 after `timeout` s.
+    Without `since`, answers at once with the current position to start from."""
+    wanted = parse_channels(channels)
+    authorize(wanted, principal)
+    hub = _hub(ctx)
+    await _limit_connects(request, ctx)
+    subscription, reset = await hub.subscribe(wanted, principal, since=since, transport="poll")
+    LIVE_CONNECTS.labels("poll").inc()
+    LIVE_CONNECTIONS.labels("poll").inc()
+    try:
+        if reset is not None:
+            raise PositionTooOld(
+                "Reload the snapshot, then poll from its position", **reset_json(reset)
+            )
+        headers = {"Cache-Control": "no-store"}
+        if since is None:
+            return JSONResponse({"events": [], "position": subscription.position}, headers=headers)
+        events: list[PublishedEvent] = []
+        try:
+            first = await subscription.next(float(wait))
+            if first is not None:
+                events.append(first)
+                while len(events) < limit and (more := await subscription.next(0.0)):
+                    events.append(more)
+        except Closed:
+            pass  # draining: answer with what there is; the client polls again elsewhere
+        if not events:
+            return Response(
+                status_code=status.HTTP_204_NO_CONTENT,
+                headers={**headers, "X-Stream-Position": str(subscription.position)},
+            )
+        LIVE_EVENTS_SENT.labels("poll").inc(len(events))
+        for event in events:
+            LIVE_FANOUT_LATENCY.labels("poll").observe(lag_seconds(event))
+        return JSONResponse(
+            {"events": [event_json(e) for e in events], "position": subscription.position},
+            headers=headers,
+        )
+    finally:
+        hub.unsubscribe(subscription)
+        LIVE_CONNECTIONS.labels("poll").dec()
+        LIVE_DISCONNECTS.labels("poll", "client").inc()
