@@ -28,8 +28,8 @@ down_revision: str | None = "0003_auth_sessions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-PROCRASTINATE_SCHEMA = Path(__file__).resolve().parents[1] / "sql" / (
-    "procrastinate-3.10.0-schema.sql"
+PROCRASTINATE_SCHEMA = (
+    Path(__file__).resolve().parents[1] / "sql" / "procrastinate-3.10.0-schema.sql"
 )
 
 
