@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -363,3 +364,37 @@ async def test_two_workers_run_each_period_of_a_periodic_task_once(
     assert all(count == 1 for _, count in per_period), per_period
     # Both workers' deferrers tried every tick; procrastinate_periodic_defers' unique
     # (task, periodic id, timestamp) let exactly one job in per period.
+
+
+async def test_placing_an_order_schedules_its_expiry_in_the_same_transaction(
+    ctx: AppContext, client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any]
+) -> None:
+    product = await create_product(client, staff["headers"])
+    location = await create_location(client, staff["headers"])
+    assert (
+        await receive_stock(client, staff["headers"], product["id"], location["id"], 1)
+    ).status_code == 201
+
+    async def order(quantity: int) -> httpx.Response:
+        return await client.post(
+            "/v1/orders",
+            json={"lines": [{"product_id": product["id"], "quantity": quantity}]},
+            headers={**customer["headers"], "Idempotency-Key": uuid.uuid4().hex},
+        )
+
+    placed = await order(1)
+    assert placed.status_code == 201
+    refused = await order(1)  # nothing left: rolled back, so no job either
+    assert refused.status_code == 409
+    async with ctx.db.engine.connect() as conn:
+        jobs = (
+            await conn.execute(
+                text(
+                    "SELECT args->>'order_id', scheduled_at FROM procrastinate_jobs "
+                    "WHERE task_name = 'expire_order'"
+                )
+            )
+        ).all()
+    assert [(order_id, at.isoformat()) for order_id, at in jobs] == [
+        (placed.json()["id"], placed.json()["expires_at"].replace("Z", "+00:00"))
+    ]
