@@ -102,7 +102,7 @@ class Relay:
         while not stop.is_set():
             try:
                 await self._session(stop)
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:  # connection lost, server restart, lock conflict
                 log.warning("relay_connection_lost", relay=self._name, error=str(exc))
                 await _wait(stop, self._config.reconnect_delay)
             finally:
