@@ -76,6 +76,7 @@ from shelfwise.live.router import router as live_router
 from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
+from shelfwise.readpool import ReadPool
 
 log = structlog.get_logger("shelfwise.app")
 
@@ -152,6 +153,11 @@ def build_context(
             absolute=timedelta(days=settings.refresh_absolute_days),
         ),
         redis=redis,
+        reads=ReadPool(
+            libpq_url(database_url),
+            max_size=settings.db_pool_size,
+            timeout=settings.db_pool_timeout_seconds,
+        ),
     )
 
 
@@ -182,7 +188,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ctx_url = resolve_database_url(settings)
         ctx = build_context(settings, ctx_url, clock or SystemClock(), limiter)
         app.state.ctx = ctx
+        await ctx.reads.open()
         ctx.hub = await start_hub(ctx, database_url=ctx_url)
+        ctx.hub.listeners.append(ctx.catalog_cache.on_event)
         undrain = on_drain(ctx.hub.drain)
         log.info("started", env=settings.env.value, version=__version__)
         try:
@@ -190,6 +198,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             undrain()
             await ctx.hub.stop()
+            await ctx.reads.close()
             await ctx.db.dispose()
             ctx.hasher.close()
             if ctx.redis is not None:
@@ -209,14 +218,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             Middleware(MetricsMiddleware),
             Middleware(ErrorBoundaryMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts=settings.is_production),
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_credentials=bool(settings.cors_origins),
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=CORS_ALLOW_HEADERS,
-                expose_headers=CORS_EXPOSE_HEADERS,
-                max_age=600,
+            # No allowed origins (the default): no CORS layer at all, nothing to answer.
+            *(
+                [
+                    Middleware(
+                        CORSMiddleware,
+                        allow_origins=settings.cors_origins,
+                        allow_credentials=True,
+                        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                        allow_headers=CORS_ALLOW_HEADERS,
+                        expose_headers=CORS_EXPOSE_HEADERS,
+                        max_age=600,
+                    )
+                ]
+                if settings.cors_origins
+                else []
             ),
             Middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds),
             Middleware(

@@ -6,10 +6,11 @@ Kept on `app.state.ctx`; request handlers reach them through the dependencies in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from shelfwise.catalog.cache import CatalogCache
 from shelfwise.clock import Clock
 from shelfwise.config import Settings
 from shelfwise.db import Database
@@ -20,6 +21,7 @@ from shelfwise.identity.refresh import RefreshPolicy
 from shelfwise.identity.sessions import SessionStore
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.live.hub import Hub
+from shelfwise.readpool import ReadPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,5 +59,7 @@ class AppContext:
     policies: RatePolicies
     session_store: SessionStore
     refresh_policy: RefreshPolicy
+    reads: ReadPool
     redis: Redis | None = None
     hub: Hub | None = None  # started in the lifespan of API processes
+    catalog_cache: CatalogCache = field(default_factory=CatalogCache)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
 from shelfwise.catalog import service
+from shelfwise.catalog.cache import CachedResponse
 from shelfwise.catalog.schemas import ProductIn, ProductOut, ProductPatch, ProductSort
 from shelfwise.http.conditional import etag_for, expected_version, is_not_modified
-from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.deps import ContextDep, SessionDep
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
 from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.types import Category, Text
@@ -18,24 +19,18 @@ from shelfwise.types import Category, Text
 router = APIRouter(prefix="/v1/products", tags=["products"])
 
 
-def _public_cache(response: Response, max_age: int) -> None:
-    response.headers["Cache-Control"] = f"public, max-age={max_age}"
-    response.headers["Vary"] = "Accept-Encoding"
-
-
-@router.get("")
+@router.get("", response_model=Page[ProductOut])
 async def list_products(
     request: Request,
-    response: Response,
-    session: SessionDep,
-    cursors: CursorsDep,
-    settings: SettingsDep,
+    ctx: ContextDep,
     limit: LimitParam = None,
     cursor: CursorParam = None,
     sort: ProductSort = ProductSort.CREATED,
     q: Annotated[Text | None, Query(max_length=200, description="Words (prefix match)")] = None,
     category: Annotated[Category | None, Query()] = None,
-) -> Page[ProductOut]:
+) -> Response:
+    """Served from the page cache (evicted by any product change; 5 s at most)."""
+    settings, cursors = ctx.settings, ctx.cursors
     scope = f"products:{sort.value}:{q or ''}:{category or ''}"
     page = page_request(
         cursors,
@@ -45,21 +40,50 @@ async def list_products(
         default=settings.page_limit_default,
         cap=settings.page_limit_max,
     )
-    result = await service.list_products(session, page=page, sort=sort, q=q, category=category)
-    items, next_cursor = page_response(request, response, cursors, scope, result)
-    _public_cache(response, settings.catalog_cache_max_age)
-    return Page(
-        data=[ProductOut.model_validate(p) for p in items],
-        next_cursor=next_cursor,
-        has_more=result.has_more,
-    )
+
+    async def load() -> CachedResponse:
+        async with ctx.db.sessions() as session:
+            result = await service.list_products(
+                session, page=page, sort=sort, q=q, category=category
+            )
+        headers = Response()
+        items, next_cursor = page_response(request, headers, cursors, scope, result)
+        body: Page[ProductOut] = Page(
+            data=[ProductOut.model_validate(p) for p in items],
+            next_cursor=next_cursor,
+            has_more=result.has_more,
+        )
+        link = headers.headers.get("link")
+        return CachedResponse.of(body, headers={"Link": link} if link else {})
+
+    cached = await ctx.catalog_cache.pages.get(str(request.url), load)
+    assert cached is not None
+    return _cached_response(cached, settings.catalog_cache_max_age)
+
+
+def _cached_response(cached: CachedResponse, max_age: int, *, status_code: int = 200) -> Response:
+    headers = {
+        **cached.headers,
+        "Cache-Control": f"public, max-age={max_age}",
+        "Vary": "Accept-Encoding",
+    }
+    if cached.etag:
+        headers["ETag"] = cached.etag
+    body = b"" if status_code == status.HTTP_304_NOT_MODIFIED else cached.body
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_product(
-    body: ProductIn, _: CatalogWriter, session: SessionDep, request: Request, response: Response
+    body: ProductIn,
+    _: CatalogWriter,
+    session: SessionDep,
+    ctx: ContextDep,
+    request: Request,
+    response: Response,
 ) -> ProductOut:
     product = await service.create_product(session, **body.model_dump())
+    ctx.catalog_cache.product_changed(product.id)
     response.headers["Location"] = str(request.url_for("get_product", product_id=product.id))
     response.headers["ETag"] = etag_for(product.version)
     return ProductOut.model_validate(product)
@@ -68,22 +92,18 @@ async def create_product(
 @router.get(
     "/{product_id}", response_model=ProductOut, responses={304: {"description": "Not modified"}}
 )
-async def get_product(
-    product_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    response: Response,
-) -> Any:
-    product = await service.get_product(session, product_id)
-    etag = etag_for(product.version)
-    if is_not_modified(request, etag):
-        not_modified = Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-        _public_cache(not_modified, settings.catalog_cache_max_age)
-        return not_modified
-    response.headers["ETag"] = etag
-    _public_cache(response, settings.catalog_cache_max_age)
-    return ProductOut.model_validate(product)
+async def get_product(product_id: uuid.UUID, request: Request, ctx: ContextDep) -> Response:
+    """Served from the product cache; `If-None-Match` with the current ETag gives 304."""
+
+    async def load() -> CachedResponse:
+        row = await service.read_product(ctx.reads, product_id)
+        return CachedResponse.of(ProductOut.model_validate(row), etag=etag_for(row["version"]))
+
+    cached = await ctx.catalog_cache.products.get(product_id, load)
+    assert cached is not None
+    assert cached.etag is not None
+    status_code = status.HTTP_304_NOT_MODIFIED if is_not_modified(request, cached.etag) else 200
+    return _cached_response(cached, ctx.settings.catalog_cache_max_age, status_code=status_code)
 
 
 @router.patch("/{product_id}", responses={412: {}, 428: {}})
@@ -93,19 +113,26 @@ async def update_product(
     _: CatalogWriter,
     request: Request,
     session: SessionDep,
+    ctx: ContextDep,
     response: Response,
 ) -> ProductOut:
     version = expected_version(request)
     product = await service.update_product(
         session, product_id, expected_version=version, changes=body.changes()
     )
+    ctx.catalog_cache.product_changed(product_id)  # read-your-writes in this process
     response.headers["ETag"] = etag_for(product.version)
     return ProductOut.model_validate(product)
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_product(
-    product_id: uuid.UUID, _: CatalogWriter, request: Request, session: SessionDep
+    product_id: uuid.UUID,
+    _: CatalogWriter,
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
 ) -> None:
     version = expected_version(request) if request.headers.get("if-match") else None
     await service.delete_product(session, product_id, expected_version=version)
+    ctx.catalog_cache.product_changed(product_id)

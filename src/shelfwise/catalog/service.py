@@ -19,6 +19,7 @@ from shelfwise.errors import AlreadyExists, Conflict, InvalidCursor, NotFound, V
 from shelfwise.events.outbox import emit_all
 from shelfwise.events.payloads import EventType, product_deleted, product_event
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
+from shelfwise.readpool import ReadPool
 
 
 class SkuTaken(AlreadyExists):
@@ -108,6 +109,21 @@ async def list_products(
     async with session.begin():
         rows = (await session.scalars(stmt)).all()
     return page_from_rows(rows, page.limit, lambda p: sort_key(p, sort))
+
+
+PRODUCT_BY_ID_SQL = (
+    "SELECT id, sku, name, description, category, price_minor, currency, version,"
+    " created_at, updated_at FROM products WHERE id = %s"
+)
+
+
+async def read_product(reads: ReadPool, product_id: uuid.UUID) -> dict[str, Any]:
+    """The hot read path: one fixed statement on the driver-level read pool (see
+    `shelfwise.readpool`). Same result as `get_product`, at a fraction of the cost."""
+    row = await reads.fetch_one(PRODUCT_BY_ID_SQL, (product_id,))
+    if row is None:
+        raise ProductNotFound(f"No product with id {product_id}")
+    return row
 
 
 async def get_product(session: AsyncSession, product_id: uuid.UUID) -> Product:

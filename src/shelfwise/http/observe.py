@@ -8,6 +8,7 @@ routing (`scope["route"]`), so labels stay bounded.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from starlette.datastructures import MutableHeaders
@@ -70,6 +71,22 @@ class AccessLogMiddleware:
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # `labels()` takes a lock and hashes its arguments on every call; the set of
+        # (method, route, status) is small and bounded, so keep the children at hand.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[(method, route, status)] = HTTP_REQUESTS.labels(
+                method, route, str(status)
+            )
+        counter.inc()
+        histogram = self._histograms.get((method, route))
+        if histogram is None:
+            histogram = self._histograms[(method, route)] = HTTP_LATENCY.labels(method, route)
+        histogram.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,6 +106,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_observed)
         finally:
             HTTP_IN_FLIGHT.dec()
-            method, route = scope["method"], route_template(scope)
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            self._observe(
+                scope["method"], route_template(scope), status, time.perf_counter() - started
+            )

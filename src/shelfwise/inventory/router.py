@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep, get_context
+from shelfwise.context import AppContext
+from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
@@ -107,7 +108,7 @@ async def list_stock(
     from: it is read *before* the levels, so no later change can fall between the two
     (some may arrive twice; `stock.changed` carries absolute values, so re-applying is
     harmless)."""
-    ctx = get_context(request)
+    ctx: AppContext = request.app.state.ctx
     response.headers["X-Stream-Position"] = str(ctx.hub.head if ctx.hub else 0)
     scope = f"stock:{product_id or ''}:{location_id or ''}"
     page = page_request(

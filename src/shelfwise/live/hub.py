@@ -136,6 +136,8 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._catching_up = asyncio.Lock()
         self.draining = False
+        # Called with every event, in order (e.g. cache invalidation); must not block.
+        self.listeners: list[Callable[[PublishedEvent], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, wake: Wake) -> None:
@@ -180,6 +182,8 @@ class Hub:
                 for event in events:
                     self._window.append(event)
                     self.head = event.position
+                    for listener in self.listeners:
+                        listener(event)
                     for subscription in list(self._subscriptions):
                         subscription.offer(event)
                 delivered += len(events)

@@ -174,7 +174,8 @@ LIVE_SLOW_DISCONNECTS = Counter(
     ["transport"],
 )
 LIVE_EVENTS_SENT = Counter(
-    "shelfwise_live_events_sent_total", "Events written to live clients, by transport.",
+    "shelfwise_live_events_sent_total",
+    "Events written to live clients, by transport.",
     ["transport"],
 )
 LIVE_FANOUT_LATENCY = Histogram(
@@ -182,4 +183,14 @@ LIVE_FANOUT_LATENCY = Histogram(
     "From the event's commit (outbox insert) to being written to a client socket.",
     ["transport"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+CACHE_REQUESTS = Counter(
+    "shelfwise_cache_requests_total",
+    "Application cache lookups, by cache and result (hit, miss, coalesced).",
+    ["cache", "result"],
+)
+CACHE_EVICTIONS = Counter(
+    "shelfwise_cache_evictions_total",
+    "Application cache entries removed, by cache and reason (invalidated, size).",
+    ["cache", "reason"],
 )

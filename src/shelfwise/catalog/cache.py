@@ -1,0 +1,59 @@
+"""Caches for public catalog reads: one product by id, and pages of the product list.
+
+Entries are whole serialized responses. A product event evicts that product and every
+list page (a change can move a product between pages, filters and sort positions).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from shelfwise.cache import ReadThroughCache
+from shelfwise.events.outbox import PublishedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    body: bytes
+    etag: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, model: BaseModel, *, etag: str | None = None, headers: dict[str, str] | None = None
+    ) -> CachedResponse:
+        return cls(model.model_dump_json().encode(), etag, headers or {})
+
+
+class CatalogCache:
+    def __init__(
+        self,
+        *,
+        max_products: int = 10_000,
+        product_ttl: float = 30.0,
+        max_pages: int = 2_000,
+        page_ttl: float = 5.0,
+    ) -> None:
+        self.products: ReadThroughCache[uuid.UUID, CachedResponse] = ReadThroughCache(
+            "product", max_entries=max_products, ttl=product_ttl
+        )
+        self.pages: ReadThroughCache[str, CachedResponse] = ReadThroughCache(
+            "product_page", max_entries=max_pages, ttl=page_ttl
+        )
+
+    def product_changed(self, product_id: uuid.UUID) -> None:
+        self.products.invalidate(product_id)
+        self.pages.invalidate_all()
+
+    def on_event(self, event: PublishedEvent) -> None:
+        """Hub listener: evict what a committed product change made stale, in every
+        process, whichever instance made the change."""
+        if event.type.startswith("product."):
+            try:
+                self.product_changed(uuid.UUID(str(event.payload.get("product_id"))))
+            except ValueError:
+                self.products.invalidate_all()
+                self.pages.invalidate_all()
