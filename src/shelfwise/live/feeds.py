@@ -7,9 +7,7 @@ feed also wakes on a timer, the safety net for a notification lost while reconne
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import psycopg
 from redis.asyncio import Redis
@@ -21,24 +19,24 @@ REDIS_STREAM_CHANNEL = "shelfwise:stream"
 
 
 def postgres_feed(url: str, *, poll_seconds: float = 1.0) -> Wake:
-    async def wake() -> AsyncIterator[None]:
+    async def wake() -> AsyncGenerator[None]:
         async with await psycopg.AsyncConnection.connect(
             url, autocommit=True, application_name="shelfwise-live"
         ) as conn:
             await conn.execute(f"LISTEN {STREAM_CHANNEL}")
             yield None  # catch up once at start
             while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll_seconds):
-                        async for _ in conn.notifies():
-                            break
+                # Run `notifies()` to its end, never `break` out of it: a suspended
+                # notifies() generator keeps holding the connection's lock.
+                async for _ in conn.notifies(timeout=poll_seconds, stop_after=1):
+                    pass
                 yield None
 
     return wake
 
 
 def redis_feed(redis: Redis, *, poll_seconds: float = 1.0) -> Wake:
-    async def wake() -> AsyncIterator[None]:
+    async def wake() -> AsyncGenerator[None]:
         pubsub = redis.pubsub()
         await pubsub.subscribe(REDIS_STREAM_CHANNEL)
         try:

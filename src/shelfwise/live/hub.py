@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,7 +36,7 @@ from shelfwise.live.channels import ChannelSet, matches
 from shelfwise.observability.metrics import LIVE_RESUMES, LIVE_SLOW_DISCONNECTS
 
 log = structlog.get_logger("shelfwise.live")
-Wake = Callable[[], AsyncIterator[None]]
+Wake = Callable[[], AsyncGenerator[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +150,11 @@ class Hub:
     async def _follow(self, wake: Wake) -> None:
         while True:
             try:
-                async for _ in wake():
-                    await self.catch_up()
+                # aclosing: on cancellation the feed's connection is closed now, not
+                # whenever the garbage collector finalizes the generator.
+                async with contextlib.aclosing(wake()) as wakes:
+                    async for _ in wakes:
+                        await self.catch_up()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a lost feed connection: log, reconnect
