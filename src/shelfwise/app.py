@@ -31,7 +31,6 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from redis.asyncio import Redis
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -77,6 +76,8 @@ from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
 from shelfwise.readpool import ReadPool
+from shelfwise.web.router import install_dashboard
+from shelfwise.webhooks.router import router as webhooks_router
 
 log = structlog.get_logger("shelfwise.app")
 
@@ -258,9 +259,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(jobs_admin_router)
     app.include_router(live_router)
     app.include_router(live_ws_router)
+    app.include_router(webhooks_router)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    install_dashboard(app)  # `/` and `/static/`
     return app
