@@ -133,6 +133,16 @@ class Settings(BaseSettings):
     live_feed_poll_seconds: float = Field(default=1.0, gt=0)  # feed safety-net poll
     rate_limit_live_connect: str = "120/minute"
 
+    # Webhooks: SSRF allow-list (CIDRs; empty in production), timeouts, auto-disable.
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_disable_after_failures: int = Field(default=50, ge=1)
+    webhook_fanout_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_fanout_batch_size: int = Field(default=200, ge=1)
+    # Product images: streamed to <data_dir>/images, at most this many bytes.
+    image_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise
     access_log: bool = True

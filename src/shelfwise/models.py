@@ -8,6 +8,7 @@ from shelfwise.identity.sessions_models import RefreshFamily, RefreshToken, User
 from shelfwise.inventory.models import Location, StockLevel, StockMovement
 from shelfwise.jobs.models import JobProgress
 from shelfwise.orders.models import Order, OrderLine
+from shelfwise.webhooks.models import WebhookCursor, WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "ApiKey",
@@ -25,4 +26,7 @@ __all__ = [
     "StockMovement",
     "User",
     "UserSession",
+    "WebhookCursor",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -374,6 +374,48 @@ async def _stream(w: World, role: str) -> Call:
     return Call("/v1/stream", params={"channels": "stock"}, drain_hub=True)
 
 
+WEBHOOK_URL = "https://93.184.215.14/hook"  # a public address: passes the SSRF check
+
+
+async def _fresh_webhook(w: World) -> str:
+    response = await w.client.post(
+        "/v1/webhooks",
+        json={"url": WEBHOOK_URL, "event_types": ["product.created"]},
+        headers=w.admin_headers,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _create_webhook(w: World, role: str) -> Call:
+    return Call("/v1/webhooks", json={"url": WEBHOOK_URL, "event_types": ["*"]})
+
+
+async def _list_webhooks(w: World, role: str) -> Call:
+    return Call("/v1/webhooks")
+
+
+async def _get_webhook(w: World, role: str) -> Call:
+    return Call(f"/v1/webhooks/{await _fresh_webhook(w)}")
+
+
+async def _patch_webhook(w: World, role: str) -> Call:
+    return Call(f"/v1/webhooks/{await _fresh_webhook(w)}", json={"paused": True})
+
+
+async def _delete_webhook(w: World, role: str) -> Call:
+    return Call(f"/v1/webhooks/{await _fresh_webhook(w)}")
+
+
+async def _list_deliveries(w: World, role: str) -> Call:
+    return Call(f"/v1/webhooks/{await _fresh_webhook(w)}/deliveries")
+
+
+async def _redeliver(w: World, role: str) -> Call:
+    # No such delivery: authorization is decided before the object is looked up.
+    return Call(f"/v1/webhooks/{await _fresh_webhook(w)}/deliveries/987654321/redeliver")
+
+
 # (method, path template) -> (expected status per caller, how to build a valid request)
 MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("POST", "/v1/auth/register"): (public(201), _register),
@@ -416,6 +458,16 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     # `stock` needs stock:read; 503 = authorized, then refused because the hub drains.
     ("GET", "/v1/poll"): (stock_reader(200), _poll),
     ("GET", "/v1/stream"): (stock_reader(503), _stream),
+    ("POST", "/v1/webhooks"): (admin_role(201), _create_webhook),
+    ("GET", "/v1/webhooks"): (admin_role(200), _list_webhooks),
+    ("GET", "/v1/webhooks/{webhook_id}"): (admin_role(200), _get_webhook),
+    ("PATCH", "/v1/webhooks/{webhook_id}"): (admin_role(200), _patch_webhook),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): (admin_role(204), _delete_webhook),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): (admin_role(200), _list_deliveries),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): (
+        admin_role(404),
+        _redeliver,
+    ),
 }
 
 
@@ -474,7 +526,9 @@ async def _database_state(ctx: AppContext) -> tuple[Any, ...]:
                        (SELECT coalesce(sum(version), 0) FROM orders),
                        (SELECT count(*) FROM users WHERE role <> 'customer'),
                        (SELECT count(*) FROM user_sessions WHERE revoked_at IS NULL),
-                       (SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL)
+                       (SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL),
+                       (SELECT count(*) FROM webhook_subscriptions),
+                       (SELECT count(*) FROM webhook_subscriptions WHERE status = 'active')
                 """)
             )
         ).one()

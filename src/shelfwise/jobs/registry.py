@@ -21,7 +21,7 @@ from shelfwise.jobs.retry import Backoff
 TaskFunction = Callable[..., Awaitable[Any]]
 
 # Modules whose import registers tasks. Later: "shelfwise.events.webhook_tasks", ...
-TASK_MODULES: tuple[str, ...] = ("shelfwise.jobs.tasks",)
+TASK_MODULES: tuple[str, ...] = ("shelfwise.jobs.tasks", "shelfwise.webhooks.tasks")
 
 
 @dataclass(frozen=True, slots=True)

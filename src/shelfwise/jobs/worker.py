@@ -31,6 +31,7 @@ from shelfwise.jobs.alerts import Alerts
 from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
+from shelfwise.webhooks.tasks import run_fanout
 
 log = structlog.get_logger("shelfwise.worker")
 GAUGE_REFRESH_SECONDS = 15.0
@@ -116,6 +117,9 @@ async def _supervise(
         jobs.add_done_callback(lambda _: stop.set())
         group.create_task(relay.run(stop), name="outbox-relay")
         group.create_task(_refresh_gauges(runtime.db, stop), name="queue-gauges")
+        group.create_task(
+            run_fanout(runtime.db, runtime.settings, stop), name="webhook-fanout"
+        )
         await stop.wait()
         log.info("worker_stopping", worker=name)
         # Procrastinate turns cancellation into a graceful stop: no new fetches, running

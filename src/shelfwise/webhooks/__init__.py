@@ -1,0 +1,1 @@
+"""Signed webhooks: subscriptions, fan-out from the event stream, delivery with retries."""
