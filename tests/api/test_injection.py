@@ -297,8 +297,10 @@ async def test_identity_fields(
 async def test_query_parameters_are_data_not_sql(
     client: httpx.AsyncClient, staff: dict[str, Any], tables_survive: dict[str, int]
 ) -> None:
-    for name in ("Blue mug", "Red kettle", "Green teapot"):
-        await create_product(client, staff["headers"], name=name, category="kitchen")
+    # Fixed SKUs: a random hex SKU such as T-7f3a... would legitimately match the "7"
+    # in a payload like {{7*7}} (numbers after a hyphen are searchable), making this flaky.
+    for sku, name in (("INJ-A", "Blue mug"), ("INJ-B", "Red kettle"), ("INJ-C", "Green teapot")):
+        await create_product(client, staff["headers"], sku=sku, name=name, category="kitchen")
     tables_survive["products"] += 3
 
     def url(params: dict[str, str]) -> str:
