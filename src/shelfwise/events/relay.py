@@ -80,6 +80,7 @@ class RelayConfig:
 
 # Test seam: awaited inside the stamping transaction, before COMMIT.
 BeforeCommit = Callable[[list[int]], Awaitable[None]]
+AfterPublish = Callable[[int], Awaitable[None]]
 
 
 class Relay:
@@ -90,11 +91,14 @@ class Relay:
         *,
         name: str = "relay",
         before_commit: BeforeCommit | None = None,
+        after_publish: AfterPublish | None = None,
     ) -> None:
         self._url = database_url
         self._config = config or RelayConfig()
         self._name = name
         self._before_commit = before_commit
+        # Extra fan-out of "published up to N" after commit (Redis pub/sub across instances).
+        self._after_publish = after_publish
         self.active = False  # holds the advisory lock right now
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -146,6 +150,11 @@ class Relay:
         if positions:
             OUTBOX_PUBLISHED.inc(len(positions))
             OUTBOX_RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
+            if self._after_publish is not None:
+                try:
+                    await self._after_publish(max(positions))
+                except Exception as exc:  # the NOTIFY and the hubs' polling still wake readers
+                    log.warning("relay_after_publish_failed", error=type(exc).__name__)
         lag = await conn.execute(LAG_SQL)
         row = await lag.fetchone()
         OUTBOX_LAG.set(float(row[0]) if row else 0.0)

@@ -7,7 +7,7 @@ feed also wakes on a timer, the safety net for a notification lost while reconne
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import psycopg
 from redis.asyncio import Redis
@@ -48,3 +48,13 @@ def redis_feed(redis: Redis, *, poll_seconds: float = 1.0) -> Wake:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     return wake
+
+
+def redis_publisher(redis_url: str) -> Callable[[int], Awaitable[None]]:
+    """For the relay: announce "published up to N" to every instance's hub via Redis."""
+    redis = Redis.from_url(redis_url)
+
+    async def publish(position: int) -> None:
+        await redis.publish(REDIS_STREAM_CHANNEL, str(position))
+
+    return publish
