@@ -31,6 +31,7 @@ from shelfwise.jobs.alerts import Alerts
 from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
+from shelfwise.live.feeds import redis_publisher
 from shelfwise.webhooks.tasks import run_fanout
 
 log = structlog.get_logger("shelfwise.worker")
@@ -78,6 +79,7 @@ async def run_worker(
             batch_size=settings.relay_batch_size, poll_interval=settings.relay_poll_seconds
         ),
         name=name,
+        after_publish=redis_publisher(settings.redis_url) if settings.redis_url else None,
     )
     log.info("worker_starting", worker=name, tasks=sorted(job_app.tasks))
     try:
@@ -117,9 +119,7 @@ async def _supervise(
         jobs.add_done_callback(lambda _: stop.set())
         group.create_task(relay.run(stop), name="outbox-relay")
         group.create_task(_refresh_gauges(runtime.db, stop), name="queue-gauges")
-        group.create_task(
-            run_fanout(runtime.db, runtime.settings, stop), name="webhook-fanout"
-        )
+        group.create_task(run_fanout(runtime.db, runtime.settings, stop), name="webhook-fanout")
         await stop.wait()
         log.info("worker_stopping", worker=name)
         # Procrastinate turns cancellation into a graceful stop: no new fetches, running
