@@ -76,6 +76,8 @@ from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
 from shelfwise.readpool import ReadPool
+from shelfwise.uploads.router import is_image_upload
+from shelfwise.uploads.router import router as images_router
 from shelfwise.web.router import install_dashboard
 from shelfwise.webhooks.router import router as webhooks_router
 
@@ -244,7 +246,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 enabled=settings.rate_limit_enabled,
             ),
             Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
-            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=is_image_upload
+            ),
         ],
     )
     install_problem_handlers(app)
@@ -260,6 +264,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(live_router)
     app.include_router(live_ws_router)
     app.include_router(webhooks_router)
+    app.include_router(images_router)
 
     install_dashboard(app)  # `/` and `/static/`
     return app

@@ -8,6 +8,7 @@ from shelfwise.identity.sessions_models import RefreshFamily, RefreshToken, User
 from shelfwise.inventory.models import Location, StockLevel, StockMovement
 from shelfwise.jobs.models import JobProgress
 from shelfwise.orders.models import Order, OrderLine
+from shelfwise.uploads.models import ProductImage
 from shelfwise.webhooks.models import WebhookCursor, WebhookDelivery, WebhookSubscription
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "OrderLine",
     "OutboxEvent",
     "Product",
+    "ProductImage",
     "RefreshFamily",
     "RefreshToken",
     "RoleRow",

@@ -103,6 +103,7 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     drain_hub: bool = False
+    content: bytes | None = None  # a raw body (uploads) instead of JSON
 
 
 @dataclass
@@ -416,6 +417,21 @@ async def _redeliver(w: World, role: str) -> Call:
     return Call(f"/v1/webhooks/{await _fresh_webhook(w)}/deliveries/987654321/redeliver")
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def _put_image(w: World, role: str) -> Call:
+    return Call(f"/v1/products/{w.product['id']}/image", content=PNG)
+
+
+async def _get_image(w: World, role: str) -> Call:
+    product = await w.fresh_product()
+    path = f"/v1/products/{product['id']}/image"
+    response = await w.client.put(path, content=PNG, headers=w.admin_headers)
+    assert response.status_code == 200, response.text
+    return Call(path)
+
+
 # (method, path template) -> (expected status per caller, how to build a valid request)
 MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("POST", "/v1/auth/register"): (public(201), _register),
@@ -429,6 +445,8 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("GET", "/v1/products/{product_id}"): (public(200), _get_product),
     ("PATCH", "/v1/products/{product_id}"): (catalog_writer(200), _patch_product),
     ("DELETE", "/v1/products/{product_id}"): (catalog_writer(204), _delete_product),
+    ("PUT", "/v1/products/{product_id}/image"): (catalog_writer(200), _put_image),
+    ("GET", "/v1/products/{product_id}/image"): (public(200), _get_image),
     ("POST", "/v1/locations"): (catalog_writer(201), _create_location),
     ("GET", "/v1/locations"): (catalog_reader(200), _list_locations),
     ("GET", "/v1/locations/{location_id}"): (catalog_reader(200), _get_location),
@@ -528,7 +546,8 @@ async def _database_state(ctx: AppContext) -> tuple[Any, ...]:
                        (SELECT count(*) FROM user_sessions WHERE revoked_at IS NULL),
                        (SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL),
                        (SELECT count(*) FROM webhook_subscriptions),
-                       (SELECT count(*) FROM webhook_subscriptions WHERE status = 'active')
+                       (SELECT count(*) FROM webhook_subscriptions WHERE status = 'active'),
+                       (SELECT count(*) FROM product_images)
                 """)
             )
         ).one()
@@ -583,6 +602,7 @@ async def test_every_route_for_every_caller(
                     method,
                     call.path,
                     json=call.json,
+                    content=call.content,
                     params=call.params,
                     headers={**call.headers, **credentials[role]},
                 )

@@ -7,6 +7,8 @@ oversized body is never buffered whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,12 +21,16 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt: Callable[[Scope], bool] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Routes that stream large bodies to disk and enforce a limit of their own.
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

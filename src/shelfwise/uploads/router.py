@@ -1,0 +1,127 @@
+"""`PUT /v1/products/{id}/image` (catalog:write, streamed) and `GET` (public, cacheable).
+
+The global body limit (1 MiB) exempts this PUT (see `app.py`); the route enforces
+`image_max_bytes` itself while streaming.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from starlette.responses import FileResponse
+from starlette.types import Scope
+
+from shelfwise.catalog.models import Product
+from shelfwise.catalog.service import ProductNotFound
+from shelfwise.http.conditional import is_not_modified
+from shelfwise.http.deps import ContextDep
+from shelfwise.identity.dependencies import CatalogWriter
+from shelfwise.uploads.models import ProductImage
+from shelfwise.uploads.storage import ImageStore
+
+router = APIRouter(prefix="/v1/products", tags=["products"])
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "public, max-age=60, must-revalidate"
+UPLOAD_PATH = re.compile(r"^/v1/products/[^/]+/image$")
+
+
+def is_image_upload(scope: Scope) -> bool:
+    """For `BodySizeLimitMiddleware`: this route streams with a limit of its own."""
+    return scope.get("method") == "PUT" and bool(UPLOAD_PATH.match(scope.get("path", "")))
+
+
+class ImageOut(BaseModel):
+    product_id: uuid.UUID
+    content_type: str
+    size: int
+    sha256: str
+    url: str
+
+
+def _etag(sha: str) -> str:
+    return f'"{sha}"'
+
+
+def _url(product_id: uuid.UUID, sha: str) -> str:
+    return f"/v1/products/{product_id}/image?v={sha[:16]}"
+
+
+@router.put(
+    "/{product_id}/image",
+    responses={400: {}, 404: {}, 413: {}, 415: {}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}}
+                for t in ("image/png", "image/jpeg", "image/webp")
+            },
+        }
+    },
+)
+async def put_image(
+    product_id: uuid.UUID, request: Request, writer: CatalogWriter, ctx: ContextDep
+) -> ImageOut:
+    """Replace the product's image. The body is the raw image (PNG, JPEG or WebP; the
+    type is read from the bytes), at most `image_max_bytes`."""
+    async with ctx.db.sessions() as session, session.begin():
+        if await session.scalar(select(Product.id).where(Product.id == product_id)) is None:
+            raise ProductNotFound(f"No product with id {product_id}")
+    store = ImageStore(ctx.settings.data_dir / "images")
+    length = request.headers.get("content-length")
+    stored = await store.save(
+        request.stream(),
+        max_bytes=ctx.settings.image_max_bytes,
+        declared_length=int(length) if length and length.isdigit() else None,
+        declared_type=request.headers.get("content-type"),
+    )
+    values = {"sha256": stored.sha256, "content_type": stored.content_type, "size": stored.size}
+    async with ctx.db.sessions() as session, session.begin():
+        previous = await session.scalar(
+            select(ProductImage.sha256)
+            .where(ProductImage.product_id == product_id)
+            .with_for_update()
+        )
+        stmt = insert(ProductImage).values(product_id=product_id, **values)
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ProductImage.product_id],
+                set_={**values, "updated_at": func.clock_timestamp()},
+            )
+        )
+        still_used = previous is not None and await session.scalar(
+            select(func.count()).where(ProductImage.sha256 == previous)
+        )
+    if previous and previous != stored.sha256 and not still_used:
+        await store.remove(previous)
+    return ImageOut(product_id=product_id, url=_url(product_id, stored.sha256), **values)
+
+
+@router.get("/{product_id}/image", responses={304: {}, 404: {}})
+async def get_image(
+    product_id: uuid.UUID,
+    request: Request,
+    ctx: ContextDep,
+    v: Annotated[str | None, Query(max_length=64, description="Content version")] = None,
+) -> Response:
+    """The image. With `?v=` of the current version (the `url` the PUT returned) it is
+    cacheable for a year; without, it is revalidated with `If-None-Match` (304)."""
+    async with ctx.db.sessions() as session, session.begin():
+        image = await session.scalar(
+            select(ProductImage).where(ProductImage.product_id == product_id)
+        )
+    if image is None:
+        raise ProductNotFound(f"Product {product_id} has no image")
+    etag = _etag(image.sha256)
+    cache = IMMUTABLE if v and image.sha256.startswith(v) and len(v) >= 16 else REVALIDATE
+    headers = {"ETag": etag, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    if is_not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    path = ImageStore(ctx.settings.data_dir / "images").path_of(image.sha256)
+    return FileResponse(path, media_type=image.content_type, headers=headers)
