@@ -3,7 +3,8 @@ PYTHON ?= python3
 # Use uv from PATH when present; otherwise bootstrap it with pip into .tools/.
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 VENV := .venv
-PYTEST_ARGS ?=
+# Two workers: the suite is I/O-bound on PostgreSQL, and each test has its own database.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install run test lint fmt bench clean
 
