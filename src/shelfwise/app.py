@@ -65,6 +65,7 @@ from shelfwise.identity.sessions import (
 )
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.identity.users_router import router as users_router
+from shelfwise.imports.router import router as imports_router
 from shelfwise.inventory.router import router as inventory_router
 from shelfwise.jobs.router import admin_router as jobs_admin_router
 from shelfwise.jobs.router import router as jobs_router
@@ -76,7 +77,7 @@ from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
 from shelfwise.readpool import ReadPool
-from shelfwise.uploads.router import is_image_upload
+from shelfwise.uploads.router import is_streamed_upload
 from shelfwise.uploads.router import router as images_router
 from shelfwise.web.router import install_dashboard
 from shelfwise.webhooks.router import router as webhooks_router
@@ -247,7 +248,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             ),
             Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
             Middleware(
-                BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=is_image_upload
+                BodySizeLimitMiddleware,
+                max_bytes=settings.max_body_bytes,
+                exempt=is_streamed_upload,
             ),
         ],
     )
@@ -265,6 +268,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(live_ws_router)
     app.include_router(webhooks_router)
     app.include_router(images_router)
+    app.include_router(imports_router)
 
     install_dashboard(app)  # `/` and `/static/`
     return app

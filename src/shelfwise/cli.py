@@ -155,6 +155,55 @@ def reconcile() -> None:
     raise typer.Exit(0 if report.clean else 1)
 
 
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction")] = 1000,
+) -> None:
+    """Import a products CSV (same format and rules as `POST /v1/imports`); exit 1 if
+    any row was refused (they are listed with their line numbers)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from shelfwise.imports.service import Summary, run_import
+
+    settings = load_settings()
+    configure_logging(settings)
+    with file.open("rb") as raw:
+        total = max(
+            sum(chunk.count(b"\n") for chunk in iter(lambda: raw.read(1 << 20), b"")) - 1, 0
+        )
+    started = time.perf_counter()
+
+    async def work(db: Database) -> Summary:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            bar = progress.add_task("importing", total=total)
+            return await run_import(
+                db.sessions,
+                file,
+                job_id=0,
+                batch_size=batch_size,
+                on_batch=lambda s: progress.update(bar, completed=s.lines),
+            )
+
+    summary = _with_db(settings, work)
+    seconds = time.perf_counter() - started
+    for error in summary.errors:
+        console.print(f"[red]line {error['line']}[/]: {error['error']}")
+    console.print(
+        f"{summary.imported} rows imported ({summary.created} new), {summary.bad} refused, "
+        f"{summary.lines / seconds:,.0f} lines/s"
+    )
+    raise typer.Exit(1 if summary.bad else 0)
+
+
 @app.command("expire-reservations")
 def expire_reservations_command() -> None:
     """Release every reservation whose time is up (each exactly once)."""

@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     webhook_fanout_batch_size: int = Field(default=200, ge=1)
     # Product images: streamed to <data_dir>/images, at most this many bytes.
     image_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # CSV imports: streamed to <data_dir>/imports, at most this many bytes.
+    import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise

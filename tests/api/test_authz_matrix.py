@@ -432,6 +432,10 @@ async def _get_image(w: World, role: str) -> Call:
     return Call(path)
 
 
+async def _start_import(w: World, role: str) -> Call:
+    return Call("/v1/imports", content=b"sku,name,price_minor,currency\nM-1,Mug,1,EUR\n")
+
+
 # (method, path template) -> (expected status per caller, how to build a valid request)
 MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("POST", "/v1/auth/register"): (public(201), _register),
@@ -446,6 +450,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("PATCH", "/v1/products/{product_id}"): (catalog_writer(200), _patch_product),
     ("DELETE", "/v1/products/{product_id}"): (catalog_writer(204), _delete_product),
     ("PUT", "/v1/products/{product_id}/image"): (catalog_writer(200), _put_image),
+    ("POST", "/v1/imports"): (catalog_writer(202), _start_import),
     ("GET", "/v1/products/{product_id}/image"): (public(200), _get_image),
     ("POST", "/v1/locations"): (catalog_writer(201), _create_location),
     ("GET", "/v1/locations"): (catalog_reader(200), _list_locations),

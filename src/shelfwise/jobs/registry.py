@@ -21,7 +21,11 @@ from shelfwise.jobs.retry import Backoff
 TaskFunction = Callable[..., Awaitable[Any]]
 
 # Modules whose import registers tasks. Later: "shelfwise.events.webhook_tasks", ...
-TASK_MODULES: tuple[str, ...] = ("shelfwise.jobs.tasks", "shelfwise.webhooks.tasks")
+TASK_MODULES: tuple[str, ...] = (
+    "shelfwise.jobs.tasks",
+    "shelfwise.webhooks.tasks",
+    "shelfwise.imports.tasks",
+)
 
 
 @dataclass(frozen=True, slots=True)

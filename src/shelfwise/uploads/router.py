@@ -36,6 +36,13 @@ def is_image_upload(scope: Scope) -> bool:
     return scope.get("method") == "PUT" and bool(UPLOAD_PATH.match(scope.get("path", "")))
 
 
+def is_streamed_upload(scope: Scope) -> bool:
+    """For `BodySizeLimitMiddleware`: routes that stream to disk with limits of their own
+    (product images, CSV imports)."""
+    method, path = scope.get("method"), scope.get("path", "")
+    return is_image_upload(scope) or (method == "POST" and path == "/v1/imports")
+
+
 class ImageOut(BaseModel):
     product_id: uuid.UUID
     content_type: str

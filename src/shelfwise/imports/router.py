@@ -1,0 +1,84 @@
+"""`POST /v1/imports`: a products CSV, streamed to disk; answered 202 with the job."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Request, Response, status
+from starlette.requests import ClientDisconnect
+
+from shelfwise.http.deps import ContextDep
+from shelfwise.identity.dependencies import CatalogWriter
+from shelfwise.imports.service import IMPORT_TASK
+from shelfwise.jobs.defer import defer_in_transaction
+from shelfwise.jobs.schemas import JobOut
+from shelfwise.jobs.service import get_job
+from shelfwise.uploads.storage import IncompleteUpload, UploadTooLarge
+
+router = APIRouter(prefix="/v1/imports", tags=["imports"])
+
+
+async def stream_to_file(request: Request, directory: Path, max_bytes: int) -> Path:
+    """The body, chunk by chunk, to a temp file renamed into place when complete."""
+    length = request.headers.get("content-length")
+    declared = int(length) if length and length.isdigit() else None
+    if declared is not None and declared > max_bytes:
+        raise UploadTooLarge(max_bytes)
+    tmp = directory / ".tmp"
+    await anyio.Path(tmp).mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    temp, final = tmp / f"{name}.part", directory / f"{name}.csv"
+    size = 0
+    try:
+        async with await anyio.open_file(temp, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLarge(max_bytes)
+                await out.write(chunk)
+        if declared is not None and size != declared:
+            raise IncompleteUpload(f"Received {size} of {declared} bytes: truncated upload")
+        await anyio.to_thread.run_sync(os.replace, temp, final)
+        return final
+    except ClientDisconnect as exc:
+        raise IncompleteUpload("The client disconnected before the upload finished") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            await anyio.Path(temp).unlink()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={400: {}, 413: {}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def start_import(
+    request: Request, writer: CatalogWriter, ctx: ContextDep, response: Response
+) -> JobOut:
+    """Products CSV (UTF-8; header `sku,name,price_minor,currency[,category,description]`).
+    Rows are upserted by SKU in batches; bad rows are reported with their line numbers in
+    the job's progress (`GET /v1/jobs/{id}`) and good rows are kept."""
+    path = await stream_to_file(
+        request, ctx.settings.data_dir / "imports", ctx.settings.import_max_bytes
+    )
+    try:
+        async with ctx.db.sessions() as session, session.begin():
+            job_id = await defer_in_transaction(session, IMPORT_TASK, {"path": str(path)})
+    except BaseException:
+        await anyio.Path(path).unlink(missing_ok=True)
+        raise
+    async with ctx.db.sessions() as session:
+        job = await get_job(session, job_id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    response.headers["Cache-Control"] = "private, no-store"
+    return JobOut.of(job)

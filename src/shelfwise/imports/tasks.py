@@ -1,0 +1,36 @@
+"""The `import_products` job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import structlog
+from procrastinate import JobContext
+
+from shelfwise.imports.parser import NotUtf8
+from shelfwise.imports.service import IMPORT_TASK, run_import
+from shelfwise.jobs.registry import task
+from shelfwise.jobs.retry import Backoff
+from shelfwise.jobs.runtime import runtime_of
+from shelfwise.jobs.service import report_progress
+
+log = structlog.get_logger("shelfwise.imports")
+# One attempt: a malformed file does not get better by retrying; the job's error says why.
+# (Re-running is safe — rows are upserted by SKU — via POST /v1/admin/jobs/{id}/retry.)
+ONCE = Backoff(attempts=1)
+
+
+@task(IMPORT_TASK, queue="imports", backoff=ONCE)
+async def import_products(context: JobContext, path: str) -> dict[str, int]:
+    rt = runtime_of(context)
+    job_id = int(context.job.id or 0)
+    try:
+        summary = await run_import(rt.db.sessions, Path(path), job_id=job_id)
+    except (NotUtf8, ValueError) as exc:
+        async with rt.db.sessions() as session:
+            await report_progress(session, job_id, done=0, message=f"failed: {exc}")
+        raise
+    log.info("import_finished", job_id=job_id, imported=summary.imported, bad=summary.bad)
+    await anyio.Path(path).unlink(missing_ok=True)
+    return {"lines": summary.lines, "imported": summary.imported, "bad": summary.bad}
