@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shelfwise.clock import Clock
 from shelfwise.config import Settings
 from shelfwise.context import AppContext
-from shelfwise.http.pagination import CursorCodec
+from shelfwise.http.pagination import CursorCodec, Paging
 from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.identity.tokens import TokenIssuer
 
@@ -63,3 +63,11 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 TokensDep = Annotated[TokenIssuer, Depends(get_tokens)]
 CursorsDep = Annotated[CursorCodec, Depends(get_cursors)]
+
+
+async def get_paging(ctx: ContextDep) -> Paging:
+    settings = ctx.settings
+    return Paging(ctx.cursors, settings.page_limit_default, settings.page_limit_max)
+
+
+PagingDep = Annotated[Paging, Depends(get_paging)]

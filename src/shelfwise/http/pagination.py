@@ -11,6 +11,8 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query, Request, Response
@@ -84,3 +86,38 @@ def page_response(
         url = request.url.include_query_params(cursor=next_cursor)
         response.headers["Link"] = f'<{url}>; rel="next"'
     return result.items, next_cursor
+
+
+OutT = TypeVar("OutT", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """What every list route needs to page: the codec and the server's limits."""
+
+    codec: CursorCodec
+    default_limit: int
+    max_limit: int
+
+
+async def paged(
+    request: Request,
+    response: Response,
+    paging: Paging,
+    scope: str,
+    limit: int | None,
+    cursor: str | None,
+    fetch: Callable[[PageRequest], Awaitable[PageResult[T]]],
+    out: Callable[[T], OutT],
+) -> Page[OutT]:
+    """The whole list protocol in one place: decode and cap, fetch, encode the next
+    cursor, set `Link` and a private `Cache-Control`."""
+    page = page_request(
+        paging.codec, scope, limit, cursor, default=paging.default_limit, cap=paging.max_limit
+    )
+    result = await fetch(page)
+    items, next_cursor = page_response(request, response, paging.codec, scope, result)
+    response.headers.setdefault("Cache-Control", "private, no-store")
+    return Page(
+        data=[out(item) for item in items], next_cursor=next_cursor, has_more=result.has_more
+    )

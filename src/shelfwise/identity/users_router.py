@@ -11,13 +11,13 @@ import uuid
 
 from fastapi import APIRouter, Request, Response, status
 
-from shelfwise.http.deps import ContextDep, CursorsDep, SessionDep
-from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
+from shelfwise.http.deps import ContextDep, PagingDep, SessionDep
+from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.identity import refresh, service
 from shelfwise.identity.dependencies import Admin
-from shelfwise.identity.models import Role
+from shelfwise.identity.models import Role, User
 from shelfwise.identity.schemas import RevokedOut, UserOut, UserPatch
-from shelfwise.pagination import page_from_rows
+from shelfwise.pagination import PageRequest, PageResult, page_from_rows
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -37,31 +37,29 @@ async def list_users(
     request: Request,
     response: Response,
     session: SessionDep,
-    ctx: ContextDep,
-    cursors: CursorsDep,
+    paging: PagingDep,
     limit: LimitParam = None,
     cursor: CursorParam = None,
     role: Role | None = None,
 ) -> Page[UserOut]:
-    scope = f"users:{role or ''}"
-    page = page_request(
-        cursors,
-        scope,
+    async def fetch(page: PageRequest) -> PageResult[User]:
+        rows = await service.list_users(
+            session,
+            after_email=page.after[0] if page.after else None,
+            limit=page.limit,
+            role=role,
+        )
+        return page_from_rows(rows, page.limit, lambda u: (u.email,))
+
+    return await paged(
+        request,
+        response,
+        paging,
+        f"users:{role or ''}",
         limit,
         cursor,
-        default=ctx.settings.page_limit_default,
-        cap=ctx.settings.page_limit_max,
-    )
-    rows = await service.list_users(
-        session, after_email=page.after[0] if page.after else None, limit=page.limit, role=role
-    )
-    result = page_from_rows(rows, page.limit, lambda u: (u.email,))
-    items, next_cursor = page_response(request, response, cursors, scope, result)
-    response.headers["Cache-Control"] = "private, no-store"
-    return Page(
-        data=[UserOut.model_validate(u) for u in items],
-        next_cursor=next_cursor,
-        has_more=result.has_more,
+        fetch,
+        UserOut.model_validate,
     )
 
 

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from shelfwise.context import AppContext
-from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.deps import PagingDep, SessionDep
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
     json_response,
     render_model,
 )
-from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
+from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.idempotency.service import StoredResponse
 from shelfwise.identity.dependencies import (
     CatalogReader,
@@ -60,26 +60,19 @@ async def list_locations(
     request: Request,
     response: Response,
     session: SessionDep,
-    cursors: CursorsDep,
-    settings: SettingsDep,
+    paging: PagingDep,
     limit: LimitParam = None,
     cursor: CursorParam = None,
 ) -> Page[LocationOut]:
-    page = page_request(
-        cursors,
+    return await paged(
+        request,
+        response,
+        paging,
         "locations",
         limit,
         cursor,
-        default=settings.page_limit_default,
-        cap=settings.page_limit_max,
-    )
-    result = await service.list_locations(session, page=page)
-    items, next_cursor = page_response(request, response, cursors, "locations", result)
-    response.headers["Cache-Control"] = PRIVATE
-    return Page(
-        data=[LocationOut.model_validate(x) for x in items],
-        next_cursor=next_cursor,
-        has_more=result.has_more,
+        lambda page: service.list_locations(session, page=page),
+        LocationOut.model_validate,
     )
 
 
@@ -97,8 +90,7 @@ async def list_stock(
     request: Request,
     response: Response,
     session: SessionDep,
-    cursors: CursorsDep,
-    settings: SettingsDep,
+    paging: PagingDep,
     limit: LimitParam = None,
     cursor: CursorParam = None,
     product_id: uuid.UUID | None = None,
@@ -110,24 +102,17 @@ async def list_stock(
     harmless)."""
     ctx: AppContext = request.app.state.ctx
     response.headers["X-Stream-Position"] = str(ctx.hub.head if ctx.hub else 0)
-    scope = f"stock:{product_id or ''}:{location_id or ''}"
-    page = page_request(
-        cursors,
-        scope,
+    return await paged(
+        request,
+        response,
+        paging,
+        f"stock:{product_id or ''}:{location_id or ''}",
         limit,
         cursor,
-        default=settings.page_limit_default,
-        cap=settings.page_limit_max,
-    )
-    result = await service.list_stock_levels(
-        session, page=page, product_id=product_id, location_id=location_id
-    )
-    items, next_cursor = page_response(request, response, cursors, scope, result)
-    response.headers["Cache-Control"] = PRIVATE
-    return Page(
-        data=[StockLevelOut.model_validate(x) for x in items],
-        next_cursor=next_cursor,
-        has_more=result.has_more,
+        lambda page: service.list_stock_levels(
+            session, page=page, product_id=product_id, location_id=location_id
+        ),
+        StockLevelOut.model_validate,
     )
 
 
@@ -215,30 +200,22 @@ async def list_movements(
     request: Request,
     response: Response,
     session: SessionDep,
-    cursors: CursorsDep,
-    settings: SettingsDep,
+    paging: PagingDep,
     limit: LimitParam = None,
     cursor: CursorParam = None,
     product_id: uuid.UUID | None = None,
     location_id: uuid.UUID | None = None,
     kind: Annotated[MovementKind | None, Query()] = None,
 ) -> Page[MovementOut]:
-    scope = f"movements:{product_id or ''}:{location_id or ''}:{kind or ''}"
-    page = page_request(
-        cursors,
-        scope,
+    return await paged(
+        request,
+        response,
+        paging,
+        f"movements:{product_id or ''}:{location_id or ''}:{kind or ''}",
         limit,
         cursor,
-        default=settings.page_limit_default,
-        cap=settings.page_limit_max,
-    )
-    result = await service.list_movements(
-        session, page=page, product_id=product_id, location_id=location_id, kind=kind
-    )
-    items, next_cursor = page_response(request, response, cursors, scope, result)
-    response.headers["Cache-Control"] = PRIVATE
-    return Page(
-        data=[MovementOut.model_validate(x) for x in items],
-        next_cursor=next_cursor,
-        has_more=result.has_more,
+        lambda page: service.list_movements(
+            session, page=page, product_id=product_id, location_id=location_id, kind=kind
+        ),
+        MovementOut.model_validate,
     )

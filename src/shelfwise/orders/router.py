@@ -9,14 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from shelfwise.http.deps import ClockDep, CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.deps import ClockDep, PagingDep, SessionDep, SettingsDep
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
     json_response,
     render_model,
 )
-from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
+from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.idempotency.service import StoredResponse
 from shelfwise.identity.dependencies import require_scope
 from shelfwise.identity.principal import Principal
@@ -92,25 +92,21 @@ async def list_orders(
     request: Request,
     response: Response,
     session: SessionDep,
-    cursors: CursorsDep,
-    settings: SettingsDep,
+    paging: PagingDep,
     limit: LimitParam = None,
     cursor: CursorParam = None,
     status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
 ) -> Page[OrderOut]:
-    scope = f"orders:{viewer.key}:{status_filter or ''}"
-    page = page_request(
-        cursors,
-        scope,
+    return await paged(
+        request,
+        response,
+        paging,
+        f"orders:{viewer.key}:{status_filter or ''}",
         limit,
         cursor,
-        default=settings.page_limit_default,
-        cap=settings.page_limit_max,
+        lambda page: service.list_orders(session, viewer=viewer, page=page, status=status_filter),
+        _out,
     )
-    result = await service.list_orders(session, viewer=viewer, page=page, status=status_filter)
-    items, next_cursor = page_response(request, response, cursors, scope, result)
-    response.headers["Cache-Control"] = PRIVATE
-    return Page(data=[_out(o) for o in items], next_cursor=next_cursor, has_more=result.has_more)
 
 
 @router.get("/{order_id}")
