@@ -128,3 +128,32 @@ async def test_dashboard_updates_live_and_resumes_after_a_dropped_connection(
         finally:
             await browser.close()
     assert problems == []
+
+
+async def test_admins_see_the_webhook_delivery_log_and_staff_do_not(
+    app: Any, admin: dict[str, Any], staff: dict[str, Any]
+) -> None:
+    chromium = require_binary("chromium")
+    async with serve(app) as address, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            for user, sees_log in ((admin, True), (staff, False)):
+                page = await (await browser.new_context()).new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                await page.goto(f"http://{address}/")
+                await page.get_by_label("Email").fill(user["email"])
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Sign in").click()
+                # The ops panel has loaded: the webhook panel's fate is decided with it.
+                await expect(page.locator("#ops-queue")).to_have_text(re.compile(r"^\d+$"))
+                panel = page.locator("#webhooks-panel")
+                if sees_log:
+                    await expect(panel).to_be_visible()
+                    await expect(page.locator("#webhooks-empty")).to_be_visible()
+                else:
+                    await expect(panel).to_be_hidden()
+                await page.context.close()
+        finally:
+            await browser.close()

@@ -149,6 +149,48 @@ async function refreshOps() {
   }
 }
 
+const DELIVERIES_PER_WEBHOOK = 10;
+
+/** The webhook delivery log: admins only (a 403 hides the panel). */
+async function refreshWebhooks() {
+  const response = await api("/v1/webhooks");
+  if (!response.ok) {
+    $("webhooks-panel").hidden = true;
+    return;
+  }
+  $("webhooks-panel").hidden = false;
+  const webhooks = (await response.json()).data;
+  $("webhooks-empty").hidden = webhooks.length > 0;
+  const rows = [];
+  for (const webhook of webhooks) {
+    const log = await api(
+      `/v1/webhooks/${encodeURIComponent(webhook.id)}/deliveries?limit=${DELIVERIES_PER_WEBHOOK}`,
+    );
+    if (!log.ok) continue;
+    for (const delivery of (await log.json()).data) {
+      const row = document.createElement("tr");
+      row.dataset.deliveryId = String(delivery.id);
+      const target = cell(webhook.url);
+      row.append(
+        target,
+        cell(delivery.event_type),
+        cell(delivery.status),
+        cell(String(delivery.attempts)),
+        cell(delivery.response_code === null ? "–" : String(delivery.response_code)),
+        cell(delivery.latency_ms === null ? "–" : `${delivery.latency_ms} ms`),
+        cell(new Date(delivery.created_at).toLocaleString()),
+      );
+      if (delivery.last_error) row.title = delivery.last_error;
+      rows.push(row);
+    }
+  }
+  $("deliveries").tBodies[0].replaceChildren(...rows);
+}
+
+async function refreshPanels() {
+  await Promise.all([refreshOps(), refreshWebhooks().catch(() => {})]);
+}
+
 async function startDashboard(email) {
   $("who-email").textContent = email;
   $("who").hidden = false;
@@ -166,8 +208,8 @@ async function startDashboard(email) {
     onUnauthorized: signedOut,
   });
   live.start(position);
-  await refreshOps();
-  opsTimer = setInterval(refreshOps, OPS_REFRESH_MS);
+  await refreshPanels();
+  opsTimer = setInterval(refreshPanels, OPS_REFRESH_MS);
 }
 
 function signedOut() {
@@ -178,6 +220,8 @@ function signedOut() {
   levels.clear();
   $("stock").tBodies[0].replaceChildren();
   $("orders").replaceChildren();
+  $("deliveries").tBodies[0].replaceChildren();
+  $("webhooks-panel").hidden = true;
   $("who").hidden = true;
   $("dashboard").hidden = true;
   $("sign-in-panel").hidden = false;
