@@ -30,6 +30,22 @@ COLUMNS = (
 BY_ID = f"SELECT {COLUMNS} FROM products WHERE id = $1"
 # Shelfwise fetches limit + 1 rows to learn `has_more`; so does the baseline.
 FIRST_PAGE = f"SELECT {COLUMNS} FROM products ORDER BY created_at, id LIMIT $1"
+# Placing a one-line order: the three statements of Shelfwise's hot path, one transaction.
+# The stock level is found by its (product, location) key, like `WHERE id = $1` on its id.
+RESERVE = (
+    "UPDATE stock_levels SET reserved = reserved + 1"
+    " WHERE product_id = $1 AND location_id = $2 AND on_hand - reserved >= 1 RETURNING id"
+)
+INSERT_ORDER = (
+    "INSERT INTO orders (status, placed_by_user_id, currency, total_minor, expires_at)"
+    " VALUES ('reserved', $1, 'EUR', 0, now() + interval '15 minutes')"
+    " RETURNING id, status, currency, total_minor, expires_at, version, created_at, updated_at"
+)
+INSERT_EVENT = (
+    "INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload)"
+    " VALUES ('bench.order_placed', 'order', $1, $2::jsonb)"
+)
+CUSTOMER = "SELECT id FROM users WHERE email = 'customer@shelfwise.local'"
 
 
 def _default(value: Any) -> str:
@@ -52,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = await asyncpg.create_pool(
         os.environ["BENCH_DATABASE_URL"], min_size=10, max_size=15
     )
+    app.state.customer = await app.state.pool.fetchval(CUSTOMER)  # None before seeding users
     try:
         yield
     finally:
@@ -81,6 +98,21 @@ async def list_products(request: Request, limit: int = 50) -> Response:
     rows = await request.app.state.pool.fetch(FIRST_PAGE, limit + 1)
     items = [dict(row) for row in rows[:limit]]
     return _json({"data": items, "next_cursor": None, "has_more": len(rows) > limit})
+
+
+@app.post("/v1/orders")
+async def place_order(request: Request) -> Response:
+    body = json.loads(await request.body())
+    line = body["lines"][0]
+    product_id, location_id = uuid.UUID(line["product_id"]), uuid.UUID(body["location_id"])
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        level = await conn.fetchval(RESERVE, product_id, location_id)
+        if level is None:
+            return _json({"detail": "insufficient stock"}, 409)
+        order = dict(await conn.fetchrow(INSERT_ORDER, request.app.state.customer))
+        payload = {"order_id": str(order["id"]), "product_id": str(product_id), "quantity": 1}
+        await conn.execute(INSERT_EVENT, str(order["id"]), json.dumps(payload))
+    return _json(order, 201)
 
 
 def main() -> None:

@@ -1,0 +1,207 @@
+"""Open-loop clients for bench.issues, in their own process: raw asyncio sockets, uvloop.
+
+    python -m bench.rate fixed --port N --requests FILE --rate 20 --duration 10
+    python -m bench.rate sse --port N --requests FILE --subscribers 1000 --duration 10
+
+`fixed` sends requests at a fixed rate whatever the server's latency (open loop: a stalled
+event loop shows up as latency, not as fewer requests), over a pool of keep-alive
+connections that grows when all are busy. `sse` holds N Server-Sent-Events streams open
+and measures, for every event received, now - the event's `created_at` (same machine, same
+clock). FILE is a JSON list of raw HTTP/1.1 requests to pick from at random. Each prints
+one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import time
+from datetime import datetime
+from typing import Any
+
+from bench.loadgen import _read_response, percentile
+
+TIMEOUT_S = 5.0
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(percentile(ordered, 0.50) * 1000, 2),
+        "p90_ms": round(percentile(ordered, 0.90) * 1000, 2),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 2),
+        "max_ms": round((ordered[-1] if ordered else 0.0) * 1000, 2),
+    }
+
+
+async def fixed(port: int, requests: list[bytes], rate: float, duration: float) -> dict[str, Any]:
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    rng = random.Random(1)
+
+    async def one(scheduled: float) -> None:
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+                conn[1].write(rng.choice(requests))
+                status, close = await _read_response(conn[0])
+            latencies.append(time.perf_counter() - scheduled)
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if close:
+                conn[1].close()
+            else:
+                idle.append(conn)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+
+    tasks = []
+    started = time.perf_counter()
+    n = 0
+    while (scheduled := started + n / rate) < started + duration:
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+        n += 1
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    return {
+        "sent": n,
+        "rate": round(n / duration, 1),
+        "elapsed_s": round(elapsed, 2),
+        "statuses": statuses,
+        **_summary(latencies),
+    }
+
+
+class _Subscriber(asyncio.Protocol):
+    """One SSE stream: find `"created_at":"..."` in what arrives, record the delivery lag."""
+
+    MARK = b'"created_at":"'
+
+    def __init__(self, state: dict[str, Any], request: bytes) -> None:
+        self.state, self.request, self.buffer, self.head = state, request, b"", True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buffer + data
+        if self.head:
+            if b"\r\n\r\n" not in buf:
+                self.buffer = buf
+                return
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            self.head = False
+            status = head.split(b" ", 2)[1].decode()
+            self.state["statuses"][status] = self.state["statuses"].get(status, 0) + 1
+            if status == "200":
+                self.state["open"] += 1
+        cache = self.state["parsed"]
+        start = 0
+        while (i := buf.find(self.MARK, start)) >= 0:
+            j = buf.find(b'"', i + len(self.MARK))
+            if j < 0:
+                break
+            raw = buf[i + len(self.MARK) : j]
+            created = cache.get(raw)
+            if created is None:
+                created = cache[raw] = datetime.fromisoformat(raw.decode()).timestamp()
+            if self.state["measuring"]:
+                self.state["lags"].append(now - created)
+            self.state["events"] += 1
+            start = j
+        self.buffer = buf[start:][-4096:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state["lost"] += 1
+
+
+async def sse(
+    port: int, request: bytes, subscribers: int, duration: float, ramp_per_s: float
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    state: dict[str, Any] = {
+        "statuses": {},
+        "open": 0,
+        "lost": 0,
+        "events": 0,
+        "lags": [],
+        "parsed": {},
+        "measuring": False,
+        "connect_errors": 0,
+    }
+    transports = []
+    started = time.perf_counter()
+    for n in range(subscribers):
+        try:
+            t, _ = await loop.create_connection(
+                lambda: _Subscriber(state, request), "127.0.0.1", port
+            )
+            transports.append(t)
+        except OSError:
+            state["connect_errors"] += 1
+        delay = started + (n + 1) / ramp_per_s - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    ramp = time.perf_counter() - started
+    wait_until = time.perf_counter() + 15.0  # let the last streams open (at most 15 s)
+    while state["open"] + state["lost"] < len(transports) and time.perf_counter() < wait_until:
+        await asyncio.sleep(0.2)
+    opened = state["open"]
+    settle = time.perf_counter() - started
+    state["measuring"] = True
+    events0 = state["events"]
+    await asyncio.sleep(duration)
+    state["measuring"] = False
+    events = state["events"] - events0
+    open_at_end = state["open"] - state["lost"]
+    for t in transports:
+        t.close()
+    return {
+        "subscribers": subscribers,
+        "open": opened,
+        "ramp_s": round(ramp, 1),
+        "settle_s": round(settle, 1),
+        "open_at_end": open_at_end,
+        "statuses": state["statuses"],
+        "lost_during_run": state["lost"],
+        "connect_errors": state["connect_errors"],
+        "events_received": events,
+        "events_per_s": round(events / duration, 1),
+        **_summary(state["lags"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=("fixed", "sse"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--requests", required=True)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--ramp", type=float, default=500.0, help="SSE connects per second")
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with open(args.requests, encoding="utf-8") as fh:
+        requests = [r.encode() for r in json.load(fh)]
+    import uvloop
+
+    if args.mode == "fixed":
+        out = uvloop.run(fixed(args.port, requests, args.rate, args.duration))
+    else:
+        out = uvloop.run(sse(args.port, requests[0], args.subscribers, args.duration, args.ramp))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
