@@ -40,3 +40,12 @@ async def test_dashboard_modules_are_served_as_javascript(client: httpx.AsyncCli
     assert "eval(" not in js.text
     missing = await client.get("/static/nope.js")
     assert missing.status_code == 404
+
+
+async def test_the_import_page_is_part_of_the_dashboard(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/")).text
+    assert 'id="import-form"' in page
+    assert 'id="import-progress"' in page
+    module = await client.get("/static/imports.js")
+    assert module.status_code == 200
+    assert "/v1/imports" in module.text

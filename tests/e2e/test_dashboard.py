@@ -11,6 +11,7 @@ unchanged (asserted below).
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import ConsoleMessage, Page, Route, async_playwright, expect
+from sqlalchemy import text
 
 from shelfwise.context import AppContext
+from shelfwise.jobs.alerts import Alerts
+from shelfwise.jobs.app import build_job_app
+from shelfwise.jobs.runtime import JobRuntime
+from shelfwise.jobs.worker import worker_options
 from tests.live_support import running_relay, serve, settle
 from tests.support import PASSWORD, create_location, create_product, receive_stock, require_binary
 
@@ -157,3 +163,60 @@ async def test_admins_see_the_webhook_delivery_log_and_staff_do_not(
                 await page.context.close()
         finally:
             await browser.close()
+
+
+async def test_import_page_uploads_a_csv_and_shows_the_job_finish(
+    app: Any, ctx: AppContext, staff: dict[str, Any], database_url: str, tmp_path: Path
+) -> None:
+    chromium = require_binary("chromium")
+    runtime = JobRuntime(
+        settings=ctx.settings.model_copy(update={"worker_concurrency": 1}),
+        db=ctx.db,
+        clock=ctx.clock,
+        alerts=Alerts(None),
+    )
+    jobs = build_job_app(
+        runtime.settings,
+        database_url,
+        clock=runtime.clock,
+        rng=random.Random(7),
+        pool_size=2,
+        periodic_tasks=(),
+    )
+    csv = tmp_path / "products.csv"
+    csv.write_text(
+        "sku,name,price_minor,currency\nIMP-1,Imported mug,990,EUR\n"
+        "IMP-2,Imported lamp,2490,EUR\nbroken line\n"
+    )
+    async with jobs.open_async(), serve(app) as address, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = await (await browser.new_context()).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            await page.goto(f"http://{address}/")
+            await page.get_by_label("Email").fill(staff["email"])
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.locator("#import-file").set_input_files(str(csv))
+            await page.get_by_role("button", name="Upload").click()
+            await expect(page.locator("#import-job")).to_have_text(re.compile(r"^\d+$"))
+            # The worker runs the job (in this process); the page follows it to the end.
+            options = worker_options(runtime, "dashboard-import")
+            await jobs.run_worker_async(**{**options, "wait": False, "listen_notify": False})
+            await expect(page.locator("#import-status")).to_contain_text("succeeded")
+            await expect(page.locator("#import-progress")).to_be_visible()
+        finally:
+            await browser.close()
+    async with ctx.db.engine.connect() as conn:
+        names = (
+            (
+                await conn.execute(
+                    text("SELECT name FROM products WHERE sku LIKE 'IMP-%' ORDER BY sku")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert names == ["Imported mug", "Imported lamp"]

@@ -1,5 +1,6 @@
 // The dashboard: sign-in, a live stock table, an order feed and an ops panel.
 // Plain ES module, no build step; every request is same-origin with the session cookie.
+import { setupImports } from "./imports.js";
 import { LiveStream } from "./live.js";
 
 const STOCK_EVENT = "stock.changed";
@@ -269,3 +270,5 @@ async function resumeSession() {
 $("sign-in").addEventListener("submit", signIn);
 $("sign-out").addEventListener("click", signOut);
 resumeSession();
+
+setupImports(() => csrfToken);
