@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -133,6 +133,8 @@ class Hub:
         self.queue_limit = queue_limit
         self.head = 0
         self._subscriptions: set[Subscription] = set()
+        self._frames: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._frames_max = 4096
         self._task: asyncio.Task[None] | None = None
         self._catching_up = asyncio.Lock()
         self.draining = False
@@ -192,6 +194,19 @@ class Hub:
                 delivered += len(events)
                 if len(events) < self._batch:
                     return delivered
+
+    def encoded(
+        self, event: PublishedEvent, wire: str, encode: Callable[[PublishedEvent], str]
+    ) -> str:
+        """The event's wire frame, encoded once per process and shared by every
+        subscriber (1,000 SSE clients must not mean 1,000 `json.dumps` per event)."""
+        key = (wire, event.position)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = encode(event)
+            while len(self._frames) > self._frames_max:
+                self._frames.popitem(last=False)
+        return frame
 
     # -- subscriptions -------------------------------------------------------------------
     async def subscribe(

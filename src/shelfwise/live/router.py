@@ -86,6 +86,10 @@ def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
     return since
 
 
+def _sse_frame(event: PublishedEvent) -> str:
+    return _sse(event.type, event_json(event), id_=event.position)
+
+
 def _sse(event: str, data: dict[str, Any], *, id_: int | None = None) -> str:
     head = f"id: {id_}\n" if id_ is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -135,7 +139,7 @@ async def _sse_body(
             if event is None:
                 yield ": ping\n\n"
                 continue
-            yield _sse(event.type, event_json(event), id_=event.position)
+            yield hub.encoded(event, "sse", _sse_frame)
             LIVE_EVENTS_SENT.labels("sse").inc()
             LIVE_FANOUT_LATENCY.labels("sse").observe(lag_seconds(event))
     finally:

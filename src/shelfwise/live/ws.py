@@ -186,7 +186,7 @@ class _Connection:
                     await self.ws.close(CLOSE_REVOKED, "signed out or revoked")
                     return
             if event is not None:
-                await self.send({"type": "event", **_event_message(event)})
+                await self.ws.send_text(self.hub.encoded(event, "ws", _ws_frame))
                 LIVE_EVENTS_SENT.labels("ws").inc()
                 LIVE_FANOUT_LATENCY.labels("ws").observe(lag_seconds(event))
 
@@ -194,6 +194,10 @@ class _Connection:
         while True:
             message = await self.receive()
             await self.handle(message)
+
+
+def _ws_frame(event: Any) -> str:
+    return json.dumps({"type": "event", **_event_message(event)}, separators=(",", ":"))
 
 
 def _event_message(event: Any) -> dict[str, Any]:
