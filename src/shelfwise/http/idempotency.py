@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from shelfwise.errors import IdempotencyKeyMissing, InvalidInput
-from shelfwise.idempotency.service import IdempotentRequest, StoredResponse
+from shelfwise.idempotency.service import IdempotentRequest, Outcome, StoredResponse
 from shelfwise.identity.principal import Principal
 
 T = TypeVar("T")
@@ -78,6 +78,24 @@ def json_response(
 ) -> JSONResponse:
     all_headers = {REPLAYED_HEADER: "true" if replayed else "false", **(headers or {})}
     return JSONResponse(stored.body, status_code=stored.status, headers=all_headers)
+
+
+def respond(
+    outcome: Outcome[T],
+    render: Callable[[T], StoredResponse],
+    *,
+    headers: Callable[[StoredResponse], dict[str, str]] | None = None,
+) -> JSONResponse:
+    """The HTTP answer for an idempotent use case: the replay, the response already stored
+    with the key, or (no key) the result rendered now."""
+    if outcome.replay is not None:
+        stored, replayed = outcome.replay, True
+    elif outcome.stored is not None:
+        stored, replayed = outcome.stored, False
+    else:
+        assert outcome.result is not None
+        stored, replayed = render(outcome.result), False
+    return json_response(stored, replayed=replayed, headers=headers(stored) if headers else None)
 
 
 def render_model(status: int) -> Callable[[BaseModel], StoredResponse]:

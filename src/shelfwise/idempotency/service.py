@@ -37,6 +37,9 @@ class Outcome(Generic[T]):
 
     result: T | None
     replay: StoredResponse | None
+    # The response rendered for a fresh result under an idempotency key (it was stored
+    # with the key), so the edge does not render it a second time.
+    stored: StoredResponse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ async def run_idempotent(
         )
     )
     await session.flush()
-    return Outcome(result=result, replay=None)
+    return Outcome(result=result, replay=None, stored=stored)
 
 
 async def prune_idempotency_keys(session: AsyncSession, *, older_than: datetime) -> int:

@@ -13,8 +13,8 @@ from shelfwise.http.deps import PagingDep, SessionDep
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
-    json_response,
     render_model,
+    respond,
 )
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.idempotency.service import StoredResponse
@@ -150,10 +150,7 @@ async def adjust_stock(
     outcome = await service.adjust_stock(
         session, change, actor_id=principal.user_id, idempotency=idem
     )
-    if outcome.replay is not None:
-        return json_response(outcome.replay, replayed=True)
-    assert outcome.result is not None
-    return json_response(_render_adjustment(outcome.result), replayed=False)
+    return respond(outcome, _render_adjustment)
 
 
 def _render_transfer(result: TransferResult) -> StoredResponse:
@@ -188,10 +185,7 @@ async def transfer(
         reason=body.reason,
     )
     outcome = await transfer_stock(session, move, actor_id=principal.user_id, idempotency=idem)
-    if outcome.replay is not None:
-        return json_response(outcome.replay, replayed=True)
-    assert outcome.result is not None
-    return json_response(_render_transfer(outcome.result), replayed=False)
+    return respond(outcome, _render_transfer)
 
 
 @router.get("/stock/movements", tags=["stock"])

@@ -13,8 +13,8 @@ from shelfwise.http.deps import ClockDep, PagingDep, SessionDep, SettingsDep
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
-    json_response,
     render_model,
+    respond,
 )
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.idempotency.service import StoredResponse
@@ -76,14 +76,7 @@ async def place_order(
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
         idempotency=idem,
     )
-    if outcome.replay is not None:
-        stored = outcome.replay
-    else:
-        assert outcome.result is not None
-        stored = _render(outcome.result)
-    return json_response(
-        stored, replayed=outcome.replay is not None, headers=_location(request, stored.body["id"])
-    )
+    return respond(outcome, _render, headers=lambda stored: _location(request, stored.body["id"]))
 
 
 @router.get("")
