@@ -126,14 +126,6 @@ async def read_product(reads: ReadPool, product_id: uuid.UUID) -> dict[str, Any]
     return row
 
 
-async def get_product(session: AsyncSession, product_id: uuid.UUID) -> Product:
-    async with session.begin():
-        product = await session.get(Product, product_id)
-    if product is None:
-        raise ProductNotFound(f"No product with id {product_id}")
-    return product
-
-
 async def create_product(session: AsyncSession, **fields: Any) -> Product:
     product = Product(**fields)
     try:
