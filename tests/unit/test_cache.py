@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shelfwise.cache import ReadThroughCache
+from tests.support import wait_until
 
 
 class Clock:
@@ -106,6 +108,13 @@ async def test_invalidate_all_during_a_load_discards_it_too() -> None:
     assert cache.peek("k") is None
 
 
+def coalesced() -> float:
+    value = REGISTRY.get_sample_value(
+        "shelfwise_cache_requests_total", {"cache": "test", "result": "coalesced"}
+    )
+    return value or 0.0
+
+
 async def test_failed_load_is_not_cached_and_waiters_see_the_error() -> None:
     cache, _ = make()
     started, release = asyncio.Event(), asyncio.Event()
@@ -117,8 +126,13 @@ async def test_failed_load_is_not_cached_and_waiters_see_the_error() -> None:
 
     first = asyncio.create_task(cache.get("k", broken))
     await started.wait()
+    before = coalesced()
     second = asyncio.create_task(cache.get("k", broken))
-    await asyncio.sleep(0)  # let the second caller join the first load
+
+    async def joined() -> bool:
+        return coalesced() == before + 1
+
+    await wait_until(joined, interval=0.001, what="the second caller to join the load")
     release.set()
     for task in (first, second):
         with pytest.raises(LookupError):
