@@ -160,8 +160,8 @@ def import_command(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction")] = 1000,
 ) -> None:
-    """Import a products CSV (same format and rules as `POST /v1/imports`); exit 1 if
-    any row was refused (they are listed with their line numbers)."""
+    """Import a products (and stock) CSV (same format and rules as `POST /v1/imports`);
+    exit 1 if any row was refused (they are listed with their line numbers)."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -199,7 +199,7 @@ def import_command(
         console.print(f"[red]line {error['line']}[/]: {error['error']}")
     console.print(
         f"{summary.imported} rows imported ({summary.created} new), {summary.bad} refused, "
-        f"{summary.lines / seconds:,.0f} lines/s"
+        f"{summary.stock_changed} stock levels changed, {summary.lines / seconds:,.0f} lines/s"
     )
     raise typer.Exit(1 if summary.bad else 0)
 

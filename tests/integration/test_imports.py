@@ -21,7 +21,7 @@ from shelfwise.jobs.alerts import Alerts
 from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.runtime import JobRuntime
 from shelfwise.jobs.worker import worker_options
-from tests.support import create_product
+from tests.support import create_location, create_product
 
 LIMIT = 2 * 1024 * 1024
 
@@ -125,6 +125,30 @@ async def test_good_rows_kept_bad_rows_reported_with_line_numbers(
     created = await scalar(ctx, "SELECT count(*) FROM outbox_events WHERE type = 'product.created'")
     assert created == 3  # EXIST-1 through the API, IMP-1 and IMP-2 by the import
     assert list((settings.data_dir / "imports").glob("*.csv")) == []  # removed when done
+
+
+async def test_stock_columns_through_the_api_and_the_worker(
+    ctx: AppContext,
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    job_app: App,
+    runtime: JobRuntime,
+) -> None:
+    await create_location(client, staff["headers"], code="NORTH")
+    body = b"sku,name,price_minor,currency,location,on_hand\nMUG-1,Mug,1299,EUR,NORTH,7\n"
+    started = await start(client, staff["headers"], body)
+    assert started["args"]["stock_allowed"] is True
+    await drain(job_app, runtime)
+
+    done = await job(client, staff["headers"], started["id"])
+    assert done["status"] == "succeeded", done
+    report = json.loads(done["progress"]["message"])
+    assert (report["imported"], report["stock_changed"], report["bad"]) == (1, 1, 0)
+    movement = await scalar(
+        ctx,
+        "SELECT on_hand_delta || ':' || reference || ':' || actor_id FROM stock_movements",
+    )
+    assert movement == f"7:import:{started['id']}:{staff['id']}"
 
 
 async def test_wrong_encoding_fails_the_job_with_a_reason(

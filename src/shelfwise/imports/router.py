@@ -1,4 +1,4 @@
-"""`POST /v1/imports`: a products CSV, streamed to disk; answered 202 with the job."""
+"""`POST /v1/imports`: a products-and-stock CSV, streamed to disk; answered 202 with the job."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from shelfwise.http.deps import ContextDep
 from shelfwise.identity.dependencies import CatalogWriter
+from shelfwise.identity.scopes import Scope
 from shelfwise.imports.service import IMPORT_TASK
 from shelfwise.jobs.defer import defer_in_transaction
 from shelfwise.jobs.schemas import JobOut
@@ -65,15 +66,24 @@ async def stream_to_file(request: Request, directory: Path, max_bytes: int) -> P
 async def start_import(
     request: Request, writer: CatalogWriter, ctx: ContextDep, response: Response
 ) -> JobOut:
-    """Products CSV (UTF-8; header `sku,name,price_minor,currency[,category,description]`).
-    Rows are upserted by SKU in batches; bad rows are reported with their line numbers in
-    the job's progress (`GET /v1/jobs/{id}`) and good rows are kept."""
+    """Products CSV (UTF-8; header `sku,name,price_minor,currency[,category,description]`,
+    plus `location,on_hand` to set absolute stock, which needs `stock:write`). Rows are
+    upserted by SKU (stock through the ledger) in batches; bad rows are reported with their
+    line numbers in the job's progress (`GET /v1/jobs/{id}`) and good rows are kept."""
     path = await stream_to_file(
         request, ctx.settings.data_dir / "imports", ctx.settings.import_max_bytes
     )
     try:
         async with ctx.db.sessions() as session, session.begin():
-            job_id = await defer_in_transaction(session, IMPORT_TASK, {"path": str(path)})
+            job_id = await defer_in_transaction(
+                session,
+                IMPORT_TASK,
+                {
+                    "path": str(path),
+                    "stock_allowed": Scope.STOCK_WRITE in writer.scopes,
+                    "actor_id": str(writer.user_id) if writer.user_id else None,
+                },
+            )
     except BaseException:
         await anyio.Path(path).unlink(missing_ok=True)
         raise

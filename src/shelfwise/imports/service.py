@@ -1,22 +1,29 @@
-"""Upserting validated rows in batches, and the import job itself."""
+"""Upserting validated rows in batches, and the import job itself.
+
+Each batch is one transaction: stock checks (`stock.check`), the product upsert, the
+stock writes (`stock.write`), the events. Rows refused by the stock checks are left out
+whole; the others commit together.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import literal_column
+from sqlalchemy import literal_column, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.catalog.models import Product
 from shelfwise.events.outbox import Event, emit, emit_all
 from shelfwise.events.payloads import EventType
-from shelfwise.imports.parser import MAX_ERRORS_KEPT, BadRow, CsvBatches
+from shelfwise.imports import stock
+from shelfwise.imports.parser import MAX_ERRORS_KEPT, BadRow, Batch, CsvBatches, ImportRow
 from shelfwise.jobs.service import report_progress
 
 IMPORT_PROGRESS = "import.progress"
@@ -28,6 +35,8 @@ class Summary:
     lines: int = 0
     imported: int = 0
     created: int = 0
+    updated: int = 0  # existing products whose columns changed
+    stock_changed: int = 0  # levels whose on_hand the import moved
     bad: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -36,73 +45,111 @@ class Summary:
         room = MAX_ERRORS_KEPT - len(self.errors)
         self.errors.extend({"line": r.line, "error": r.error} for r in rows[: max(room, 0)])
 
+    def add(self, result: BatchResult) -> None:
+        self.imported += result.imported
+        self.created += result.created
+        self.updated += result.updated
+        self.stock_changed += result.stock_changed
+        self.add_bad(result.bad)
+
     def as_message(self) -> str:
         return json.dumps(
             {
                 "lines": self.lines,
                 "imported": self.imported,
                 "created": self.created,
+                "updated": self.updated,
+                "stock_changed": self.stock_changed,
                 "bad": self.bad,
                 "errors": self.errors,
             }
         )
 
 
-async def upsert_products(
-    session: AsyncSession, rows: list[dict[str, Any]], progress: dict[str, Any] | None
-) -> int:
-    """One transaction: insert or update by SKU, `product.created`/`product.updated` events
-    (the catalog cache listens to them) and, if given, an `import.progress` event."""
-    created = 0
+@dataclass
+class BatchResult:
+    imported: int = 0
+    created: int = 0
+    updated: int = 0
+    stock_changed: int = 0
+    bad: list[BadRow] = field(default_factory=list)
+
+
+ProgressOf = Callable[[BatchResult], dict[str, Any]]
+
+
+async def import_batch(
+    session: AsyncSession,
+    rows: list[ImportRow],
+    *,
+    reference: str,
+    actor_id: uuid.UUID | None = None,
+    progress_of: ProgressOf | None = None,
+) -> BatchResult:
+    """One transaction: stock checks, product upsert, stock writes, events and, if asked,
+    an `import.progress` event built from the outcome."""
     async with session.begin():
-        if rows:
-            stmt = insert(Product).values(rows)
-            upsert = stmt.on_conflict_do_update(
-                index_elements=[Product.sku],
-                set_={
-                    "name": stmt.excluded.name,
-                    "description": stmt.excluded.description,
-                    "category": stmt.excluded.category,
-                    "price_minor": stmt.excluded.price_minor,
-                    "currency": stmt.excluded.currency,
-                    "version": Product.version + 1,
-                    "updated_at": literal_column("now()"),
-                },
-            ).returning(
-                Product.id,
-                Product.sku,
-                Product.name,
-                Product.description,
-                Product.category,
-                Product.price_minor,
-                Product.currency,
-                Product.version,
-                literal_column("(xmax = 0)").label("inserted"),
-            )
-            events = []
-            for row in (await session.execute(upsert)).all():
-                payload = {
-                    "product_id": str(row.id),
-                    "sku": row.sku,
-                    "name": row.name,
-                    "description": row.description,
-                    "category": row.category,
-                    "price_minor": row.price_minor,
-                    "currency": row.currency,
-                    "version": row.version,
-                }
-                kind = EventType.PRODUCT_CREATED if row.inserted else EventType.PRODUCT_UPDATED
-                created += 1 if row.inserted else 0
-                events.append(Event(kind.value, "product", str(row.id), payload))
-            await emit_all(session, events)
-        if progress is not None:
+        checked = await stock.check(session, rows)
+        result = BatchResult(bad=checked.bad)
+        products = {r.product["sku"]: r.product for r in checked.rows}  # one per SKU
+        result.created, result.updated = await upsert_products(session, list(products.values()))
+        result.stock_changed, late = await stock.write(
+            session, checked, reference=reference, actor_id=actor_id
+        )
+        result.bad = sorted([*result.bad, *late], key=lambda b: b.line)
+        result.imported = len(checked.rows) - len(late)
+        if progress_of is not None:
+            progress = progress_of(result)
             await emit(
                 session,
                 type=IMPORT_PROGRESS,
                 aggregate=("job", progress["job_id"] or "cli"),
                 payload=progress,
             )
-    return created
+    return result
+
+
+PRODUCT_FIELDS = ("name", "description", "category", "price_minor", "currency")
+
+
+async def upsert_products(session: AsyncSession, rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """Insert or update by SKU, in the caller's transaction; a product whose columns are
+    already those of the row is left alone (no new version, no event). Emits
+    `product.created` / `product.updated` (the catalog cache listens to them); returns
+    how many products were created and updated."""
+    if not rows:
+        return 0, 0
+    stmt = insert(Product).values(rows)
+    current = tuple_(*(getattr(Product, f) for f in PRODUCT_FIELDS))
+    incoming = tuple_(*(getattr(stmt.excluded, f) for f in PRODUCT_FIELDS))
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[Product.sku],
+        set_={
+            **{f: getattr(stmt.excluded, f) for f in PRODUCT_FIELDS},
+            "version": Product.version + 1,
+            "updated_at": literal_column("now()"),
+        },
+        where=current.is_distinct_from(incoming),
+    ).returning(
+        Product.id,
+        Product.sku,
+        *(getattr(Product, f) for f in PRODUCT_FIELDS),
+        Product.version,
+        literal_column("(xmax = 0)").label("inserted"),
+    )
+    events, created = [], 0
+    for row in (await session.execute(upsert)).all():
+        payload = {
+            "product_id": str(row.id),
+            "sku": row.sku,
+            **{f: getattr(row, f) for f in PRODUCT_FIELDS},
+            "version": row.version,
+        }
+        kind = EventType.PRODUCT_CREATED if row.inserted else EventType.PRODUCT_UPDATED
+        created += 1 if row.inserted else 0
+        events.append(Event(kind.value, "product", str(row.id), payload))
+    await emit_all(session, events)
+    return created, len(events) - created
 
 
 async def run_import(
@@ -111,27 +158,40 @@ async def run_import(
     *,
     job_id: int,
     batch_size: int = 1000,
+    stock_allowed: bool = True,
+    actor_id: uuid.UUID | None = None,
     on_batch: Callable[[Summary], None] | None = None,
 ) -> Summary:
-    """Parse `path` in a thread, batch by batch, and upsert each batch. Good rows are kept
-    even when others are bad; a file that is not UTF-8 stops the import (raises)."""
-    reader = CsvBatches(path, batch_size)
+    """Parse `path` in a thread, batch by batch, and import each batch. Good rows are kept
+    even when others are bad; a file that is not UTF-8, lacks required columns or has
+    stock columns without `stock_allowed` stops the import (raises)."""
+    reader = CsvBatches(path, batch_size, stock_allowed=stock_allowed)
     summary = Summary()
+    reference = f"import:{job_id}" if job_id else "import:cli"
     try:
         while True:
             batch = await asyncio.to_thread(reader.next_batch)
             summary.lines = batch.lines
-            summary.add_bad(batch.bad)
-            progress = {
-                "job_id": job_id or None,  # None: `shelfwise import`
-                "lines": batch.lines,
-                "imported": summary.imported + len(batch.rows),
-                "bad": summary.bad,
-                "done": batch.done,
-            }
+
+            def progress_of(result: BatchResult, batch: Batch = batch) -> dict[str, Any]:
+                return {
+                    "job_id": job_id or None,  # None: `shelfwise import`
+                    "lines": summary.lines,
+                    "imported": summary.imported + result.imported,
+                    "bad": summary.bad + len(batch.bad) + len(result.bad),
+                    "done": batch.done,
+                }
+
             async with session_factory() as session:
-                summary.created += await upsert_products(session, batch.rows, progress)
-            summary.imported += len(batch.rows)
+                result = await import_batch(
+                    session,
+                    batch.rows,
+                    reference=reference,
+                    actor_id=actor_id,
+                    progress_of=progress_of,
+                )
+            result.bad = sorted([*batch.bad, *result.bad], key=lambda b: b.line)
+            summary.add(result)
             if job_id:
                 async with session_factory() as session:
                     await report_progress(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import anyio
@@ -22,15 +23,36 @@ ONCE = Backoff(attempts=1)
 
 
 @task(IMPORT_TASK, queue="imports", backoff=ONCE)
-async def import_products(context: JobContext, path: str) -> dict[str, int]:
+async def import_products(
+    context: JobContext, path: str, stock_allowed: bool = False, actor_id: str | None = None
+) -> dict[str, int]:
+    """`stock_allowed`: the caller held `stock:write` (jobs queued before stock columns
+    existed lack it, and had none). `actor_id`: the user, recorded on ledger rows."""
     rt = runtime_of(context)
     job_id = int(context.job.id or 0)
     try:
-        summary = await run_import(rt.db.sessions, Path(path), job_id=job_id)
+        summary = await run_import(
+            rt.db.sessions,
+            Path(path),
+            job_id=job_id,
+            stock_allowed=stock_allowed,
+            actor_id=uuid.UUID(actor_id) if actor_id else None,
+        )
     except (NotUtf8, ValueError) as exc:
         async with rt.db.sessions() as session:
             await report_progress(session, job_id, done=0, message=f"failed: {exc}")
         raise
-    log.info("import_finished", job_id=job_id, imported=summary.imported, bad=summary.bad)
+    log.info(
+        "import_finished",
+        job_id=job_id,
+        imported=summary.imported,
+        stock_changed=summary.stock_changed,
+        bad=summary.bad,
+    )
     await anyio.Path(path).unlink(missing_ok=True)
-    return {"lines": summary.lines, "imported": summary.imported, "bad": summary.bad}
+    return {
+        "lines": summary.lines,
+        "imported": summary.imported,
+        "stock_changed": summary.stock_changed,
+        "bad": summary.bad,
+    }
