@@ -417,6 +417,10 @@ async def _redeliver(w: World, role: str) -> Call:
     return Call(f"/v1/webhooks/{await _fresh_webhook(w)}/deliveries/987654321/redeliver")
 
 
+async def _rotate_secret(w: World, role: str) -> Call:
+    return Call(f"/v1/webhooks/{await _fresh_webhook(w)}/rotate-secret")
+
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
@@ -487,6 +491,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("PATCH", "/v1/webhooks/{webhook_id}"): (admin_role(200), _patch_webhook),
     ("DELETE", "/v1/webhooks/{webhook_id}"): (admin_role(204), _delete_webhook),
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): (admin_role(200), _list_deliveries),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): (admin_role(200), _rotate_secret),
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): (
         admin_role(404),
         _redeliver,

@@ -32,7 +32,7 @@ from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
 from shelfwise.live.feeds import redis_publisher
-from shelfwise.webhooks.tasks import run_fanout
+from shelfwise.webhooks.tasks import FanoutWake, run_fanout
 
 log = structlog.get_logger("shelfwise.worker")
 GAUGE_REFRESH_SECONDS = 15.0
@@ -73,18 +73,21 @@ async def run_worker(
         alerts=Alerts(settings.jobs_alert_webhook_url, timeout=settings.jobs_alert_timeout_seconds),
     )
     job_app = build_job_app(settings, database_url, clock=clock, rng=rng)
+    fanout_wake = FanoutWake()
     relay = Relay(
         libpq_url(database_url),
         RelayConfig(
             batch_size=settings.relay_batch_size, poll_interval=settings.relay_poll_seconds
         ),
         name=name,
-        after_publish=redis_publisher(settings.redis_url) if settings.redis_url else None,
+        after_publish=fanout_wake.after_publish(
+            redis_publisher(settings.redis_url) if settings.redis_url else None
+        ),
     )
     log.info("worker_starting", worker=name, tasks=sorted(job_app.tasks))
     try:
         async with job_app.open_async():
-            await _supervise(job_app, relay, runtime, stop, name)
+            await _supervise(job_app, relay, runtime, stop, name, fanout_wake)
     finally:
         await db.dispose()
         log.info("worker_stopped", worker=name)
@@ -108,7 +111,12 @@ def worker_options(runtime: JobRuntime, name: str) -> WorkerOptions:
 
 
 async def _supervise(
-    job_app: App, relay: Relay, runtime: JobRuntime, stop: asyncio.Event, name: str
+    job_app: App,
+    relay: Relay,
+    runtime: JobRuntime,
+    stop: asyncio.Event,
+    name: str,
+    fanout_wake: FanoutWake,
 ) -> None:
     async with asyncio.TaskGroup() as group:
         jobs = group.create_task(
@@ -119,7 +127,9 @@ async def _supervise(
         jobs.add_done_callback(lambda _: stop.set())
         group.create_task(relay.run(stop), name="outbox-relay")
         group.create_task(_refresh_gauges(runtime.db, stop), name="queue-gauges")
-        group.create_task(run_fanout(runtime.db, runtime.settings, stop), name="webhook-fanout")
+        group.create_task(
+            run_fanout(runtime.db, runtime.settings, stop, fanout_wake), name="webhook-fanout"
+        )
         await stop.wait()
         log.info("worker_stopping", worker=name)
         # Procrastinate turns cancellation into a graceful stop: no new fetches, running

@@ -47,6 +47,9 @@ class WebhookSubscription(Base):
     description: Mapped[str] = mapped_column(String(200), server_default="")
     # Kept in clear: we sign with it, so it cannot be hashed (see docs/webhooks.md).
     secret: Mapped[str] = mapped_column(String(128))
+    # After a rotation the old secret still signs (second `v1`) until it expires.
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_expires_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), server_default=SubscriptionStatus.ACTIVE.value)
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))

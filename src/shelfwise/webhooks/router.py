@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Body, Path, Request, Response, status
 
-from shelfwise.http.deps import CursorsDep, SessionDep, SettingsDep
+from shelfwise.http.deps import ClockDep, CursorsDep, SessionDep, SettingsDep
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
 from shelfwise.identity.dependencies import Admin
 from shelfwise.webhooks import service
 from shelfwise.webhooks.schemas import (
     DeliveryOut,
+    RotateSecretIn,
     WebhookCreated,
     WebhookIn,
     WebhookList,
@@ -83,6 +85,23 @@ async def update_webhook(
 async def delete_webhook(webhook_id: uuid.UUID, admin: Admin, session: SessionDep) -> Response:
     await service.delete_subscription(session, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{webhook_id}/rotate-secret", responses={404: {}, 422: {}})
+async def rotate_secret(
+    webhook_id: uuid.UUID,
+    admin: Admin,
+    session: SessionDep,
+    clock: ClockDep,
+    response: Response,
+    body: Annotated[RotateSecretIn | None, Body()] = None,
+) -> WebhookCreated:
+    """A new secret, in this answer only. The old one keeps signing (a second `v1`) for
+    `grace_seconds` (default 24 h), so receivers can switch without losing deliveries."""
+    grace = timedelta(seconds=(body or RotateSecretIn()).grace_seconds)
+    sub = await service.rotate_secret(session, webhook_id, grace=grace, now=clock.now())
+    response.headers["Cache-Control"] = PRIVATE
+    return WebhookCreated.model_validate(sub)
 
 
 @router.get("/{webhook_id}/deliveries", responses={404: {}})

@@ -43,10 +43,29 @@ class WebhookOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     disabled_at: datetime | None
+    previous_secret_expires_at: datetime | None = Field(
+        description="While set and in the future, deliveries carry a second `v1` signed "
+        "with the secret that was replaced by the last rotation."
+    )
 
 
 class WebhookCreated(WebhookOut):
     secret: str = Field(description="Shown once: store it now to verify signatures.")
+
+
+GRACE_DEFAULT_SECONDS = 24 * 3600
+GRACE_MAX_SECONDS = 7 * 24 * 3600
+
+
+class RotateSecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=GRACE_DEFAULT_SECONDS,
+        ge=0,
+        le=GRACE_MAX_SECONDS,
+        description="How long the old secret keeps signing deliveries (0: stop at once).",
+    )
 
 
 class WebhookList(BaseModel):

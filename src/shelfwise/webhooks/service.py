@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import func, select, update
@@ -127,6 +127,37 @@ async def delete_subscription(session: AsyncSession, webhook_id: uuid.UUID) -> N
     async with session.begin():
         sub = await _get(session, webhook_id, lock=True)
         await session.delete(sub)  # deliveries cascade; queued jobs find nothing and stop
+
+
+async def rotate_secret(
+    session: AsyncSession, webhook_id: uuid.UUID, *, grace: timedelta, now: datetime
+) -> WebhookSubscription:
+    """Give the subscription a new secret; the current one keeps signing (as a second
+    `v1`) until `now + grace`. A rotation during a window ends the older window: only
+    one previous secret is kept."""
+    async with session.begin():
+        sub = await _get(session, webhook_id, lock=True)
+        keep_old = grace > timedelta(0)
+        sub.previous_secret = sub.secret if keep_old else None
+        sub.previous_secret_expires_at = now + grace if keep_old else None
+        sub.secret = new_secret()
+        sub.updated_at = func.clock_timestamp()
+        await session.flush()
+        await session.refresh(sub)
+    log.info(
+        "webhook_secret_rotated",
+        webhook_id=str(webhook_id),
+        grace_seconds=int(grace.total_seconds()),
+    )
+    return sub
+
+
+def signing_secrets(sub: WebhookSubscription, now: datetime) -> tuple[str, ...]:
+    """The secrets a delivery is signed with at `now`: the current one first."""
+    expires = sub.previous_secret_expires_at
+    if sub.previous_secret and expires is not None and now < expires:
+        return (sub.secret, sub.previous_secret)
+    return (sub.secret,)
 
 
 async def list_deliveries(
@@ -259,7 +290,7 @@ class Pending:
     status: str
 
 
-async def load_pending(session: AsyncSession, delivery_id: int) -> Pending | None:
+async def load_pending(session: AsyncSession, delivery_id: int, *, now: datetime) -> Pending | None:
     async with session.begin():
         row = (
             await session.execute(
@@ -277,7 +308,7 @@ async def load_pending(session: AsyncSession, delivery_id: int) -> Pending | Non
         delivery.event_type,
         delivery.body,
         sub.url,
-        (sub.secret,),
+        signing_secrets(sub, now),
         sub.status,
         delivery.status,
     )

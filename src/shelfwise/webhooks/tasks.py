@@ -4,7 +4,7 @@ loop the worker runs next to the relay."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 from procrastinate import JobContext
@@ -35,7 +35,7 @@ class DeliveryFailed(Exception):
 async def deliver_webhook(context: JobContext, delivery_id: int) -> str:
     rt = runtime_of(context)
     async with rt.db.sessions() as session:
-        pending = await service.load_pending(session, delivery_id)
+        pending = await service.load_pending(session, delivery_id, now=rt.clock.now())
     if pending is None:
         return "gone"  # the subscription was deleted
     if pending.status not in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
@@ -78,9 +78,47 @@ async def deliver_webhook(context: JobContext, delivery_id: int) -> str:
     return status
 
 
-async def run_fanout(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+AfterPublish = Callable[[int], Awaitable[None]]
+
+
+class FanoutWake:
+    """ "Events were published": set by the relay's after-publish hook when the relay runs
+    in the same process (`shelfwise worker` runs both), so the fan-out starts at once
+    instead of at its next poll. A lost wake-up only costs one poll interval."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def after_publish(self, then: AfterPublish | None = None) -> AfterPublish:
+        """The relay hook: wake the fan-out first (it cannot fail), then `then`."""
+
+        async def published(position: int) -> None:
+            self._event.set()
+            if then is not None:
+                await then(position)
+
+        return published
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, stop: asyncio.Event, poll_seconds: float) -> None:
+        """Until a wake-up, `stop`, or `poll_seconds` (the poll, a safety net)."""
+        waiters = [asyncio.create_task(self._event.wait()), asyncio.create_task(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+async def run_fanout(
+    db: Database, settings: Settings, stop: asyncio.Event, wake: FanoutWake | None = None
+) -> None:
     """Fan the published stream out to deliveries until `stop` (in `shelfwise worker`)."""
+    wake = wake or FanoutWake()
     while not stop.is_set():
+        wake.clear()  # a publish from here on wakes the next wait
         try:
             async with db.sessions() as session:
                 read = await service.fan_out(session, batch_size=settings.webhook_fanout_batch_size)
@@ -88,5 +126,4 @@ async def run_fanout(db: Database, settings: Settings, stop: asyncio.Event) -> N
             log.warning("webhook_fanout_failed", error=type(exc).__name__)
             read = 0
         if read < settings.webhook_fanout_batch_size:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.webhook_fanout_poll_seconds)
+            await wake.wait(stop, settings.webhook_fanout_poll_seconds)
