@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, relationship
 
 from shelfwise.config import Settings
+from shelfwise.events.doorbell import DOORBELL, Doorbell
 
 # Explicit constraint names: migrations can refer to them, and errors can be mapped by name.
 NAMING_CONVENTION = {
@@ -68,8 +70,10 @@ def libpq_url(url: str) -> str:
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    doorbell: Doorbell  # wakes the outbox relay after commits that wrote events
 
     async def dispose(self) -> None:
+        await self.doorbell.close()
         await self.engine.dispose()
 
 
@@ -87,8 +91,11 @@ def open_database(settings: Settings, url: str) -> Database:
             "application_name": "shelfwise",
         },
     )
-    sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-    return Database(engine=engine, sessions=sessions)
+    doorbell = Doorbell(libpq_url(url))
+    sessions = async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, info={DOORBELL: doorbell}
+    )
+    return Database(engine=engine, sessions=sessions, doorbell=doorbell)
 
 
 @asynccontextmanager
@@ -96,3 +103,16 @@ async def session_scope(db: Database) -> AsyncIterator[AsyncSession]:
     """A session for one unit of work; the service inside decides when to begin/commit."""
     async with db.sessions() as session:
         yield session
+
+
+async def driver_connection(session: AsyncSession) -> AsyncConnection[Any]:
+    """The psycopg connection under the session's open transaction.
+
+    For the few hot statements written as fixed SQL (docs/decisions/0013): they run in
+    the same transaction as the session's own work, without SQLAlchemy's per-statement
+    compile and result machinery. The session must not be used concurrently meanwhile.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver

@@ -1,9 +1,9 @@
 """Writing events into the outbox (inside the caller's transaction) and reading the stream.
 
 `emit` never commits: it adds rows to the transaction the use case already owns, so the
-event exists if and only if the change it describes was committed. The same statement
-calls `pg_notify`, which PostgreSQL delivers only at commit (and drops on rollback), so
-the relay wakes exactly when there is something new to publish.
+event exists if and only if the change it describes was committed. It also marks the
+session, so that after the commit (never after a rollback) the process's doorbell wakes
+the relay (`events/doorbell.py`: a NOTIFY outside the transaction, for throughput).
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Text, cast, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
 
-# Committed outbox rows are waiting to be stamped (payload: how many were inserted).
-OUTBOX_CHANNEL = "shelfwise_outbox"
 # The relay stamped positions (payload: the highest position now published).
 STREAM_CHANNEL = "shelfwise_stream"
 
@@ -47,15 +46,6 @@ class PublishedEvent:
     published_at: datetime | None
 
 
-def notifying(stmt: Insert) -> Select[tuple[int, Any]]:
-    """Wrap an outbox INSERT so the same round trip also queues the NOTIFY.
-
-    The statement's first column is the number of events inserted."""
-    inserted = stmt.returning(OutboxEvent.id).cte("inserted")
-    count = func.count()
-    return select(count, func.pg_notify(OUTBOX_CHANNEL, cast(count, Text))).select_from(inserted)
-
-
 async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
     """Insert `events` (in this order) in the session's open transaction."""
     if not events:
@@ -70,7 +60,8 @@ async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
         }
         for e in events
     ]
-    await session.execute(notifying(insert(OutboxEvent).values(rows)))
+    await session.execute(insert(OutboxEvent).values(rows))
+    outbox_written(session)
 
 
 async def emit(

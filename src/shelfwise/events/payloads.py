@@ -16,8 +16,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.catalog.models import Product
+from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import Event, notifying
+from shelfwise.events.outbox import Event
 from shelfwise.inventory.models import StockLevel
 from shelfwise.orders.models import Order
 
@@ -70,7 +71,8 @@ async def stock_changed(
         .order_by(StockLevel.id)
     )
     columns = ["type", "aggregate_type", "aggregate_id", "payload", "version"]
-    await session.execute(notifying(insert(OutboxEvent).from_select(columns, rows)))
+    await session.execute(insert(OutboxEvent).from_select(columns, rows))
+    outbox_written(session)
 
 
 def order_payload(

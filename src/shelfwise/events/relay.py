@@ -18,9 +18,9 @@ resumed "after id 11" would never see 10. Positions are therefore stamped *after
 - A relay killed mid-batch rolls back; nothing was published, the next relay stamps the
   same rows. Each event gets exactly one position.
 
-The relay wakes on NOTIFY `shelfwise_outbox` (sent by `emit` at commit) and polls every
-`poll_interval` seconds as a safety net. After a commit it notifies `shelfwise_stream`
-with the highest position, for live consumers.
+The relay wakes on NOTIFY `shelfwise_outbox` (rung after commits by `events/doorbell.py`)
+and polls every `poll_interval` seconds as a safety net. After a commit it notifies
+`shelfwise_stream` with the highest position, for live consumers.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import psycopg
 import structlog
 
-from shelfwise.events.outbox import OUTBOX_CHANNEL, STREAM_CHANNEL
+from shelfwise.events.doorbell import OUTBOX_CHANNEL
+from shelfwise.events.outbox import STREAM_CHANNEL
 from shelfwise.observability.metrics import (
     OUTBOX_LAG,
     OUTBOX_PUBLISHED,

@@ -6,8 +6,8 @@ from sqlalchemy import Integer, String, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import notifying
 from shelfwise.events.payloads import EventType
 from shelfwise.inventory.models import StockLevel
 
@@ -41,6 +41,8 @@ async def report_low_stock(session: AsyncSession, *, threshold: int) -> int:
     )
     columns = ["type", "aggregate_type", "aggregate_id", "payload", "version"]
     async with session.begin():
-        result = await session.execute(notifying(insert(OutboxEvent).from_select(columns, rows)))
-        emitted = result.scalar_one()
-    return int(emitted)
+        result = await session.execute(insert(OutboxEvent).from_select(columns, rows))
+        emitted = int(result.rowcount)  # type: ignore[attr-defined]
+        if emitted:
+            outbox_written(session)
+    return emitted
