@@ -1,4 +1,4 @@
-"""A small psycopg pool for the hottest single-statement reads.
+"""A small psycopg pool for the hottest statements: single-row reads, and placing orders.
 
 SQLAlchemy earns its keep in use cases (unit of work, composable queries, transactions).
 On a single-row read on the hot path it costs more than the query: measured on this
@@ -7,14 +7,41 @@ through psycopg itself (docs/decisions/0012-hot-reads-on-the-driver.md). So a ha
 fixed SQL strings run here, on an autocommit pool of the same driver: no second driver,
 no BEGIN/COMMIT round trips, plain dict rows. Statements are prepared by psycopg after
 a few executions. Everything else keeps using SQLAlchemy.
+
+`transaction()` lends a connection inside an explicit transaction, for the one write
+that is measured to need it: placing an order (docs/decisions/0013).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+async def fetch_row(
+    conn: AsyncConnection[Any], sql: LiteralString, params: Params
+) -> tuple[Any, ...] | None:
+    """Run `sql` on any psycopg connection (a pool's, or one under a SQLAlchemy session)
+    and return its first row as a tuple, whatever the connection's row factory."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(sql, params)
+    return await cursor.fetchone()
+
+
+async def fetch_rows(
+    conn: AsyncConnection[Any], sql: LiteralString, params: Params
+) -> list[tuple[Any, ...]]:
+    """Like `fetch_row`, every row."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(sql, params)
+    return await cursor.fetchall()
 
 
 class ReadPool:
@@ -38,6 +65,12 @@ class ReadPool:
 
     async def close(self) -> None:
         await self._pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection inside BEGIN ... COMMIT (ROLLBACK if the block raises)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            yield conn
 
     async def fetch_one(self, sql: LiteralString, params: tuple[Any, ...]) -> dict[str, Any] | None:
         async with self._pool.connection() as conn:

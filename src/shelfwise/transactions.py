@@ -13,13 +13,16 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg
 import structlog
+from psycopg import AsyncConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.observability.metrics import TX_RETRIES
+from shelfwise.readpool import ReadPool
 
 T = TypeVar("T")
 log = structlog.get_logger("shelfwise.transactions")
@@ -34,8 +37,8 @@ class Isolation(StrEnum):
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    state = getattr(orig, "sqlstate", None)
+    """The SQLSTATE of a psycopg error, bare or wrapped by SQLAlchemy."""
+    state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
     return state if isinstance(state, str) else None
 
 
@@ -55,13 +58,37 @@ async def in_transaction(
     attempts: int = 5,
 ) -> T:
     """Run `work` in a transaction on `session`, retrying 40001/40P01 up to `attempts`."""
+
+    async def once() -> T:
+        async with session.begin():
+            if isolation is not Isolation.READ_COMMITTED:
+                await session.connection(execution_options={"isolation_level": isolation.value})
+            return await work()
+
+    return await _retrying(once, use_case=use_case, attempts=attempts)
+
+
+async def in_driver_transaction(
+    pool: ReadPool,
+    work: Callable[[AsyncConnection[Any]], Awaitable[T]],
+    *,
+    use_case: str,
+    attempts: int = 5,
+) -> T:
+    """The same, at READ COMMITTED, on a psycopg connection of the driver pool."""
+
+    async def once() -> T:
+        async with pool.transaction() as conn:
+            return await work(conn)
+
+    return await _retrying(once, use_case=use_case, attempts=attempts)
+
+
+async def _retrying(once: Callable[[], Awaitable[T]], *, use_case: str, attempts: int) -> T:
     for attempt in range(1, attempts + 1):
         try:
-            async with session.begin():
-                if isolation is not Isolation.READ_COMMITTED:
-                    await session.connection(execution_options={"isolation_level": isolation.value})
-                return await work()
-        except DBAPIError as exc:
+            return await once()
+        except (DBAPIError, psycopg.Error) as exc:
             state = sqlstate(exc)
             if state not in RETRYABLE_SQLSTATES or attempt == attempts:
                 raise

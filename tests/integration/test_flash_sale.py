@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from shelfwise.app import create_app
 from shelfwise.clock import FixedClock
@@ -274,8 +274,10 @@ async def test_exhausted_pool_sheds_with_503_and_the_retry_succeeds(
             body = {"lines": [{"product_id": product["id"], "quantity": 1}]}
             headers = {**buyer["headers"], "Idempotency-Key": "busy-then-retried"}
 
-            async with ctx.db.engine.connect() as held:  # the pool's only connection
-                await held.execute(text("SELECT 1"))
+            # The driver pool's only connection (orders are placed on it, and principals
+            # are looked up on it): busy for longer than the checkout timeout.
+            async with ctx.reads.transaction() as held:
+                await held.execute("SELECT 1")
                 shed = await c.post("/v1/orders", json=body, headers=headers)
             assert shed.status_code == 503, shed.text
             assert shed.headers["Retry-After"] == "1"

@@ -68,6 +68,7 @@ def assert_in_progress(response: httpx.Response) -> None:
     assert response.status_code == 409, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "idempotency_key_in_progress"
+    assert response.headers["Retry-After"] == "1"  # told when to come back
 
 
 async def test_twenty_copies_of_one_request_create_one_order(

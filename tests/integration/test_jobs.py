@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -146,7 +145,6 @@ async def test_every_maintenance_job_succeeds(
             "recover_stalled_jobs",
         )
     }
-    job_ids["expire_order"] = await defer(ctx, "expire_order", order_id="none")
     await drain(job_app, runtime)
     for name, job_id in job_ids.items():
         assert (await job_row(ctx, job_id))["status"] == "succeeded", name
@@ -304,7 +302,7 @@ async def test_a_rolled_back_transaction_leaves_no_job(ctx: AppContext) -> None:
 
     async def defer_then_fail() -> None:
         async with ctx.db.sessions() as session, session.begin():
-            await defer_in_transaction(session, "expire_order", {"order_id": "x"})
+            await defer_in_transaction(session, "report_low_stock", {"timestamp": 1})
             raise Abandon
 
     with pytest.raises(Abandon):
@@ -364,37 +362,3 @@ async def test_two_workers_run_each_period_of_a_periodic_task_once(
     assert all(count == 1 for _, count in per_period), per_period
     # Both workers' deferrers tried every tick; procrastinate_periodic_defers' unique
     # (task, periodic id, timestamp) let exactly one job in per period.
-
-
-async def test_placing_an_order_schedules_its_expiry_in_the_same_transaction(
-    ctx: AppContext, client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any]
-) -> None:
-    product = await create_product(client, staff["headers"])
-    location = await create_location(client, staff["headers"])
-    assert (
-        await receive_stock(client, staff["headers"], product["id"], location["id"], 1)
-    ).status_code == 201
-
-    async def order(quantity: int) -> httpx.Response:
-        return await client.post(
-            "/v1/orders",
-            json={"lines": [{"product_id": product["id"], "quantity": quantity}]},
-            headers={**customer["headers"], "Idempotency-Key": uuid.uuid4().hex},
-        )
-
-    placed = await order(1)
-    assert placed.status_code == 201
-    refused = await order(1)  # nothing left: rolled back, so no job either
-    assert refused.status_code == 409
-    async with ctx.db.engine.connect() as conn:
-        jobs = (
-            await conn.execute(
-                text(
-                    "SELECT args->>'order_id', scheduled_at FROM procrastinate_jobs "
-                    "WHERE task_name = 'expire_order'"
-                )
-            )
-        ).all()
-    assert [(order_id, at.isoformat()) for order_id, at in jobs] == [
-        (placed.json()["id"], placed.json()["expires_at"].replace("Z", "+00:00"))
-    ]

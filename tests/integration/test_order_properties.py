@@ -44,7 +44,7 @@ from sqlalchemy import select
 from shelfwise.catalog import service as catalog
 from shelfwise.clock import FixedClock
 from shelfwise.config import Environment, Settings
-from shelfwise.db import Database, open_database
+from shelfwise.db import Database, libpq_url, open_database
 from shelfwise.errors import InsufficientStock
 from shelfwise.identity.models import Role, User
 from shelfwise.identity.principal import Principal, PrincipalKind
@@ -56,6 +56,7 @@ from shelfwise.orders import service as orders
 from shelfwise.orders.errors import InvalidTransition, ReservationExpired
 from shelfwise.orders.expiry import expire_reservations
 from shelfwise.orders.models import Order, OrderStatus
+from shelfwise.readpool import ReadPool
 from shelfwise.reconciliation import reconcile_all
 
 T = TypeVar("T")
@@ -100,6 +101,7 @@ class World:
 
     runner: asyncio.Runner
     db: Database
+    driver: ReadPool
     staff: Principal
     clock: FixedClock
     outcomes: set[str] = field(default_factory=set)
@@ -248,9 +250,10 @@ class OrderMachine(RuleBasedStateMachine):
             location_id=None if pinned is None else self.locations[pinned],
         )
         try:
-            outcome = self.session_call(
-                lambda s: orders.place_order(
-                    s,
+            outcome = self.w.run(
+                lambda: orders.place_order(
+                    self.w.driver,
+                    self.w.db.doorbell,
                     command,
                     placer=self.w.staff,
                     now=self.w.clock.now(),
@@ -506,6 +509,8 @@ def world(database_url: str) -> Iterator[World]:
     )
     runner = asyncio.Runner()
     db = open_database(config, database_url)
+    driver = ReadPool(libpq_url(database_url), max_size=2)
+    runner.run(driver.open())
 
     async def make_staff() -> Principal:
         async with db.sessions() as session, session.begin():
@@ -526,8 +531,9 @@ def world(database_url: str) -> Iterator[World]:
 
     try:
         staff = runner.run(make_staff())
-        yield World(runner=runner, db=db, staff=staff, clock=FixedClock(START))
+        yield World(runner=runner, db=db, driver=driver, staff=staff, clock=FixedClock(START))
     finally:
+        runner.run(driver.close())
         runner.run(db.dispose())
         runner.close()
 

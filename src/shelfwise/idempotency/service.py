@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, func, select
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.db import driver_connection
 from shelfwise.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from shelfwise.idempotency.models import IdempotencyRecord
+from shelfwise.readpool import fetch_row
 
 T = TypeVar("T")
 
@@ -50,36 +54,57 @@ class IdempotentRequest(Generic[T]):
     render: Callable[[T], StoredResponse]
 
 
+# Fixed SQL on the driver (docs/decisions/0013): these run on every idempotent write.
+TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
+FIND = (
+    "SELECT fingerprint, response_status, response_body FROM idempotency_keys"
+    " WHERE principal = %s AND key = %s"
+)
+RECORD = (
+    "INSERT INTO idempotency_keys (principal, key, fingerprint, response_status, response_body)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
+
+
 async def run_idempotent(
     session: AsyncSession,
     request: IdempotentRequest[T] | None,
     effect: Callable[[], Awaitable[T]],
 ) -> Outcome[T]:
-    """Run `effect` at most once per key. Must be called inside an open transaction."""
+    """`run_idempotent_on` in the session's open transaction."""
     if request is None:
         return Outcome(result=await effect(), replay=None)
-    lock_key = func.hashtextextended(request.principal + "\x1f" + request.key, 0)
-    if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock_key))):
-        raise IdempotencyKeyInProgress("Retry once the first request has finished")
-    existing = await session.get(IdempotencyRecord, (request.principal, request.key))
-    if existing is not None:
-        if existing.fingerprint != request.fingerprint:
-            raise IdempotencyKeyReused("This key was used with a different request")
-        return Outcome(
-            result=None, replay=StoredResponse(existing.response_status, existing.response_body)
+    return await run_idempotent_on(await driver_connection(session), request, effect)
+
+
+async def run_idempotent_on(
+    conn: AsyncConnection[Any],
+    request: IdempotentRequest[T] | None,
+    effect: Callable[[], Awaitable[T]],
+) -> Outcome[T]:
+    """Run `effect` at most once per key. `conn` must be inside an open transaction."""
+    if request is None:
+        return Outcome(result=await effect(), replay=None)
+    # Two statements, not one: the lookup's snapshot must be taken after the lock is
+    # held, or a first request committing in between would go unseen.
+    locked = await fetch_row(conn, TRY_LOCK, (request.principal + "\x1f" + request.key,))
+    if not (locked and locked[0]):
+        # Requests under one key are short: a second is a fair first retry interval.
+        raise IdempotencyKeyInProgress(
+            "Retry once the first request has finished", headers={"Retry-After": "1"}
         )
+    existing = await fetch_row(conn, FIND, (request.principal, request.key))
+    if existing is not None:
+        fingerprint, status, body = existing
+        if fingerprint != request.fingerprint:
+            raise IdempotencyKeyReused("This key was used with a different request")
+        return Outcome(result=None, replay=StoredResponse(status, body))
     result = await effect()
     stored = request.render(result)
-    session.add(
-        IdempotencyRecord(
-            principal=request.principal,
-            key=request.key,
-            fingerprint=request.fingerprint,
-            response_status=stored.status,
-            response_body=stored.body,
-        )
+    await conn.execute(
+        RECORD,
+        (request.principal, request.key, request.fingerprint, stored.status, Jsonb(stored.body)),
     )
-    await session.flush()
     return Outcome(result=result, replay=None, stored=stored)
 
 

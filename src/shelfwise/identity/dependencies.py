@@ -24,7 +24,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from shelfwise.context import AppContext
 from shelfwise.errors import PermissionDenied, Unauthenticated
-from shelfwise.http.deps import ContextDep, SessionDep
+from shelfwise.http.deps import ContextDep
 from shelfwise.http.ratelimit import Policy, client_ip, refuse, remember
 from shelfwise.identity import service
 from shelfwise.identity.csrf import check_csrf
@@ -58,32 +58,29 @@ async def _failure(request: Request, ctx: AppContext, reason: str, detail: str) 
 async def _user_principal(
     request: Request,
     ctx: AppContext,
-    session: SessionDep,
     user_id: uuid.UUID,
     *,
     session_id: uuid.UUID | None = None,
 ) -> Principal:
-    user = await service.get_active_user(session, user_id)
-    if user is None:
+    role = await service.active_role(ctx.reads, user_id)
+    if role is None:
         raise await _failure(
             request, ctx, "inactive_user", "Account is disabled or no longer exists"
         )
-    role = Role(user.role)
     return Principal(
         kind=PrincipalKind.USER,
-        id=user.id,
+        id=user_id,
         scopes=ROLE_SCOPES[role],
         role=role,
         session_id=session_id,
     )
 
 
-async def _from_bearer(
-    request: Request, ctx: AppContext, session: SessionDep, presented: str
-) -> Principal:
+async def _from_bearer(request: Request, ctx: AppContext, presented: str) -> Principal:
     now = ctx.clock.now()
     if service.looks_like_api_key(presented):
-        key = await service.resolve_api_key(session, presented, now=now)
+        async with ctx.db.sessions() as session:
+            key = await service.resolve_api_key(session, presented, now=now)
         if key is None:
             raise await _failure(request, ctx, "invalid_api_key", "API key is invalid or revoked")
         return Principal(
@@ -95,12 +92,10 @@ async def _from_bearer(
         claims = ctx.tokens.verify(presented, now=now)
     except Unauthenticated as exc:
         raise await _failure(request, ctx, "invalid_token", exc.detail) from exc
-    return await _user_principal(request, ctx, session, claims.user_id)
+    return await _user_principal(request, ctx, claims.user_id)
 
 
-async def _from_session_cookie(
-    request: Request, ctx: AppContext, session: SessionDep, token: str
-) -> Principal:
+async def _from_session_cookie(request: Request, ctx: AppContext, token: str) -> Principal:
     record = await ctx.session_store.resolve(token, now=ctx.clock.now())
     if record is None:
         raise await _failure(request, ctx, "invalid_session", "Session expired or signed out")
@@ -110,20 +105,21 @@ async def _from_session_cookie(
         session_id=record.id,
         trusted_origins=ctx.settings.cors_origins,
     )
-    return await _user_principal(request, ctx, session, record.user_id, session_id=record.id)
+    return await _user_principal(request, ctx, record.user_id, session_id=record.id)
 
 
 async def get_principal(
     request: Request,
     credentials: BearerDep,
     cookie: SessionCookieDep,
-    session: SessionDep,
     ctx: ContextDep,
 ) -> Principal:
+    # No session dependency: a JWT or a browser session is checked without the ORM (one
+    # read-pool statement), so most requests never build a Session they do not use.
     if credentials is not None:
-        principal = await _from_bearer(request, ctx, session, credentials.credentials)
+        principal = await _from_bearer(request, ctx, credentials.credentials)
     elif cookie:
-        principal = await _from_session_cookie(request, ctx, session, cookie)
+        principal = await _from_session_cookie(request, ctx, cookie)
     else:
         raise await _failure(
             request, ctx, "missing", "Send Authorization: Bearer <token or API key>, or sign in"

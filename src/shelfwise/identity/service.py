@@ -24,6 +24,7 @@ from shelfwise.identity.passwords import (
 )
 from shelfwise.identity.scopes import Scope
 from shelfwise.observability.metrics import AUTH_FAILURES
+from shelfwise.readpool import ReadPool
 
 log = structlog.get_logger("shelfwise.identity")
 
@@ -119,6 +120,16 @@ async def authenticate(
 async def get_active_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     async with session.begin():
         return await session.scalar(select(User).where(User.id == user_id, User.is_active))
+
+
+ACTIVE_ROLE_SQL = "SELECT role FROM users WHERE id = %s AND is_active"
+
+
+async def active_role(reads: ReadPool, user_id: uuid.UUID) -> Role | None:
+    """The role of an active user, None if disabled or gone. Runs on every authenticated
+    request (so disabling takes effect at once): one prepared statement on the read pool."""
+    row = await reads.fetch_one(ACTIVE_ROLE_SQL, (user_id,))
+    return Role(row["role"]) if row else None
 
 
 def _hash_secret(secret: str) -> str:

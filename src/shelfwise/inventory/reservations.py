@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.inventory.models import MovementKind, StockLevel, StockMovement
@@ -36,38 +36,6 @@ class LevelChange:
     location_id: uuid.UUID
     on_hand_delta: int
     reserved_delta: int
-
-
-async def availability(
-    session: AsyncSession, product_ids: Sequence[uuid.UUID], location_id: uuid.UUID | None = None
-) -> list[LevelAvailability]:
-    stmt = select(
-        StockLevel.id,
-        StockLevel.product_id,
-        StockLevel.location_id,
-        StockLevel.on_hand - StockLevel.reserved,
-    ).where(StockLevel.product_id.in_(product_ids))
-    if location_id is not None:
-        stmt = stmt.where(StockLevel.location_id == location_id)
-    rows = (await session.execute(stmt.order_by(StockLevel.id))).all()
-    return [LevelAvailability(*row) for row in rows]
-
-
-async def try_reserve(session: AsyncSession, stock_level_id: int, quantity: int) -> bool:
-    """Reserve `quantity` if that many are unreserved; False (and no change) otherwise."""
-    reserved = await session.scalar(
-        update(StockLevel)
-        .where(
-            StockLevel.id == stock_level_id, StockLevel.on_hand - StockLevel.reserved >= quantity
-        )
-        .values(
-            reserved=StockLevel.reserved + quantity,
-            version=StockLevel.version + 1,
-            updated_at=func.now(),
-        )
-        .returning(StockLevel.id)
-    )
-    return reserved is not None
 
 
 async def apply_changes(session: AsyncSession, changes: Iterable[LevelChange]) -> None:

@@ -37,23 +37,16 @@ QUICK = Backoff(attempts=5, base_seconds=2, cap_seconds=60)
 PATIENT = Backoff(attempts=4, base_seconds=30, cap_seconds=1800)
 
 
-async def _expire_due(context: JobContext) -> int:
+@task("expire_reservations", queue=ORDERS, backoff=QUICK, cron="* * * * *", singleton=True)
+async def expire_reservations_periodic(context: JobContext, timestamp: int) -> int:
+    """Every minute, release every reservation past its `expires_at`, exactly once.
+
+    One batched sweep rather than one job per order: a job per order cost a queue row
+    and a worker wake-up on the hottest write path (docs/decisions/0013). A reservation
+    is released up to a minute late; confirming it is refused from `expires_at` on."""
     rt = runtime_of(context)
     async with rt.db.sessions() as session:
         return await expire_reservations(session, now=rt.clock.now())
-
-
-@task("expire_reservations", queue=ORDERS, backoff=QUICK, cron="* * * * *", singleton=True)
-async def expire_reservations_periodic(context: JobContext, timestamp: int) -> int:
-    """The safety net: every minute, whatever the scheduled jobs missed."""
-    return await _expire_due(context)
-
-
-@task("expire_order", queue=ORDERS, backoff=QUICK)
-async def expire_order(context: JobContext, order_id: str) -> int:
-    """Deferred with the order, scheduled at its `expires_at`: expiry on time, not up to a
-    minute late. Runs the same exactly-once sweep, so a confirmed order is left alone."""
-    return await _expire_due(context)
 
 
 @task("prune_idempotency_keys", queue=MAINTENANCE, backoff=QUICK, cron="7 * * * *", singleton=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from shelfwise.http.deps import ClockDep, PagingDep, SessionDep, SettingsDep
+from shelfwise.http.deps import ClockDep, ContextDep, PagingDep, SessionDep
 from shelfwise.http.idempotency import (
     IdempotencyKeyHeader,
     idempotent_request,
@@ -23,6 +23,7 @@ from shelfwise.identity.principal import Principal
 from shelfwise.identity.scopes import Scope
 from shelfwise.orders import service
 from shelfwise.orders.models import Order, OrderStatus
+from shelfwise.orders.placement import PlacedOrder
 from shelfwise.orders.schemas import OrderIn, OrderOut
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
@@ -33,19 +34,20 @@ OrderWriter = Annotated[Principal, Depends(require_scope(Scope.ORDERS_WRITE))]
 OrderManager = Annotated[Principal, Depends(require_scope(Scope.ORDERS_MANAGE))]
 
 
-def _out(order: Order) -> OrderOut:
+def _out(order: Order | PlacedOrder) -> OrderOut:
     return OrderOut.model_validate(order)
 
 
-def _render(order: Order) -> StoredResponse:
-    return render_model(status.HTTP_201_CREATED)(_out(order))
+_render_created = render_model(status.HTTP_201_CREATED)
+
+
+def _render(order: PlacedOrder) -> StoredResponse:
+    return _render_created(_out(order))
 
 
 def _location(request: Request, order_id: object) -> dict[str, str]:
-    return {
-        "Location": str(request.url_for("get_order", order_id=str(order_id))),
-        "Cache-Control": PRIVATE,
-    }
+    # Formatted, not `request.url_for`: that walks every route of the app per call.
+    return {"Location": f"{request.base_url}v1/orders/{order_id}", "Cache-Control": PRIVATE}
 
 
 @router.post(
@@ -58,9 +60,7 @@ async def place_order(
     body: OrderIn,
     principal: OrderWriter,
     request: Request,
-    session: SessionDep,
-    clock: ClockDep,
-    settings: SettingsDep,
+    ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     idem = idempotent_request(request, principal, idempotency_key, body, _render, required=True)
@@ -69,11 +69,12 @@ async def place_order(
         location_id=body.location_id,
     )
     outcome = await service.place_order(
-        session,
+        ctx.reads,
+        ctx.db.doorbell,
         command,
         placer=principal,
-        now=clock.now(),
-        reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+        now=ctx.clock.now(),
+        reservation_ttl=timedelta(seconds=ctx.settings.reservation_ttl_seconds),
         idempotency=idem,
     )
     return respond(outcome, _render, headers=lambda stored: _location(request, stored.body["id"]))

@@ -10,39 +10,35 @@ retries a deadlock or serialization failure should one ever happen.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from shelfwise.catalog.models import Product
 from shelfwise.errors import InsufficientStock, InvalidCursor
+from shelfwise.events.doorbell import Doorbell
 from shelfwise.events.outbox import emit_all
 from shelfwise.events.payloads import order_event, stock_changed
-from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent
+from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent_on
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
 from shelfwise.inventory import reservations
-from shelfwise.inventory.models import Location, MovementKind
+from shelfwise.inventory.models import MovementKind
 from shelfwise.inventory.reservations import LevelChange
-from shelfwise.inventory.service import LocationNotFound
-from shelfwise.jobs.defer import defer_in_transaction
 from shelfwise.observability.metrics import ORDER_TRANSITIONS, ORDERS_PLACED
-from shelfwise.orders.allocation import Candidate, best_availability, candidate_locations
-from shelfwise.orders.errors import (
-    InvalidTransition,
-    MixedCurrencies,
-    OrderNotFound,
-    ReservationExpired,
-    UnknownProducts,
-)
+from shelfwise.orders import placement
+from shelfwise.orders.errors import InvalidTransition, OrderNotFound, ReservationExpired
 from shelfwise.orders.models import Order, OrderLine, OrderStatus
+from shelfwise.orders.placement import PlacedOrder
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
-from shelfwise.transactions import in_transaction
+from shelfwise.readpool import ReadPool
+from shelfwise.transactions import in_driver_transaction, in_transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,137 +64,40 @@ def _visible_to(stmt: Select[Order], principal: Principal) -> Select[Order]:
 
 
 async def place_order(
-    session: AsyncSession,
+    driver: ReadPool,
+    doorbell: Doorbell,
     command: PlaceOrder,
     *,
     placer: Principal,
     now: datetime,
     reservation_ttl: timedelta,
-    idempotency: IdempotentRequest[Order] | None,
-) -> Outcome[Order]:
-    async def attempt() -> Outcome[Order]:
-        return await run_idempotent(
-            session,
-            idempotency,
-            lambda: _place(session, command, placer, now + reservation_ttl),
+    idempotency: IdempotentRequest[PlacedOrder] | None,
+) -> Outcome[PlacedOrder]:
+    """Reserve and record the order. The hottest write runs on the driver pool with fixed
+    SQL (`orders.placement`, docs/decisions/0013); the rules are the same as everywhere.
+    Expiry needs no job per order: the minute sweep releases it, and confirming refuses
+    it from `expires_at` on."""
+
+    async def attempt(conn: AsyncConnection[Any]) -> Outcome[PlacedOrder]:
+        effect = partial(
+            placement.place,
+            conn,
+            command.quantities,
+            command.location_id,
+            placer=placer,
+            expires_at=now + reservation_ttl,
         )
+        return await run_idempotent_on(conn, idempotency, effect)
 
     try:
-        outcome = await in_transaction(session, attempt, use_case="place_order")
+        outcome = await in_driver_transaction(driver, attempt, use_case="place_order")
     except InsufficientStock:
         ORDERS_PLACED.labels("insufficient_stock").inc()
         raise
+    if outcome.replay is None:
+        doorbell.ring()  # committed events: wake the relay (events/doorbell.py)
     ORDERS_PLACED.labels("replayed" if outcome.replay else "reserved").inc()
     return outcome
-
-
-async def _prices(
-    session: AsyncSession, product_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, tuple[int, str]]:
-    rows = await session.execute(
-        select(Product.id, Product.price_minor, Product.currency).where(Product.id.in_(product_ids))
-    )
-    prices = {row[0]: (row[1], row[2]) for row in rows}
-    missing = [str(p) for p in product_ids if p not in prices]
-    if missing:
-        raise UnknownProducts(f"Unknown products: {', '.join(missing)}", product_ids=missing)
-    if len({currency for _, currency in prices.values()}) > 1:
-        raise MixedCurrencies("Order products priced in one currency per order")
-    return prices
-
-
-async def _reserve_at(
-    session: AsyncSession, quantities: dict[uuid.UUID, int], candidate: Candidate
-) -> list[LevelChange] | None:
-    """Reserve every line at one location, in lock order; None if any line fell short."""
-    changes: list[LevelChange] = []
-    for level in sorted(candidate.levels.values(), key=lambda lv: lv.stock_level_id):
-        quantity = quantities[level.product_id]
-        if not await reservations.try_reserve(session, level.stock_level_id, quantity):
-            return None
-        changes.append(
-            LevelChange(
-                level.stock_level_id,
-                level.product_id,
-                level.location_id,
-                on_hand_delta=0,
-                reserved_delta=quantity,
-            )
-        )
-    return changes
-
-
-async def _reserve_somewhere(session: AsyncSession, command: PlaceOrder) -> list[LevelChange]:
-    quantities = command.quantities
-    levels = await reservations.availability(session, list(quantities), command.location_id)
-    if command.location_id and not levels and not await session.get(Location, command.location_id):
-        raise LocationNotFound(f"No location with id {command.location_id}")
-    candidates = candidate_locations(quantities, levels)
-    for index, candidate in enumerate(candidates):
-        last = index == len(candidates) - 1
-        if len(quantities) == 1 or last:
-            # A failed single conditional UPDATE changed nothing, and a failure at the
-            # last candidate rolls the whole transaction back: no savepoint needed.
-            if changes := await _reserve_at(session, quantities, candidate):
-                return changes
-            continue
-        savepoint = await session.begin_nested()
-        if changes := await _reserve_at(session, quantities, candidate):
-            await savepoint.commit()
-            return changes
-        await savepoint.rollback()
-    fresh = await reservations.availability(session, list(quantities), command.location_id)
-    raise InsufficientStock(
-        "No single location has enough unreserved stock for every line",
-        lines=best_availability(quantities, fresh),
-    )
-
-
-async def _place(
-    session: AsyncSession, command: PlaceOrder, placer: Principal, expires_at: datetime
-) -> Order:
-    prices = await _prices(session, list(command.quantities))
-    changes = await _reserve_somewhere(session, command)
-    currency = next(iter(prices.values()))[1]
-    order = Order(
-        id=uuid.uuid4(),
-        status=OrderStatus.RESERVED.value,
-        currency=currency,
-        total_minor=sum(prices[p][0] * q for p, q in command.quantities.items()),
-        expires_at=expires_at,
-        placed_by_user_id=placer.user_id,
-        placed_by_api_key_id=placer.id if placer.kind is PrincipalKind.API_KEY else None,
-    )
-    order.lines = [
-        OrderLine(
-            product_id=c.product_id,
-            location_id=c.location_id,
-            stock_level_id=c.stock_level_id,
-            quantity=c.reserved_delta,
-            unit_price_minor=prices[c.product_id][0],
-            currency=currency,
-        )
-        for c in changes
-    ]
-    session.add(order)
-    await session.flush()
-    await reservations.record_movements(
-        session,
-        changes,
-        kind=MovementKind.RESERVE,
-        reason="order reserved",
-        order_id=order.id,
-        actor_id=placer.user_id,
-    )
-    await stock_changed(
-        session, [c.stock_level_id for c in changes], cause="reserve", reference=f"order:{order.id}"
-    )
-    await emit_all(session, [order_event(order)])
-    # Committed with the order or not at all: expiry on time, without waiting for the sweep.
-    await defer_in_transaction(
-        session, "expire_order", {"order_id": str(order.id)}, scheduled_at=expires_at
-    )
-    return order
 
 
 # -- reading -----------------------------------------------------------------------------
