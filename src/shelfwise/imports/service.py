@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,16 @@ class Summary:
         self.updated += result.updated
         self.stock_changed += result.stock_changed
         self.add_bad(result.bad)
+
+    def progress(self, job_id: int, batch: Batch, result: BatchResult) -> dict[str, Any]:
+        """The `import.progress` payload once `batch` (imported as `result`) commits."""
+        return {
+            "job_id": job_id or None,  # None: `shelfwise import`
+            "lines": batch.lines,
+            "imported": self.imported + result.imported,
+            "bad": self.bad + len(batch.bad) + len(result.bad),
+            "done": batch.done,
+        }
 
     def as_message(self) -> str:
         return json.dumps(
@@ -187,23 +198,13 @@ async def run_import(
         while True:
             batch = await asyncio.to_thread(reader.next_batch)
             summary.lines = batch.lines
-
-            def progress_of(result: BatchResult, batch: Batch = batch) -> dict[str, Any]:
-                return {
-                    "job_id": job_id or None,  # None: `shelfwise import`
-                    "lines": summary.lines,
-                    "imported": summary.imported + result.imported,
-                    "bad": summary.bad + len(batch.bad) + len(result.bad),
-                    "done": batch.done,
-                }
-
             async with session_factory() as session:
                 result = await import_batch(
                     session,
                     batch.rows,
                     reference=reference,
                     actor_id=actor_id,
-                    progress_of=progress_of,
+                    progress_of=partial(summary.progress, job_id, batch),
                 )
             result.bad = sorted([*batch.bad, *result.bad], key=lambda b: b.line)
             summary.add(result)
