@@ -243,7 +243,9 @@ async def test_fanout_wakes_when_the_relay_publishes_not_at_its_poll(
                 async def delivered(n: int = expected) -> bool:
                     return len(receiver.requests) >= n
 
-                await wait_until(delivered, timeout=10.0, what=f"delivery {expected}")
+                # The first also waits for the worker to start; the second, only for wake-ups.
+                deadline = 30.0 if expected == 1 else 10.0
+                await wait_until(delivered, timeout=deadline, what=f"delivery {expected}")
         finally:
             stop.set()
             await asyncio.wait_for(worker, 30)
