@@ -15,8 +15,8 @@ database the other benchmarks read), then imports it the way production does:
 
 Peak RSS is the kernel's high-water mark of that process (`VmHWM`, sampled until it
 exits, and `ru_maxrss` for the CLI child), so no short peak can slip between samples.
-Afterwards `shelfwise reconcile` must be clean. Prints one JSON line; also writes it to
-bench/results/<timestamp>-imports.json.
+Afterwards `shelfwise reconcile` must be clean; then the database is dropped (`--keep`
+keeps it). Prints one JSON line; also writes it to bench/results/<timestamp>-imports.json.
 """
 
 from __future__ import annotations
@@ -77,9 +77,7 @@ def prepare_database(locations: int) -> str:
     from shelfwise.embedded import start_embedded
     from shelfwise.migrate import upgrade
 
-    admin = start_embedded(DATA_DIR, database="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    drop_database()
     url = start_embedded(DATA_DIR, database=DATABASE)
     upgrade(url)
     with psycopg.connect(url) as conn:
@@ -88,6 +86,14 @@ def prepare_database(locations: int) -> str:
                 "INSERT INTO locations (code, name) VALUES (%s, %s)", (code, f"Bench {code}")
             )
     return url
+
+
+def drop_database() -> None:
+    from shelfwise.embedded import start_embedded
+
+    admin = start_embedded(DATA_DIR, database="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
 
 def status_kb(pid: int) -> dict[str, int]:
@@ -227,6 +233,9 @@ def main() -> int:
     parser.add_argument("--locations", type=int, default=3, choices=range(1, 6))
     parser.add_argument("--seed", type=int, default=20261121)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds, then give up")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the imported database (default: drop it)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -257,6 +266,8 @@ def main() -> int:
             "loadavg_end": os.getloadavg(),
             "reconcile_exit": reconcile(url),
         }
+        if not args.keep:  # a million rows of products, levels, ledger and events: ~2 GB
+            drop_database()
     line = json.dumps(result, default=str)
     (RESULTS / f"{stamp}-imports.json").write_text(line + "\n")
     print(line)
