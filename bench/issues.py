@@ -423,22 +423,65 @@ def part_relay(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         stop(worker)
 
 
+def sse_server(ctx: dict[str, Any], args: argparse.Namespace) -> Server:
+    """A fresh Shelfwise for one size: `shelfwise serve`, or, with `--limit-concurrency`,
+    uvicorn with the same options but that connection cap (`shelfwise serve` fixes it at
+    2,048: beyond it every new request is answered 503)."""
+    server = ctx["restart"]()
+    if not args.limit_concurrency:
+        return server
+    server.stop()
+    port = free_port()
+    argv = [str(BIN / "uvicorn"), "shelfwise.app:create_app", "--factory", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    argv += ["--no-proxy-headers", "--no-server-header", "--timeout-graceful-shutdown", "10"]
+    argv += ["--timeout-keep-alive", "5", "--backlog", "2048"]
+    argv += ["--limit-concurrency", str(args.limit_concurrency)]
+    server = Server(
+        name="shelfwise",
+        argv=argv,
+        env=server.env,
+        port=port,
+        log_path=server.log_path.with_suffix(".uvicorn.log"),
+    )
+    ctx["servers"]["shelfwise"] = server  # stopped by main() like the others
+    server.start()
+    server.wait_ready()
+    return server
+
+
+def with_host(request: str, port: int) -> str:
+    return request.replace(request.split("Host: ")[1].split("\r\n")[0], f"127.0.0.1:{port}")
+
+
 def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     port = ctx["servers"]["shelfwise"].port
     staff = login(port, STAFF)
-    stream = raw(
-        "GET",
-        "/v1/stream?channels=stock",
-        port,
-        {"Authorization": f"Bearer {staff}", "Accept": "text/event-stream"},
-    )
+    auth = {"Authorization": f"Bearer {staff}"}
+    requests = {
+        "sse": raw(
+            "GET", "/v1/stream?channels=stock", port, {**auth, "Accept": "text/event-stream"}
+        ),
+        "ws": raw(
+            "GET",
+            "/v1/ws",
+            port,
+            {
+                **auth,
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version": "13",
+            },
+        ),
+    }
     adjust = [
         raw(
             "POST",
             "/v1/stock/adjustments",
             port,
-            {"Authorization": f"Bearer {staff}"},
+            auth,
             json.dumps(
                 {
                     "product_id": p,
@@ -454,64 +497,72 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     worker = start_worker(ctx["url"], RESULTS / f"{ctx['stamp']}-worker-sse.log")
     try:
         time.sleep(3)
-        for n in args.subscribers:
-            # A fresh server per size: RSS and connection state of the previous size gone.
-            server = ctx["restart"]()
-            port = server.port
-            stream = stream.replace(stream.split("Host: ")[1].split("\r\n")[0], f"127.0.0.1:{port}")
-            adjust = [
-                a.replace(a.split("Host: ")[1].split("\r\n")[0], f"127.0.0.1:{port}")
-                for a in adjust
-            ]
-            quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
-            procs = max(1, n // 2500)
-            ramp = 500.0
-            with Load(server) as load:
-                subs = [
-                    rate_client(
-                        "sse",
+        for mode in args.transport or ["sse"]:
+            for n in args.subscribers:
+                # A fresh server per size: RSS and connection state of the previous size gone.
+                server = sse_server(ctx, args)
+                port = server.port
+                stream = with_host(requests[mode], port)
+                adjust = [with_host(a, port) for a in adjust]
+                quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
+                procs = max(1, n // 2500)
+                ramp = 500.0
+                with Load(server) as load:
+                    subs = [
+                        rate_client(
+                            mode,
+                            port,
+                            [stream],
+                            ctx["tmp"],
+                            subscribers=n // procs,
+                            duration=args.duration,
+                            ramp=ramp / procs,
+                        )
+                        for _ in range(procs)
+                    ]
+                    # Connects may be slower than `ramp`: adjust until every subscriber
+                    # process has finished measuring, whenever that is.
+                    stop_file = ctx["tmp"] / f"stop-{mode}-{n}"
+                    limit = n / ramp * 6 + 17.0 + args.duration
+                    adj = rate_client(
+                        "fixed",
                         port,
-                        [stream],
+                        adjust,
                         ctx["tmp"],
-                        subscribers=n // procs,
-                        duration=args.duration,
-                        ramp=ramp / procs,
+                        rate=20,
+                        duration=limit,
+                        stop_file=stop_file,
                     )
-                    for _ in range(procs)
-                ]
-                settle = n / ramp + 17.0  # the subscriber process waits up to 15 s more
-                adj = rate_client(
-                    "fixed", port, adjust, ctx["tmp"], rate=20, duration=settle + args.duration + 1
-                )
-                parts = [collect(p, timeout=settle + args.duration + 120) for p in subs]
-                adj_result = collect(adj)
-            lags_p50 = max(p["p50_ms"] for p in parts)
-            result = {
-                "subscribers": n,
-                "open": sum(p["open"] for p in parts),
-                "open_at_end": sum(p["open_at_end"] for p in parts),
-                "settle_s": max(p["settle_s"] for p in parts),
-                "statuses": [p["statuses"] for p in parts],
-                "lost": sum(p["lost_during_run"] for p in parts),
-                "connect_errors": sum(p["connect_errors"] for p in parts),
-                "events_received_per_s": round(sum(p["events_per_s"] for p in parts), 1),
-                "lag_p50_ms_worst_process": lags_p50,
-                "lag_p99_ms_worst_process": max(p["p99_ms"] for p in parts),
-                "lag_max_ms": max(p["max_ms"] for p in parts),
-                "per_process": parts,
-                "adjustments": adj_result,
-                "server_rss_mb": {
-                    "idle": round(server.usage.idle_rss / 1e6, 1),
-                    "peak": round(server.usage.peak_rss / 1e6, 1),
-                },
-                **load.figures,
-                "quiet": quiet,
-            }
-            out[f"sse_{n}"] = result
-            print(
-                f"  sse {n}: {json.dumps({k: v for k, v in result.items() if k != 'per_process'})}",
-                flush=True,
-            )
+                    parts = [collect(p, timeout=limit + 120) for p in subs]
+                    stop_file.touch()
+                    adj_result = collect(adj, timeout=limit + 30)
+                result = {
+                    "transport": mode,
+                    "subscribers": n,
+                    "limit_concurrency": args.limit_concurrency or 2048,
+                    "open": sum(p["open"] for p in parts),
+                    "open_at_end": sum(p["open_at_end"] for p in parts),
+                    "settle_s": max(p["settle_s"] for p in parts),
+                    "statuses": [p["statuses"] for p in parts],
+                    "lost": sum(p["lost_total"] for p in parts),
+                    "lost_while_measuring": sum(p["lost_during_run"] for p in parts),
+                    "connect_errors": sum(p["connect_errors"] for p in parts),
+                    "events_received_per_s": round(sum(p["events_per_s"] for p in parts), 1),
+                    "lag_p50_ms_worst_process": max(p["p50_ms"] for p in parts),
+                    "lag_p99_ms_worst_process": max(p["p99_ms"] for p in parts),
+                    "lag_max_ms": max(p["max_ms"] for p in parts),
+                    "per_process": parts,
+                    "adjustments": adj_result,
+                    "server_rss_mb": {
+                        "idle": round(server.usage.idle_rss / 1e6, 1),
+                        "peak": round(server.usage.peak_rss / 1e6, 1),
+                    },
+                    **load.figures,
+                    "quiet": quiet,
+                }
+                out[f"{mode}_{n}"] = result
+                brief = {k: v for k, v in result.items() if k != "per_process"}
+                print(f"  {mode} {n}: {json.dumps(brief)}", flush=True)
     finally:
         stop(worker)
     return out
@@ -537,6 +588,19 @@ def main() -> int:
         help="fixed GET rate of the logins part (open loop)",
     )
     parser.add_argument("--subscribers", type=int, action="append")
+    parser.add_argument(
+        "--transport",
+        action="append",
+        choices=("sse", "ws"),
+        help="sse part: Server-Sent Events (default) and/or WebSocket subscribers",
+    )
+    parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=0,
+        help="sse part: run uvicorn with this connection cap instead of `shelfwise serve` "
+        "(whose cap is 2,048)",
+    )
     args = parser.parse_args()
     args.subscribers = args.subscribers or [1000]
     parts = args.part or ["orders", "logins", "relay", "sse"]

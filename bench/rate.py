@@ -2,13 +2,16 @@
 
     python -m bench.rate fixed --port N --requests FILE --rate 20 --duration 10
     python -m bench.rate sse --port N --requests FILE --subscribers 1000 --duration 10
+    python -m bench.rate ws --port N --requests FILE --subscribers 1000 --channels stock
 
 `fixed` sends requests at a fixed rate whatever the server's latency (open loop: a stalled
 event loop shows up as latency, not as fewer requests), over a pool of keep-alive
 connections that grows when all are busy. `sse` holds N Server-Sent-Events streams open
 and measures, for every event received, now - the event's `created_at` (same machine, same
-clock). FILE is a JSON list of raw HTTP/1.1 requests to pick from at random. Each prints
-one JSON object on stdout.
+clock); `ws` does the same over `/v1/ws` (FILE holds the upgrade request, with the bearer
+token; the client subscribes once `ready`, answers pings, and counts a stream as open at
+`subscribed`). FILE is a JSON list of raw HTTP/1.1 requests to pick from at random. Each
+prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import time
@@ -38,7 +42,10 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def fixed(port: int, requests: list[bytes], rate: float, duration: float) -> dict[str, Any]:
+async def fixed(
+    port: int, requests: list[bytes], rate: float, duration: float, stop_file: str | None = None
+) -> dict[str, Any]:
+    """Until `duration` passes, or `stop_file` exists (checked at every send)."""
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -63,6 +70,8 @@ async def fixed(port: int, requests: list[bytes], rate: float, duration: float) 
     started = time.perf_counter()
     n = 0
     while (scheduled := started + n / rate) < started + duration:
+        if stop_file and os.path.exists(stop_file):
+            break
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -72,7 +81,7 @@ async def fixed(port: int, requests: list[bytes], rate: float, duration: float) 
     elapsed = time.perf_counter() - started
     return {
         "sent": n,
-        "rate": round(n / duration, 1),
+        "rate": round(n / elapsed, 1),
         "elapsed_s": round(elapsed, 2),
         "statuses": statuses,
         **_summary(latencies),
@@ -91,6 +100,11 @@ class _Subscriber(asyncio.Protocol):
         self.transport = transport
         transport.write(self.request)  # type: ignore[attr-defined]
 
+    def _status(self, head: bytes) -> str:
+        status = head.split(b" ", 2)[1].decode()
+        self.state["statuses"][status] = self.state["statuses"].get(status, 0) + 1
+        return status
+
     def data_received(self, data: bytes) -> None:
         now = time.time()
         buf = self.buffer + data
@@ -100,10 +114,12 @@ class _Subscriber(asyncio.Protocol):
                 return
             head, _, buf = buf.partition(b"\r\n\r\n")
             self.head = False
-            status = head.split(b" ", 2)[1].decode()
-            self.state["statuses"][status] = self.state["statuses"].get(status, 0) + 1
-            if status == "200":
+            if self._status(head) == "200":
                 self.state["open"] += 1
+        self.buffer = self.scan(buf, now)
+
+    def scan(self, buf: bytes, now: float) -> bytes:
+        """Record the lag of every complete event in `buf`; returns the unread tail."""
         cache = self.state["parsed"]
         start = 0
         while (i := buf.find(self.MARK, start)) >= 0:
@@ -118,14 +134,72 @@ class _Subscriber(asyncio.Protocol):
                 self.state["lags"].append(now - created)
             self.state["events"] += 1
             start = j
-        self.buffer = buf[start:][-4096:]
+        return buf[start:][-4096:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state["lost"] += 1
 
 
-async def sse(
-    port: int, request: bytes, subscribers: int, duration: float, ramp_per_s: float
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame (clients must mask; the key may be anything, zeros keep it cheap)."""
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+class _WsSubscriber(_Subscriber):
+    """One `/v1/ws` connection (bearer token on the upgrade request): subscribes to
+    `channels` once ready, answers server pings, records the lag of each event message."""
+
+    def __init__(self, state: dict[str, Any], request: bytes, channels: list[str]) -> None:
+        super().__init__(state, request)
+        self.subscribe = _ws_frame(
+            0x1, json.dumps({"type": "subscribe", "channels": channels}).encode()
+        )
+        self.frames = b""
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.frames + data
+        if self.head:
+            if b"\r\n\r\n" not in buf:
+                self.frames = buf
+                return
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            self.head = False
+            if self._status(head) != "101":
+                return
+        text: list[bytes] = []
+        while len(buf) >= 2:
+            opcode, size, offset = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size == 126:
+                size, offset = int.from_bytes(buf[2:4], "big"), 4
+            elif size == 127:
+                size, offset = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < offset + size:
+                break
+            payload, buf = buf[offset : offset + size], buf[offset + size :]
+            if opcode == 0x9:  # ping: answer, or the server closes the connection
+                self.transport.write(_ws_frame(0xA, payload))  # type: ignore[attr-defined]
+            elif opcode == 0x1:
+                text.append(payload)
+        self.frames = buf
+        for payload in text:
+            if payload.startswith(b'{"type":"ready"'):
+                self.transport.write(self.subscribe)  # type: ignore[attr-defined]
+            elif payload.startswith(b'{"type":"subscribed"'):
+                self.state["open"] += 1
+        if text:
+            self.scan(b"".join(text), now)
+
+
+async def subscribers(
+    mode: str,
+    port: int,
+    request: bytes,
+    subscribers: int,
+    duration: float,
+    ramp_per_s: float,
+    channels: list[str],
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {
@@ -138,13 +212,17 @@ async def sse(
         "measuring": False,
         "connect_errors": 0,
     }
+
+    def protocol() -> asyncio.Protocol:
+        if mode == "ws":
+            return _WsSubscriber(state, request, channels)
+        return _Subscriber(state, request)
+
     transports = []
     started = time.perf_counter()
     for n in range(subscribers):
         try:
-            t, _ = await loop.create_connection(
-                lambda: _Subscriber(state, request), "127.0.0.1", port
-            )
+            t, _ = await loop.create_connection(protocol, "127.0.0.1", port)
             transports.append(t)
         except OSError:
             state["connect_errors"] += 1
@@ -159,6 +237,7 @@ async def sse(
     settle = time.perf_counter() - started
     state["measuring"] = True
     events0 = state["events"]
+    lost0 = state["lost"]
     await asyncio.sleep(duration)
     state["measuring"] = False
     events = state["events"] - events0
@@ -166,13 +245,15 @@ async def sse(
     for t in transports:
         t.close()
     return {
+        "mode": mode,
         "subscribers": subscribers,
         "open": opened,
         "ramp_s": round(ramp, 1),
         "settle_s": round(settle, 1),
         "open_at_end": open_at_end,
         "statuses": state["statuses"],
-        "lost_during_run": state["lost"],
+        "lost_during_run": state["lost"] - lost0,
+        "lost_total": state["lost"],
         "connect_errors": state["connect_errors"],
         "events_received": events,
         "events_per_s": round(events / duration, 1),
@@ -182,13 +263,18 @@ async def sse(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=("fixed", "sse"))
+    parser.add_argument("mode", choices=("fixed", "sse", "ws"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--requests", required=True)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--ramp", type=float, default=500.0, help="SSE connects per second")
+    parser.add_argument("--ramp", type=float, default=500.0, help="stream connects per second")
+    parser.add_argument("--channels", default="stock", help="ws: channels to subscribe to")
+    # (`--stop_file` is how bench.issues.rate_client spells options.)
+    parser.add_argument(
+        "--stop-file", "--stop_file", help="fixed: stop early once this file exists"
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -197,9 +283,19 @@ def main() -> None:
     import uvloop
 
     if args.mode == "fixed":
-        out = uvloop.run(fixed(args.port, requests, args.rate, args.duration))
+        out = uvloop.run(fixed(args.port, requests, args.rate, args.duration, args.stop_file))
     else:
-        out = uvloop.run(sse(args.port, requests[0], args.subscribers, args.duration, args.ramp))
+        out = uvloop.run(
+            subscribers(
+                args.mode,
+                args.port,
+                requests[0],
+                args.subscribers,
+                args.duration,
+                args.ramp,
+                args.channels.split(","),
+            )
+        )
     print(json.dumps(out))
 
 

@@ -2,6 +2,9 @@
 
 Middleware order (outermost first) — each layer sees everything inside it:
 
+-  StreamSend     — no behaviour of its own: once an event stream's response start has
+                    passed every layer below, its body chunks skip the stack
+                    (`live/streaming.py`); all other responses are untouched
 0. ProxyHeaders   — client address and scheme from X-Forwarded-* *only* when the peer is
                     a configured trusted proxy; everything after relies on them
 1. RequestId      — assigns the id first, so every later layer can log and echo it
@@ -69,10 +72,12 @@ from shelfwise.imports.router import router as imports_router
 from shelfwise.inventory.router import router as inventory_router
 from shelfwise.jobs.router import admin_router as jobs_admin_router
 from shelfwise.jobs.router import router as jobs_router
+from shelfwise.live.auth import Reauthorization, recheck_for
 from shelfwise.live.drain import on_drain
 from shelfwise.live.feeds import postgres_feed, redis_feed
 from shelfwise.live.hub import Hub
 from shelfwise.live.router import router as live_router
+from shelfwise.live.streaming import StreamSendMiddleware
 from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
@@ -168,7 +173,13 @@ def build_context(
 async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
     """The live hub of this process, woken by Redis pub/sub when configured, else NOTIFY."""
     settings = ctx.settings
-    hub = Hub(ctx.db.sessions, window=settings.live_window, queue_limit=settings.live_queue_limit)
+    hub = Hub(
+        ctx.db.sessions,
+        window=settings.live_window,
+        queue_limit=settings.live_queue_limit,
+        heartbeat_seconds=settings.live_heartbeat_seconds,
+        rechecks=Reauthorization(recheck_for(ctx), interval=settings.live_recheck_seconds),
+    )
     poll = settings.live_feed_poll_seconds
     wake = (
         redis_feed(ctx.redis, poll_seconds=poll)
@@ -216,6 +227,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         summary="Real-time inventory and orders. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
         middleware=[
+            Middleware(StreamSendMiddleware),
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies or []),
             Middleware(RequestIdMiddleware),
             Middleware(AccessLogMiddleware, enabled=settings.access_log),

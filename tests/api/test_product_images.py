@@ -4,6 +4,7 @@ placement, no partial file after any failure; served with ETag and long-lived ca
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from shelfwise.catalog.service import ProductNotFound
 from shelfwise.config import Settings
-from tests.support import create_product
+from shelfwise.context import AppContext
+from shelfwise.uploads import service as images
+from shelfwise.uploads.storage import ImageStore
+from tests.support import create_location, create_product, receive_stock
 
 LIMIT = 2 * 1024 * 1024  # above the global 1 MiB body limit: the route has its own
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"p" * 200
@@ -218,4 +223,78 @@ async def test_unknown_product_and_missing_image_are_404(
     assert (await client.put(missing, content=PNG, headers=staff["headers"])).status_code == 404
     product = await create_product(client, staff["headers"])
     assert (await client.get(f"/v1/products/{product['id']}/image")).status_code == 404
+    assert stored_files(settings) == []
+
+
+async def put_image(client: httpx.AsyncClient, staff: dict[str, Any], body: bytes) -> str:
+    product = await create_product(client, staff["headers"])
+    put = await client.put(
+        f"/v1/products/{product['id']}/image", content=body, headers=staff["headers"]
+    )
+    assert put.status_code == 200, put.text
+    return str(product["id"])
+
+
+async def test_deleting_a_product_deletes_its_image_file(
+    client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings
+) -> None:
+    product_id = await put_image(client, staff, PNG)
+    assert len(stored_files(settings)) == 1
+    deleted = await client.delete(f"/v1/products/{product_id}", headers=staff["headers"])
+    assert deleted.status_code == 204, deleted.text
+    assert stored_files(settings) == []
+    assert (await client.get(f"/v1/products/{product_id}/image")).status_code == 404
+
+
+async def test_a_file_shared_by_two_products_goes_with_the_last_one(
+    client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings
+) -> None:
+    first = await put_image(client, staff, PNG)
+    second = await put_image(client, staff, PNG)  # same bytes, same file
+    png = [p.name for p in stored_files(settings)]
+    assert png == [hashlib.sha256(PNG).hexdigest()]
+
+    gone = await client.delete(f"/v1/products/{first}", headers=staff["headers"])
+    assert gone.status_code == 204
+    assert [p.name for p in stored_files(settings)] == png  # still used by the second
+    assert (await client.get(f"/v1/products/{second}/image")).content == PNG
+
+    replaced = await client.put(
+        f"/v1/products/{second}/image", content=JPEG, headers=staff["headers"]
+    )
+    assert replaced.status_code == 200
+    assert [p.name for p in stored_files(settings)] == [hashlib.sha256(JPEG).hexdigest()]
+    gone = await client.delete(f"/v1/products/{second}", headers=staff["headers"])
+    assert gone.status_code == 204
+    assert stored_files(settings) == []
+
+
+async def test_a_delete_that_fails_keeps_the_file_and_a_missing_file_is_no_error(
+    client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings
+) -> None:
+    product_id = await put_image(client, staff, PNG)
+    location = await create_location(client, staff["headers"])
+    assert (await receive_stock(client, staff["headers"], product_id, location["id"], 3)).is_success
+    refused = await client.delete(f"/v1/products/{product_id}", headers=staff["headers"])
+    assert refused.status_code == 409, refused.text  # stock history: rolled back
+    assert (await client.get(f"/v1/products/{product_id}/image")).content == PNG
+
+    other = await put_image(client, staff, JPEG)
+    ImageStore(settings.data_dir / "images").path_of(hashlib.sha256(JPEG).hexdigest()).unlink()
+    deleted = await client.delete(f"/v1/products/{other}", headers=staff["headers"])
+    assert deleted.status_code == 204, deleted.text
+    assert [p.name for p in stored_files(settings)] == [hashlib.sha256(PNG).hexdigest()]
+
+
+async def test_upload_for_a_product_deleted_meanwhile_leaves_no_file(
+    ctx: AppContext, client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings
+) -> None:
+    product = await create_product(client, staff["headers"])
+    store = ImageStore(settings.data_dir / "images")
+    staged = await store.stage(chunks(WEBP), max_bytes=LIMIT)  # the body has arrived...
+    deleted = await client.delete(f"/v1/products/{product['id']}", headers=staff["headers"])
+    assert deleted.status_code == 204  # ...but the product went in the meantime
+    async with ctx.db.sessions() as session:
+        with pytest.raises(ProductNotFound):
+            await images.attach_image(session, store, uuid.UUID(product["id"]), staged)
     assert stored_files(settings) == []

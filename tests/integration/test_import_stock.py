@@ -5,6 +5,7 @@ task and `shelfwise import` do; the HTTP + worker path is in test_imports.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import text
 from shelfwise.context import AppContext
 from shelfwise.imports.service import Summary, run_import
 from shelfwise.reconciliation import reconcile_all
-from tests.support import create_location, create_product, receive_stock
+from tests.support import create_location, create_product, receive_stock, wait_until
 
 HEADER = "sku,name,price_minor,currency,location,on_hand\n"
 
@@ -193,3 +194,62 @@ async def test_a_header_with_half_the_stock_columns_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="location and on_hand"):
         await run(ctx, tmp_path, "sku,name,price_minor,currency,on_hand\nA,B,1,EUR,3\n")
+
+
+async def test_the_delta_is_taken_under_the_level_lock(
+    ctx: AppContext,
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    tmp_path: Path,
+    locations: None,
+) -> None:
+    """A writer holding the level when the import arrives: the import waits for it and
+    moves the level from the count that writer committed, not from what it saw before."""
+    product = await create_product(client, staff["headers"], sku="MUG-1", name="Mug")
+    [(north,)] = await rows(ctx, "SELECT id FROM locations WHERE code = 'NORTH'")
+    response = await receive_stock(client, staff["headers"], product["id"], str(north), 10)
+    assert response.status_code == 201, response.text
+    [(level_id,)] = await rows(ctx, "SELECT id FROM stock_levels")
+
+    async with ctx.db.engine.connect() as holder:
+        await holder.execute(
+            text("SELECT 1 FROM stock_levels WHERE id = :id FOR UPDATE"), {"id": level_id}
+        )
+        importing = asyncio.create_task(
+            run(
+                ctx,
+                tmp_path,
+                "sku,name,price_minor,currency,location,on_hand\nMUG-1,Mug,1299,EUR,NORTH,3\n",
+            )
+        )
+
+        async def import_waits_for_the_lock() -> bool:
+            return (
+                await count(
+                    ctx,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF s%'",
+                )
+                == 1
+            )
+
+        await wait_until(import_waits_for_the_lock, what="the import to wait on the level")
+        await holder.execute(  # a receipt of 5, with its ledger row, as the API writes it
+            text("UPDATE stock_levels SET on_hand = on_hand + 5 WHERE id = :id"), {"id": level_id}
+        )
+        await holder.execute(
+            text(
+                "INSERT INTO stock_movements (stock_level_id, product_id, location_id, kind,"
+                " on_hand_delta) SELECT id, product_id, location_id, 'receipt', 5"
+                " FROM stock_levels WHERE id = :id"
+            ),
+            {"id": level_id},
+        )
+        await holder.commit()
+        summary = await asyncio.wait_for(importing, timeout=30)
+
+    assert summary.stock_changed == 1
+    assert await rows(ctx, LEVELS) == [("MUG-1", "NORTH", 3, 0)]
+    last = await rows(ctx, "SELECT on_hand_delta FROM stock_movements ORDER BY id DESC LIMIT 1")
+    assert last == [(-12,)]  # from the 15 committed, not the 10 seen before the lock
+    await assert_reconciles(ctx)

@@ -65,6 +65,9 @@ async def test_sse_delivers_and_resumes_without_loss(
             base_url=f"http://{address}", headers=staff["headers"], timeout=10
         ) as http,
     ):
+        # The stocking event must be in the hub before the stream starts at its head, or
+        # it arrives live as the first event.
+        await settle(app.state.ctx)
         url = f"/v1/stream?channels=stock:{product_id}"
         async with http.stream("GET", url) as response:
             assert response.status_code == 200

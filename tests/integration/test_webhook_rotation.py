@@ -8,6 +8,7 @@ set to the same instant, so the test decides when the grace window is over.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -123,14 +124,18 @@ async def test_rotate_secret_returns_the_new_secret_once(
         {"grace_seconds": 1.5},
         {"grace": 60},
         [60],
+        b'{"grace_seconds": ',  # not JSON
     ],
 )
 async def test_rotate_secret_refuses_a_bad_grace(
     client: httpx.AsyncClient, admin: dict[str, Any], body: Any
 ) -> None:
     hook = await subscribe(client, admin, "http://127.0.0.1:9/hook", ["*"])
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = await client.post(
-        f"/v1/webhooks/{hook['id']}/rotate-secret", json=body, headers=admin["headers"]
+        f"/v1/webhooks/{hook['id']}/rotate-secret",
+        content=raw,
+        headers={**admin["headers"], "Content-Type": "application/json"},
     )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -238,7 +243,9 @@ async def test_fanout_wakes_when_the_relay_publishes_not_at_its_poll(
                 async def delivered(n: int = expected) -> bool:
                     return len(receiver.requests) >= n
 
-                await wait_until(delivered, timeout=10.0, what=f"delivery {expected}")
+                # The first also waits for the worker to start; the second, only for wake-ups.
+                deadline = 30.0 if expected == 1 else 10.0
+                await wait_until(delivered, timeout=deadline, what=f"delivery {expected}")
         finally:
             stop.set()
             await asyncio.wait_for(worker, 30)

@@ -15,6 +15,8 @@ from shelfwise.http.deps import ContextDep, SessionDep
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
 from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.types import Category, Text
+from shelfwise.uploads import service as images
+from shelfwise.uploads.storage import ImageStore
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 
@@ -134,5 +136,7 @@ async def delete_product(
     ctx: ContextDep,
 ) -> None:
     version = expected_version(request) if request.headers.get("if-match") else None
-    await service.delete_product(session, product_id, expected_version=version)
+    image = await service.delete_product(session, product_id, expected_version=version)
     ctx.catalog_cache.product_changed(product_id)
+    if image is not None:  # after the commit: a rollback would have needed the file
+        await images.release_quietly(session, ImageStore(ctx.settings.data_dir / "images"), image)

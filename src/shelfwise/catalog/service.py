@@ -172,12 +172,17 @@ async def update_product(
 
 async def delete_product(
     session: AsyncSession, product_id: uuid.UUID, *, expected_version: int | None = None
-) -> None:
+) -> str | None:
+    """Returns the content hash of the product's image, if it had one: its file is to be
+    released (`uploads.service.release_image`) now that the deletion has committed."""
+    from shelfwise.uploads.service import detach_image  # uploads imports catalog
+
     conditions = [Product.id == product_id]
     if expected_version is not None:
         conditions.append(Product.version == expected_version)
     try:
         async with session.begin():
+            image = await detach_image(session, product_id)
             deleted = await session.execute(
                 delete(Product).where(*conditions).returning(Product.id)
             )
@@ -188,3 +193,4 @@ async def delete_product(
             await emit_all(session, [product_deleted(product_id)])
     except IntegrityError as exc:
         raise ProductInUse("Products with stock history cannot be deleted") from exc
+    return image

@@ -16,6 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shelfwise.observability.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
 
+# Event streams write their body past the stack (`live/streaming.py`) and leave the count.
+DIRECT_BYTES = "direct_body_bytes"
+
 log = structlog.get_logger("shelfwise.access")
 UNMATCHED_ROUTE = "<unmatched>"
 
@@ -63,7 +66,7 @@ class AccessLogMiddleware:
                     route=route_template(scope),
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                    bytes=sent_bytes,
+                    bytes=sent_bytes + scope.get("state", {}).get(DIRECT_BYTES, 0),
                     client=client[0] if client else None,
                 )
 

@@ -12,15 +12,14 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import literal_column, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.catalog.models import Product
-from shelfwise.events.outbox import Event, emit, emit_all
+from shelfwise.events.outbox import OUTBOX_CHANNEL, emit
 from shelfwise.events.payloads import EventType
 from shelfwise.imports import stock
 from shelfwise.imports.parser import MAX_ERRORS_KEPT, BadRow, Batch, CsvBatches, ImportRow
@@ -51,6 +50,16 @@ class Summary:
         self.updated += result.updated
         self.stock_changed += result.stock_changed
         self.add_bad(result.bad)
+
+    def progress(self, job_id: int, batch: Batch, result: BatchResult) -> dict[str, Any]:
+        """The `import.progress` payload once `batch` (imported as `result`) commits."""
+        return {
+            "job_id": job_id or None,  # None: `shelfwise import`
+            "lines": batch.lines,
+            "imported": self.imported + result.imported,
+            "bad": self.bad + len(batch.bad) + len(result.bad),
+            "done": batch.done,
+        }
 
     def as_message(self) -> str:
         return json.dumps(
@@ -111,45 +120,62 @@ async def import_batch(
 
 PRODUCT_FIELDS = ("name", "description", "category", "price_minor", "currency")
 
+# One statement, one round trip, the same text for every batch (parameters are arrays:
+# a 1,000-row multi-VALUES INSERT cost more to compile than to run). A product whose
+# columns already match is left alone: no new version, no event, so re-importing a file
+# changes nothing. The payload keys are those of `events.payloads.product_payload`.
+UPSERT_PRODUCTS_SQL = text(
+    """
+    WITH upserted AS (
+        INSERT INTO products AS p (sku, name, description, category, price_minor, currency)
+        SELECT * FROM unnest(
+            CAST(:sku AS text[]), CAST(:name AS text[]), CAST(:description AS text[]),
+            CAST(:category AS text[]), CAST(:price_minor AS integer[]),
+            CAST(:currency AS text[]))
+        ON CONFLICT (sku) DO UPDATE SET
+            name = excluded.name, description = excluded.description,
+            category = excluded.category, price_minor = excluded.price_minor,
+            currency = excluded.currency, version = p.version + 1, updated_at = now()
+        WHERE (p.name, p.description, p.category, p.price_minor, p.currency)
+            IS DISTINCT FROM (excluded.name, excluded.description, excluded.category,
+                              excluded.price_minor, excluded.currency)
+        RETURNING p.id, p.sku, p.name, p.description, p.category, p.price_minor,
+                  p.currency, p.version, (p.xmax = 0) AS inserted
+    ), events AS (
+        INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload)
+        SELECT CASE WHEN inserted THEN :created_type ELSE :updated_type END,
+               'product', id::text,
+               jsonb_build_object(
+                   'product_id', id, 'sku', sku, 'name', name, 'description', description,
+                   'category', category, 'price_minor', price_minor, 'currency', currency,
+                   'version', version)
+        FROM upserted ORDER BY sku
+        RETURNING id
+    ), counted AS (
+        SELECT (SELECT count(*) FROM upserted WHERE inserted) AS created,
+               (SELECT count(*) FROM events) AS emitted
+    )
+    SELECT created, emitted,
+           CASE WHEN emitted > 0 THEN pg_notify(:channel, emitted::text) END
+    FROM counted
+    """
+)
+
 
 async def upsert_products(session: AsyncSession, rows: list[dict[str, Any]]) -> tuple[int, int]:
-    """Insert or update by SKU, in the caller's transaction; a product whose columns are
-    already those of the row is left alone (no new version, no event). Emits
-    `product.created` / `product.updated` (the catalog cache listens to them); returns
-    how many products were created and updated."""
+    """Insert or update by SKU in the caller's transaction, with `product.created` /
+    `product.updated` events (the catalog cache listens to them); returns how many
+    products were created and updated."""
     if not rows:
         return 0, 0
-    stmt = insert(Product).values(rows)
-    current = tuple_(*(getattr(Product, f) for f in PRODUCT_FIELDS))
-    incoming = tuple_(*(getattr(stmt.excluded, f) for f in PRODUCT_FIELDS))
-    upsert = stmt.on_conflict_do_update(
-        index_elements=[Product.sku],
-        set_={
-            **{f: getattr(stmt.excluded, f) for f in PRODUCT_FIELDS},
-            "version": Product.version + 1,
-            "updated_at": literal_column("now()"),
-        },
-        where=current.is_distinct_from(incoming),
-    ).returning(
-        Product.id,
-        Product.sku,
-        *(getattr(Product, f) for f in PRODUCT_FIELDS),
-        Product.version,
-        literal_column("(xmax = 0)").label("inserted"),
-    )
-    events, created = [], 0
-    for row in (await session.execute(upsert)).all():
-        payload = {
-            "product_id": str(row.id),
-            "sku": row.sku,
-            **{f: getattr(row, f) for f in PRODUCT_FIELDS},
-            "version": row.version,
-        }
-        kind = EventType.PRODUCT_CREATED if row.inserted else EventType.PRODUCT_UPDATED
-        created += 1 if row.inserted else 0
-        events.append(Event(kind.value, "product", str(row.id), payload))
-    await emit_all(session, events)
-    return created, len(events) - created
+    params: dict[str, Any] = {f: [r[f] for r in rows] for f in ("sku", *PRODUCT_FIELDS)}
+    params |= {
+        "created_type": EventType.PRODUCT_CREATED.value,
+        "updated_type": EventType.PRODUCT_UPDATED.value,
+        "channel": OUTBOX_CHANNEL,
+    }
+    created, emitted, _ = (await session.execute(UPSERT_PRODUCTS_SQL, params)).one()
+    return int(created), int(emitted) - int(created)
 
 
 async def run_import(
@@ -172,23 +198,13 @@ async def run_import(
         while True:
             batch = await asyncio.to_thread(reader.next_batch)
             summary.lines = batch.lines
-
-            def progress_of(result: BatchResult, batch: Batch = batch) -> dict[str, Any]:
-                return {
-                    "job_id": job_id or None,  # None: `shelfwise import`
-                    "lines": summary.lines,
-                    "imported": summary.imported + result.imported,
-                    "bad": summary.bad + len(batch.bad) + len(result.bad),
-                    "done": batch.done,
-                }
-
             async with session_factory() as session:
                 result = await import_batch(
                     session,
                     batch.rows,
                     reference=reference,
                     actor_id=actor_id,
-                    progress_of=progress_of,
+                    progress_of=partial(summary.progress, job_id, batch),
                 )
             result.bad = sorted([*batch.bad, *result.bad], key=lambda b: b.line)
             summary.add(result)

@@ -11,6 +11,12 @@ Ordering and exactly-once per connection: a subscription registers *before* its 
 is read, at the hub's current head H. Live events (> H) queue up while the backlog
 (since, H] is fetched; the backlog is delivered first. Nothing falls in between.
 
+Fan-out cost: each event is encoded once per process (`encoded`). Subscribers are woken
+at most once per `flush_seconds` and write everything queued in one go, so the number of
+wake-ups and socket writes per second is bounded by connections / `flush_seconds`, not
+connections x events/s. One ticker task sends heartbeats to quiet connections and
+re-checks credentials, one lookup per credential (`live/auth.py`).
+
 Backpressure: each subscription holds at most `queue_limit` undelivered events. A client
 too slow to drain it is disconnected with reason `slow_consumer` (it can resume from its
 last position) instead of growing this process's memory without bound.
@@ -20,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 from sqlalchemy import func, select
@@ -32,11 +40,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shelfwise.events.models import OutboxEvent
 from shelfwise.events.outbox import PublishedEvent, read_stream
 from shelfwise.identity.principal import Principal
-from shelfwise.live.channels import ChannelSet, matches
-from shelfwise.observability.metrics import LIVE_RESUMES, LIVE_SLOW_DISCONNECTS
+from shelfwise.live.channels import ChannelSet
+from shelfwise.live.subscription import Closed, Subscription
+from shelfwise.observability.metrics import LIVE_RESUMES
+
+if TYPE_CHECKING:  # live.auth needs the app context, which needs this module
+    from shelfwise.live.auth import Credential, Reauthorization
+
+__all__ = ["Closed", "Hub", "Reset", "Subscription", "lag_seconds"]
 
 log = structlog.get_logger("shelfwise.live")
 Wake = Callable[[], AsyncGenerator[None]]
+T = TypeVar("T")
+# Coalescing interval: adds at most this much to the delivery lag and bounds each
+# connection's wake-ups to 1 / FLUSH_SECONDS per second (docs/live.md, "Fan-out cost").
+FLUSH_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,74 +66,6 @@ class Reset:
     snapshot: str = "/v1/stock"
 
 
-class Closed(Exception):
-    """The subscription ended; `reason` says why (slow_consumer, draining, revoked)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Subscription:
-    def __init__(self, hub: Hub, channels: ChannelSet, principal: Principal, transport: str):
-        self.hub = hub
-        self.channels = channels
-        self.principal = principal
-        self.transport = transport
-        self.position = 0  # last position delivered (or skipped as not ours)
-        self._backlog: deque[PublishedEvent] = deque()
-        self._live: deque[PublishedEvent] = deque()
-        self._wakeup = asyncio.Event()
-        self._closed: str | None = None
-
-    # -- called by the hub ---------------------------------------------------------------
-    def offer(self, event: PublishedEvent) -> None:
-        if self._closed or not matches(self.channels, event, self.principal):
-            return
-        if len(self._live) >= self.hub.queue_limit:
-            LIVE_SLOW_DISCONNECTS.labels(self.transport).inc()
-            log.info("live_slow_consumer", transport=self.transport, queued=len(self._live))
-            self.close("slow_consumer")
-            return
-        self._live.append(event)
-        self._wakeup.set()
-
-    def close(self, reason: str) -> None:
-        if self._closed is None:
-            self._closed = reason
-            self._live.clear()
-            self._wakeup.set()
-
-    @property
-    def closed_reason(self) -> str | None:
-        return self._closed
-
-    def change_channels(self, channels: ChannelSet) -> None:
-        self.channels = channels
-
-    # -- called by the transport ---------------------------------------------------------
-    async def next(self, wait_seconds: float) -> PublishedEvent | None:
-        """The next event in order, or None when `wait_seconds` pass first (heartbeat time)."""
-        while True:
-            if self._closed:
-                raise Closed(self._closed)
-            queue = self._backlog or self._live
-            while queue:
-                event = queue.popleft()
-                if event.position > self.position and matches(self.channels, event, self.principal):
-                    self.position = event.position
-                    return event
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(wait_seconds):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                return None
-
-    def pending(self) -> int:
-        return len(self._backlog) + len(self._live)
-
-
 class Hub:
     def __init__(
         self,
@@ -125,6 +75,10 @@ class Hub:
         batch_size: int = 500,
         queue_limit: int = 1000,
         max_backlog: int = 50_000,
+        flush_seconds: float = FLUSH_SECONDS,
+        heartbeat_seconds: float = 15.0,
+        rechecks: Reauthorization | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._max_backlog = max_backlog
@@ -133,13 +87,20 @@ class Hub:
         self.queue_limit = queue_limit
         self.head = 0
         self._subscriptions: set[Subscription] = set()
-        self._frames: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._frames: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._frames_max = 4096
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._catching_up = asyncio.Lock()
         self.draining = False
         # Called with every event, in order (e.g. cache invalidation); must not block.
         self.listeners: list[Callable[[PublishedEvent], None]] = []
+        self.flush_seconds = flush_seconds
+        self._flagged: list[Subscription] = []
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._last_flush = float("-inf")
+        self.heartbeat_seconds = heartbeat_seconds
+        self.rechecks = rechecks
+        self._clock = clock
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, wake: Wake) -> None:
@@ -147,7 +108,10 @@ class Hub:
             self.head = int(
                 await session.scalar(select(func.coalesce(func.max(OutboxEvent.position), 0))) or 0
             )
-        self._task = asyncio.create_task(self._follow(wake), name="live-hub")
+        self._tasks = [
+            asyncio.create_task(self._follow(wake), name="live-hub"),
+            asyncio.create_task(self._tick(), name="live-hub-ticker"),
+        ]
 
     async def _follow(self, wake: Wake) -> None:
         while True:
@@ -163,6 +127,24 @@ class Hub:
                 log.warning("live_feed_lost", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
 
+    async def _tick(self) -> None:
+        """One timer for every connection: heartbeats for the quiet ones, and the shared
+        re-check of credentials (instead of a timer and a lookup per connection)."""
+        period = min(1.0, self.heartbeat_seconds / 2)
+        if self.rechecks is not None:
+            period = min(period, self.rechecks.interval / 2)
+        while True:
+            await asyncio.sleep(period)
+            self.heartbeats(self._clock())
+            if self.rechecks is not None:
+                await self.rechecks.sweep(now=self._clock())
+
+    def heartbeats(self, now: float) -> None:
+        for subscription in self._subscriptions:
+            if subscription.quiet_until <= now:
+                subscription.quiet_until = now + self.heartbeat_seconds
+                subscription.ping()
+
     def drain(self) -> None:
         """Graceful shutdown: tell every client to reconnect elsewhere, accept no more."""
         self.draining = True
@@ -171,33 +153,62 @@ class Hub:
 
     async def stop(self) -> None:
         self.drain()
-        if self._task is not None:
-            self._task.cancel()
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     # -- the stream ----------------------------------------------------------------------
     async def catch_up(self) -> int:
-        """Read everything published after `head`, remember it, fan it out."""
+        """Read everything published after `head`, remember it, queue it for subscribers."""
         delivered = 0
         async with self._catching_up:
             while True:
                 async with self._sessions() as session:
                     events = await read_stream(session, self.head, self._batch)
-                for event in events:
-                    self._window.append(event)
-                    self.head = event.position
-                    for listener in self.listeners:
-                        listener(event)
-                    for subscription in list(self._subscriptions):
-                        subscription.offer(event)
+                self.publish(events)
                 delivered += len(events)
                 if len(events) < self._batch:
                     return delivered
 
-    def encoded(
-        self, event: PublishedEvent, wire: str, encode: Callable[[PublishedEvent], str]
-    ) -> str:
+    def publish(self, events: Iterable[PublishedEvent]) -> None:
+        """Remember events read from the outbox (in position order) and queue each for the
+        subscriptions it is for; those are woken together at the next flush."""
+        flagged = self._flagged
+        for event in events:
+            self._window.append(event)
+            self.head = event.position
+            for listener in self.listeners:
+                listener(event)
+            for subscription in list(self._subscriptions):
+                if subscription.offer(event):
+                    flagged.append(subscription)
+        if flagged and self._flush_at is None:
+            # Now if the last flush is `flush_seconds` old, else when it is: under a steady
+            # event rate each connection gets one write per interval with everything since,
+            # instead of a wake-up and a write per event.
+            delay = self._last_flush + self.flush_seconds - self._clock()
+            if delay <= 0:
+                self.flush()
+            else:
+                self._flush_at = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        """Wake every subscription that has events queued."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        now = self._last_flush = self._clock()
+        flagged, self._flagged = self._flagged, []
+        quiet_until = now + self.heartbeat_seconds
+        for subscription in flagged:
+            subscription.quiet_until = quiet_until
+            subscription.wake()
+
+    def encoded(self, event: PublishedEvent, wire: str, encode: Callable[[PublishedEvent], T]) -> T:
         """The event's wire frame, encoded once per process and shared by every
         subscriber (1,000 SSE clients must not mean 1,000 `json.dumps` per event)."""
         key = (wire, event.position)
@@ -206,18 +217,30 @@ class Hub:
             frame = self._frames[key] = encode(event)
             while len(self._frames) > self._frames_max:
                 self._frames.popitem(last=False)
-        return frame
+        return cast(T, frame)
 
     # -- subscriptions -------------------------------------------------------------------
     async def subscribe(
-        self, channels: ChannelSet, principal: Principal, *, since: int | None, transport: str
+        self,
+        channels: ChannelSet,
+        principal: Principal,
+        *,
+        since: int | None,
+        transport: str,
+        credential: Credential | None = None,
     ) -> tuple[Subscription, Reset | None]:
         if self.draining:
             raise Closed("draining")
-        subscription = Subscription(self, channels, principal, transport)
+        subscription = Subscription(
+            channels, principal, transport, queue_limit=self.queue_limit, credential=credential
+        )
+        now = self._clock()
+        subscription.quiet_until = now + self.heartbeat_seconds
         head = self.head
         subscription.position = head if since is None else since
         self._subscriptions.add(subscription)  # live events after `head` queue from now on
+        if credential is not None and self.rechecks is not None:
+            self.rechecks.watch(credential, subscription, now=now)
         reset = None
         if since is not None and since != head:
             reset = await self._load_backlog(subscription, since, head)
@@ -227,6 +250,8 @@ class Hub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
+        if subscription.credential is not None and self.rechecks is not None:
+            self.rechecks.unwatch(subscription.credential, subscription)
 
     @property
     def subscriptions(self) -> int:
@@ -243,7 +268,7 @@ class Hub:
             LIVE_RESUMES.labels(transport, "reset").inc()
             return Reset("position_too_old", head)
         if self._window and self._window[0].position <= since + 1:
-            subscription._backlog.extend(e for e in self._window if since < e.position <= head)
+            subscription.backlog.extend(e for e in self._window if since < e.position <= head)
             LIVE_RESUMES.labels(transport, "window").inc()
             return None
         async with self._sessions() as session, session.begin():
@@ -258,7 +283,7 @@ class Hub:
             page = [e for e in page if e.position <= head]
             if not page:
                 break
-            subscription._backlog.extend(page)
+            subscription.backlog.extend(page)
             after = page[-1].position
         LIVE_RESUMES.labels(transport, "database").inc()
         return None
@@ -267,6 +292,3 @@ class Hub:
 def lag_seconds(event: PublishedEvent) -> float:
     """Commit (≈ insert) to now: what the fan-out latency histogram measures."""
     return max((datetime.now(UTC) - event.created_at).total_seconds(), 0.0)
-
-
-Recheck = Callable[[], Awaitable[bool]]

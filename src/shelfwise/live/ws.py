@@ -45,6 +45,8 @@ from shelfwise.observability.metrics import (
 )
 
 router = APIRouter()
+_SENT = LIVE_EVENTS_SENT.labels("ws")
+_LATENCY = LIVE_FANOUT_LATENCY.labels("ws")
 MAX_MESSAGE_BYTES = 16 * 1024
 AUTH_TIMEOUT_SECONDS = 10.0
 CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_RESTART, CLOSE_TRY_LATER = 1008, 1009, 1012, 1013
@@ -158,37 +160,30 @@ class _Connection:
             self.hub.unsubscribe(self.subscription)
             self.subscription.close("resubscribed")  # wakes the pump onto the new one
         self.subscription, reset = await self.hub.subscribe(
-            self.channels, self.principal, since=since, transport="ws"
+            self.channels, self.principal, since=since, transport="ws", credential=self.credential
         )
         self.subscribed.set()
         if reset is not None:
             await self.send({"type": "reset", **reset_json(reset)})
 
     async def pump(self) -> None:
-        """Write events as they come; re-check the credential on every heartbeat."""
-        settings = self.ctx.settings
-        loop = asyncio.get_running_loop()
-        recheck_at = loop.time() + settings.live_recheck_seconds
+        """Write events as the hub wakes us, every queued one per wake-up. The hub's ticker
+        re-checks the credential (closing the subscription with `revoked`)."""
         await self.subscribed.wait()
         while True:
             assert self.subscription is not None
             try:
-                event = await self.subscription.next(settings.live_heartbeat_seconds)
+                events = await self.subscription.next_batch()
             except Closed as closed:
                 if closed.reason == "resubscribed":
                     continue
                 raise
-            if loop.time() >= recheck_at:
-                recheck_at = loop.time() + settings.live_recheck_seconds
-                assert self.credential is not None
-                if await authenticate(self.ctx, self.credential) is None:
-                    self.reason = "revoked"
-                    await self.ws.close(CLOSE_REVOKED, "signed out or revoked")
-                    return
-            if event is not None:
+            if not events:
+                continue  # heartbeat: uvicorn sends transport-level pings itself
+            for event in events:
                 await self.ws.send_text(self.hub.encoded(event, "ws", _ws_frame))
-                LIVE_EVENTS_SENT.labels("ws").inc()
-                LIVE_FANOUT_LATENCY.labels("ws").observe(lag_seconds(event))
+            _SENT.inc(len(events))
+            _LATENCY.observe(lag_seconds(events[0]))
 
     async def listen(self) -> None:
         while True:
@@ -218,7 +213,11 @@ async def _serve(conn: _Connection) -> None:
         first = closed.exceptions[0]
         reason = first.reason if isinstance(first, Closed) else "closed"
         conn.reason = reason
-        code = {"draining": CLOSE_RESTART, "slow_consumer": CLOSE_SLOW}.get(reason, 1000)
+        code = {
+            "draining": CLOSE_RESTART,
+            "slow_consumer": CLOSE_SLOW,
+            "revoked": CLOSE_REVOKED,
+        }.get(reason, 1000)
         with contextlib.suppress(Exception):
             await conn.ws.close(code, reason)
     except* WebSocketDisconnect:

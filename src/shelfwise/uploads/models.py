@@ -17,7 +17,8 @@ class ProductImage(Base):
     product_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
     )
-    sha256: Mapped[str] = mapped_column(String(64))
+    # Indexed: a file is deleted only when no row names its hash any more.
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     content_type: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))

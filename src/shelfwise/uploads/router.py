@@ -12,16 +12,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from starlette.responses import FileResponse
 from starlette.types import Scope
 
-from shelfwise.catalog.models import Product
 from shelfwise.catalog.service import ProductNotFound
 from shelfwise.http.conditional import is_not_modified
 from shelfwise.http.deps import ContextDep
 from shelfwise.identity.dependencies import CatalogWriter
+from shelfwise.uploads import service as images
 from shelfwise.uploads.models import ProductImage
 from shelfwise.uploads.storage import ImageStore
 
@@ -77,36 +76,23 @@ async def put_image(
 ) -> ImageOut:
     """Replace the product's image. The body is the raw image (PNG, JPEG or WebP; the
     type is read from the bytes), at most `image_max_bytes`."""
-    async with ctx.db.sessions() as session, session.begin():
-        if await session.scalar(select(Product.id).where(Product.id == product_id)) is None:
-            raise ProductNotFound(f"No product with id {product_id}")
     store = ImageStore(ctx.settings.data_dir / "images")
     length = request.headers.get("content-length")
-    stored = await store.save(
+    async with ctx.db.sessions() as session:
+        await images.ensure_product(session, product_id)
+    # No connection is held while the body streams in.
+    staged = await store.stage(
         request.stream(),
         max_bytes=ctx.settings.image_max_bytes,
         declared_length=int(length) if length and length.isdigit() else None,
         declared_type=request.headers.get("content-type"),
     )
+    async with ctx.db.sessions() as session:
+        replaced = await images.attach_image(session, store, product_id, staged)
+        if replaced is not None:
+            await images.release_quietly(session, store, replaced)
+    stored = staged.stored
     values = {"sha256": stored.sha256, "content_type": stored.content_type, "size": stored.size}
-    async with ctx.db.sessions() as session, session.begin():
-        previous = await session.scalar(
-            select(ProductImage.sha256)
-            .where(ProductImage.product_id == product_id)
-            .with_for_update()
-        )
-        stmt = insert(ProductImage).values(product_id=product_id, **values)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[ProductImage.product_id],
-                set_={**values, "updated_at": func.clock_timestamp()},
-            )
-        )
-        still_used = previous is not None and await session.scalar(
-            select(func.count()).where(ProductImage.sha256 == previous)
-        )
-    if previous and previous != stored.sha256 and not still_used:
-        await store.remove(previous)
     return ImageOut(product_id=product_id, url=_url(product_id, stored.sha256), **values)
 
 

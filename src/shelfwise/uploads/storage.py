@@ -7,6 +7,9 @@ type, a client that disconnects, a body shorter than its `Content-Length` — re
 temp file before the error leaves. Only a complete, checked file is renamed into place
 (`os.replace`, atomic on one filesystem), under its content hash: readers see the old
 file or the new one, never half of one.
+
+Receiving (`stage`) and placing (`place`) are separate steps so that the caller can place
+the file while it holds the lock on that content hash (see `uploads/service.py`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ class Stored:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A complete, checked upload still in the temp directory."""
+
+    temp: Path
+    stored: Stored
+
+
 class UploadTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The image exceeds {limit} bytes")
@@ -68,14 +79,15 @@ class ImageStore:
     def path_of(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    async def save(
+    async def stage(
         self,
         chunks: AsyncIterator[bytes],
         *,
         max_bytes: int,
         declared_length: int | None = None,
         declared_type: str | None = None,
-    ) -> Stored:
+    ) -> Staged:
+        """Receive the body into a temp file; the caller must `place` or `discard` it."""
         if declared_length is not None and declared_length > max_bytes:
             raise UploadTooLarge(max_bytes)  # refused before a byte is read
         await anyio.Path(self.tmp).mkdir(parents=True, exist_ok=True)
@@ -104,16 +116,27 @@ class ImageStore:
                 raise IncompleteUpload(
                     f"Received {size} of the {declared_length} bytes announced: truncated upload"
                 )
-            sha = digest.hexdigest()
-            final = self.path_of(sha)
-            await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
-            await anyio.to_thread.run_sync(os.replace, temp, final)
-            return Stored(sha, kind, size)
+            return Staged(temp, Stored(digest.hexdigest(), kind, size))
         except ClientDisconnect as exc:
+            await self.discard_temp(temp)
             raise IncompleteUpload("The client disconnected before the upload finished") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                await anyio.Path(temp).unlink()
+        except BaseException:
+            await self.discard_temp(temp)
+            raise
+
+    async def place(self, staged: Staged) -> None:
+        """Rename the staged file to its content-hash path (atomic; replaces equal bytes)."""
+        final = self.path_of(staged.stored.sha256)
+        await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(os.replace, staged.temp, final)
+
+    async def discard(self, staged: Staged) -> None:
+        await self.discard_temp(staged.temp)
+
+    @staticmethod
+    async def discard_temp(temp: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await anyio.Path(temp).unlink()
 
     @staticmethod
     def _check_type(head: bytes, declared: str | None) -> str:
@@ -125,5 +148,6 @@ class ImageStore:
         return kind
 
     async def remove(self, sha256: str) -> None:
+        """Delete the file of `sha256`; one that is already gone is not an error."""
         with contextlib.suppress(FileNotFoundError):
             await anyio.Path(self.path_of(sha256)).unlink()

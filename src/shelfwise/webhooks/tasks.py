@@ -4,13 +4,13 @@ loop the worker runs next to the relay."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import structlog
 from procrastinate import JobContext
 
 from shelfwise.config import Settings
 from shelfwise.db import Database
+from shelfwise.events.relay import AfterPublish
 from shelfwise.jobs.registry import task
 from shelfwise.jobs.retry import Backoff
 from shelfwise.jobs.runtime import runtime_of
@@ -78,12 +78,9 @@ async def deliver_webhook(context: JobContext, delivery_id: int) -> str:
     return status
 
 
-AfterPublish = Callable[[int], Awaitable[None]]
-
-
 class FanoutWake:
-    """ "Events were published": set by the relay's after-publish hook when the relay runs
-    in the same process (`shelfwise worker` runs both), so the fan-out starts at once
+    """Set by the relay's after-publish hook when the relay runs in the same process
+    (`shelfwise worker` runs both), so the fan-out starts as soon as events are published
     instead of at its next poll. A lost wake-up only costs one poll interval."""
 
     def __init__(self) -> None:

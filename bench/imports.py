@@ -1,0 +1,278 @@
+"""CSV import at scale: rows/s and the importing process's peak memory.
+
+    flock /tmp/shelfwise-bench.lock python -m bench.imports --rows 1000000
+        [--via worker|cli] [--locations 3] [--batch-size 1000] [--timeout 1800]
+
+Writes a deterministic CSV (seeded: same bytes for the same arguments) of products with
+stock — one row per SKU, most with `location,on_hand`, one in 1,000 deliberately bad —
+into a fresh database `shelfwise_bench_imports` of the `var/bench` cluster (never the
+database the other benchmarks read), then imports it the way production does:
+
+- `--via worker` (default): a `shelfwise worker` process (Procrastinate worker and outbox
+  relay, as deployed) runs the `import_products` job, deferred like `POST /v1/imports`
+  does; elapsed is the job's started → finished, from Procrastinate's own events.
+- `--via cli`: `shelfwise import FILE`, wall time of the process.
+
+Peak RSS is the kernel's high-water mark of that process (`VmHWM`, sampled until it
+exits, and `ru_maxrss` for the CLI child), so no short peak can slip between samples.
+Afterwards `shelfwise reconcile` must be clean; then the database is dropped (`--keep`
+keeps it). Prints one JSON line; also writes it to bench/results/<timestamp>-imports.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench.issues import BIN, RESULTS, start_worker, stop
+from bench.run import machine_busy_seconds
+from bench.servers import DATA_DIR, ROOT, cluster_cpu_seconds
+
+DATABASE = "shelfwise_bench_imports"
+LOCATIONS = ("BENCH-A", "BENCH-B", "BENCH-C", "BENCH-D", "BENCH-E")
+HEADER = "sku,name,category,price_minor,currency,description,location,on_hand\n"
+BAD_EVERY = 1000
+POLL_S = 0.5
+
+
+def write_csv(path: Path, rows: int, locations: int, seed: int) -> int:
+    """`rows` data lines; every BAD_EVERY-th has a price that is not a number, every
+    tenth carries no stock. Returns the number of bad rows."""
+    rng = random.Random(seed)
+    codes = LOCATIONS[:locations]
+    bad = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(HEADER)
+        chunk: list[str] = []
+        for n in range(rows):
+            price: object = rng.randrange(100, 100_000)
+            if n % BAD_EVERY == BAD_EVERY - 1:
+                price, bad = "n/a", bad + 1
+            stock = ",," if n % 10 == 9 else f",{rng.choice(codes)},{rng.randrange(0, 500)}"
+            chunk.append(
+                f"BENCH-{n:08d},Bench product {n},cat-{n % 50},{price},EUR,"
+                f'"Generated row {n}, for the import benchmark"{stock}\n'
+            )
+            if len(chunk) == 10_000:
+                out.write("".join(chunk))
+                chunk.clear()
+        out.write("".join(chunk))
+    return bad
+
+
+def prepare_database(locations: int) -> str:
+    from shelfwise.embedded import start_embedded
+    from shelfwise.migrate import upgrade
+
+    drop_database()
+    url = start_embedded(DATA_DIR, database=DATABASE)
+    upgrade(url)
+    with psycopg.connect(url) as conn:
+        for code in LOCATIONS[:locations]:
+            conn.execute(
+                "INSERT INTO locations (code, name) VALUES (%s, %s)", (code, f"Bench {code}")
+            )
+    return url
+
+
+def drop_database() -> None:
+    from shelfwise.embedded import start_embedded
+
+    admin = start_embedded(DATA_DIR, database="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+
+
+def status_kb(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def defer_import(url: str, path: Path) -> int:
+    from shelfwise.config import load_settings
+    from shelfwise.db import open_database
+    from shelfwise.imports import tasks  # noqa: F401  (registers the task)
+    from shelfwise.imports.service import IMPORT_TASK
+    from shelfwise.jobs.defer import defer_in_transaction
+
+    async def main() -> int:
+        db = open_database(load_settings(database_url=url), url)
+        try:
+            async with db.sessions() as session, session.begin():
+                args = {"path": str(path), "stock_allowed": True}
+                return await defer_in_transaction(session, IMPORT_TASK, args)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def wait_until_ready(url: str, deadline: float) -> None:
+    """The worker is up once it has registered itself with Procrastinate."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not start")
+            time.sleep(0.2)
+
+
+def via_worker(url: str, path: Path, log: Path, timeout: float) -> dict[str, Any]:
+    worker = start_worker(url, log)
+    deadline = time.monotonic() + timeout
+    try:
+        wait_until_ready(url, time.monotonic() + 60)
+        idle = status_kb(worker.pid)
+        job_id = defer_import(url, path)
+        peak = idle
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                peak = status_kb(worker.pid)  # VmHWM only grows
+                status = conn.execute(
+                    "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)
+                ).fetchone()[0]
+                if status in ("succeeded", "failed", "cancelled", "aborted"):
+                    break
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise TimeoutError(f"job {job_id} still {status}; see {log}")
+                time.sleep(POLL_S)
+            seconds = conn.execute(
+                "SELECT extract(epoch FROM max(at) FILTER (WHERE type IN ('succeeded', 'failed'))"
+                " - min(at) FILTER (WHERE type = 'started'))"
+                " FROM procrastinate_events WHERE job_id = %s",
+                (job_id,),
+            ).fetchone()[0]
+            message = conn.execute(
+                "SELECT message FROM job_progress WHERE job_id = %s", (job_id,)
+            ).fetchone()[0]
+            backlog = conn.execute(
+                "SELECT count(*) FROM outbox_events WHERE position IS NULL"
+            ).fetchone()[0]
+        cpu = psutil.Process(worker.pid).cpu_times()
+        pg_cpu = cluster_cpu_seconds()  # before the worker's backends exit with it
+    finally:
+        stop(worker)
+    if status != "succeeded":
+        raise RuntimeError(f"import job {status}: {message}")
+    report = json.loads(message)
+    return {
+        "status": status,
+        "seconds": float(seconds),
+        "peak_rss_mb": peak["VmHWM"] / 1024,
+        "idle_rss_mb": idle["VmRSS"] / 1024,
+        "outbox_unpublished_at_end": backlog,
+        "worker_cpu_s": round(cpu.user + cpu.system, 1),
+        "postgres_cpu_s_total": pg_cpu,
+        **{k: report[k] for k in ("lines", "imported", "created", "stock_changed", "bad")},
+        "errors_kept": len(report["errors"]),
+    }
+
+
+def via_cli(url: str, path: Path, timeout: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(BIN / "shelfwise"), "import", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "DATABASE_URL": url, "SHELFWISE_ENV": "development"},
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    seconds = time.perf_counter() - started
+    # The child is reaped: its peak is in the children's rusage (KiB on Linux).
+    import resource
+
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    tail = out.decode(errors="replace").strip().splitlines()[-1:]
+    return {
+        "status": proc.returncode,
+        "seconds": seconds,
+        "peak_rss_mb": peak_kb / 1024,
+        "tail": tail,
+    }
+
+
+def reconcile(url: str) -> int:
+    done = subprocess.run(
+        [str(BIN / "shelfwise"), "reconcile"],
+        cwd=ROOT,
+        capture_output=True,
+        env={**os.environ, "DATABASE_URL": url},
+        timeout=600,
+    )
+    return done.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--via", choices=("worker", "cli"), default="worker")
+    parser.add_argument("--locations", type=int, default=3, choices=range(1, 6))
+    parser.add_argument("--seed", type=int, default=20261121)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds, then give up")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the imported database (default: drop it)"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    with tempfile.TemporaryDirectory(prefix="shelfwise-imports-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        path = tmp / "bench.csv"
+        bad = write_csv(path, args.rows, args.locations, args.seed)
+        size = path.stat().st_size
+        url = prepare_database(args.locations)
+        busy, pg_cpu, load = machine_busy_seconds(), cluster_cpu_seconds(), os.getloadavg()
+        if args.via == "worker":
+            run = via_worker(url, path, RESULTS / f"{stamp}-imports-worker.log", args.timeout)
+            run["postgres_cpu_s"] = round(run.pop("postgres_cpu_s_total") - pg_cpu, 1)
+        else:  # the CLI's backends are gone with it, and their CPU time with them
+            run = via_cli(url, path, args.timeout)
+        result = {
+            "stamp": stamp,
+            "via": args.via,
+            "rows": args.rows,
+            "file_mb": round(size / 2**20, 1),
+            "expected_bad": bad,
+            **run,
+            "rows_per_s": round(args.rows / run["seconds"]),
+            "machine_busy_cpu_s": round(machine_busy_seconds() - busy, 1),
+            "cpus": os.cpu_count(),
+            "loadavg_start": load,
+            "loadavg_end": os.getloadavg(),
+            "reconcile_exit": reconcile(url),
+        }
+        if not args.keep:  # a million rows of products, levels, ledger and events: ~2 GB
+            drop_database()
+    line = json.dumps(result, default=str)
+    (RESULTS / f"{stamp}-imports.json").write_text(line + "\n")
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Event-stream bodies past the middleware stack.
+
+Each middleware layer wraps `send`. For an ordinary response that is a few calls; for an
+event stream it is the same few calls for every chunk, for hours, on every connection.
+Our layers act on `http.response.start` only (headers, status, timing), so once a
+stream's start message has passed all of them unchanged in encoding, its body chunks may
+go straight to the server: `StreamSendMiddleware`, the outermost layer, then leaves the
+server's `send` in the scope, and `EventStreamResponse` writes its chunks there.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shelfwise.http.observe import DIRECT_BYTES
+
+SERVER_SEND = "server_send"
+
+
+class StreamSendMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_started(message: Message) -> None:
+            # A layer that re-encodes the body (gzip) must see every chunk: no shortcut.
+            if message["type"] == "http.response.start" and not any(
+                name.lower() == b"content-encoding" for name, _ in message.get("headers", ())
+            ):
+                state[SERVER_SEND] = send
+            await send(message)
+
+        await self.app(scope, receive, send_started)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A `text/event-stream` response whose chunks bypass the middleware stack once its
+    headers went through it (see the module docstring); elsewhere a plain streaming
+    response."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._state = scope.setdefault("state", {})
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        direct: Send | None = self._state.get(SERVER_SEND)
+        write = direct or send
+        written = 0
+        try:
+            async for chunk in self.body_iterator:
+                body = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                written += len(body)
+                await write({"type": "http.response.body", "body": body, "more_body": True})
+            await write({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if direct is not None:
+                self._state[DIRECT_BYTES] = written

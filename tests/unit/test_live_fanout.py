@@ -1,0 +1,202 @@
+"""The hub's fan-out: batched wake-ups, order and exactly-once across backlog and live
+events, heartbeats for quiet connections, and the per-credential re-check."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shelfwise.events.outbox import PublishedEvent
+from shelfwise.identity.models import Role
+from shelfwise.identity.principal import Principal, PrincipalKind
+from shelfwise.identity.scopes import ROLE_SCOPES
+from shelfwise.live.auth import Credential, Reauthorization
+from shelfwise.live.channels import parse_channels
+from shelfwise.live.hub import Closed, Hub, Subscription
+
+STAFF = Principal(PrincipalKind.USER, uuid.uuid4(), ROLE_SCOPES[Role.STAFF], Role.STAFF)
+STOCK = parse_channels(["stock"])
+
+
+def stock_event(position: int) -> PublishedEvent:
+    return PublishedEvent(
+        position=position,
+        id=position,
+        type="stock.changed",
+        aggregate_type="stock_level",
+        aggregate_id="1",
+        payload={"product_id": "p", "on_hand": position},
+        version=position,
+        created_at=datetime.now(UTC),
+        published_at=None,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def hub(clock: Clock | None = None, **options: Any) -> Hub:
+    # Subscribing without a position and publishing by hand never touch the database.
+    options = {"flush_seconds": 3600.0, "clock": clock or Clock(), **options}
+    return Hub(None, **options)  # type: ignore[arg-type]
+
+
+async def settled(task: asyncio.Task[Any]) -> bool:
+    """Give the loop a few turns; has `task` finished?"""
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return task.done()
+
+
+def positions(events: list[PublishedEvent]) -> list[int]:
+    return [e.position for e in events]
+
+
+async def test_queued_events_wait_for_the_flush_and_arrive_as_one_batch() -> None:
+    live = hub()
+    subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+    live.publish([stock_event(1), stock_event(2)])  # first flush: at once
+    assert positions(await subscription.next_batch()) == [1, 2]
+
+    waiting = asyncio.create_task(subscription.next_batch())
+    assert not await settled(waiting)
+    live.publish([stock_event(3)])  # within the interval: queued, nobody woken
+    assert not await settled(waiting)
+    live.publish([stock_event(4), stock_event(5)])
+    assert not await settled(waiting)
+    live.flush()
+    assert await settled(waiting)
+    assert positions(waiting.result()) == [3, 4, 5]
+
+
+async def test_resume_then_live_events_in_order_exactly_once() -> None:
+    live = hub(window=100)
+    live.publish([stock_event(p) for p in range(1, 6)])
+    resumed, reset = await live.subscribe(STOCK, STAFF, since=2, transport="sse")
+    assert reset is None
+    live.publish([stock_event(6), stock_event(7)])
+    live.publish([stock_event(7)])  # a repeat (e.g. a re-read page) is not delivered twice
+    live.flush()
+    assert positions(await resumed.next_batch()) == [3, 4, 5, 6, 7]
+    live.publish([stock_event(8)])
+    live.flush()
+    assert positions(await resumed.next_batch()) == [8]
+
+
+async def test_a_full_queue_disconnects_only_the_slow_subscriber() -> None:
+    live = hub(queue_limit=3)
+    slow, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+    fast, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+    for position in range(1, 5):
+        live.publish([stock_event(position)])
+        live.flush()
+        assert positions(await fast.next_batch()) == [position]
+    assert slow.closed_reason == "slow_consumer"
+    with pytest.raises(Closed):
+        await slow.next_batch()
+
+
+async def test_heartbeat_only_for_connections_that_were_quiet() -> None:
+    clock = Clock()
+    live = hub(clock, heartbeat_seconds=15.0, flush_seconds=0.0)
+    written, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+    quiet, _ = await live.subscribe(parse_channels(["orders"]), STAFF, since=None, transport="sse")
+    clock.t += 10.0
+    live.publish([stock_event(1)])  # written to `written` only: `quiet` wants orders
+    assert positions(await written.next_batch()) == [1]
+
+    quiet_waiting = asyncio.create_task(quiet.next_batch())
+    written_waiting = asyncio.create_task(written.next_batch())
+    live.heartbeats(clock.t + 4.0)  # 14 s since `quiet` subscribed
+    assert not await settled(quiet_waiting)
+    live.heartbeats(clock.t + 5.0)  # 15 s: `quiet` gets a ping; `written` wrote 5 s ago
+    assert await settled(quiet_waiting)
+    assert quiet_waiting.result() == []
+    assert not await settled(written_waiting)
+    live.heartbeats(clock.t + 15.0)
+    assert await settled(written_waiting)
+    assert written_waiting.result() == []
+
+
+class Connection:
+    def __init__(self) -> None:
+        self.closed: str | None = None
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+async def test_one_check_per_credential_per_interval() -> None:
+    checks: list[str] = []
+    revoked = {"gone"}
+
+    async def check(credential: Credential) -> bool:
+        checks.append(credential.value)
+        return credential.value not in revoked
+
+    rechecks = Reauthorization(check, interval=15.0)
+    shared = [Connection() for _ in range(100)]
+    for connection in shared:
+        rechecks.watch(Credential("bearer", "token"), connection, now=0.0)
+    doomed = [Connection(), Connection()]
+    for connection in doomed:
+        rechecks.watch(Credential("session", "gone"), connection, now=5.0)
+
+    assert await rechecks.sweep(now=14.0) == 0
+    assert await rechecks.sweep(now=15.0) == 1
+    assert checks == ["token"]
+    assert await rechecks.sweep(now=20.0) == 1
+    assert checks == ["token", "gone"]
+    assert [c.closed for c in doomed] == ["revoked", "revoked"]
+    assert all(c.closed is None for c in shared)
+    assert await rechecks.sweep(now=29.0) == 0  # "token" was checked at 15
+    assert await rechecks.sweep(now=30.0) == 1
+
+
+async def test_a_failed_check_keeps_connections_and_retries() -> None:
+    calls = 0
+
+    async def check(credential: Credential) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database down")
+        return False
+
+    rechecks = Reauthorization(check, interval=1.0)
+    connection = Connection()
+    rechecks.watch(Credential("bearer", "t"), connection, now=0.0)
+    assert await rechecks.sweep(now=1.0) == 1
+    assert connection.closed is None
+    assert await rechecks.sweep(now=1.5) == 1  # not refreshed by the failure: due again
+    assert connection.closed == "revoked"
+
+
+async def test_hub_closes_revoked_subscriptions_and_forgets_closed_ones() -> None:
+    async def check(credential: Credential) -> bool:
+        return credential.value != "revoked"
+
+    rechecks = Reauthorization(check, interval=1.0)
+    live = hub(rechecks=rechecks)
+    keep, _ = await live.subscribe(
+        STOCK, STAFF, since=None, transport="sse", credential=Credential("bearer", "ok")
+    )
+    lose: Subscription
+    lose, _ = await live.subscribe(
+        STOCK, STAFF, since=None, transport="ws", credential=Credential("bearer", "revoked")
+    )
+    gone, _ = await live.subscribe(
+        STOCK, STAFF, since=None, transport="sse", credential=Credential("bearer", "revoked")
+    )
+    live.unsubscribe(gone)
+    assert await rechecks.sweep(now=101.0) == 2
+    assert (keep.closed_reason, lose.closed_reason, gone.closed_reason) == (None, "revoked", None)
