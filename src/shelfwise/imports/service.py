@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.events.outbox import OUTBOX_CHANNEL, emit
+from shelfwise.events.doorbell import outbox_written
+from shelfwise.events.outbox import emit
 from shelfwise.events.payloads import EventType
 from shelfwise.imports import stock
 from shelfwise.imports.parser import MAX_ERRORS_KEPT, BadRow, Batch, CsvBatches, ImportRow
@@ -155,9 +156,7 @@ UPSERT_PRODUCTS_SQL = text(
         SELECT (SELECT count(*) FROM upserted WHERE inserted) AS created,
                (SELECT count(*) FROM events) AS emitted
     )
-    SELECT created, emitted,
-           CASE WHEN emitted > 0 THEN pg_notify(:channel, emitted::text) END
-    FROM counted
+    SELECT created, emitted FROM counted
     """
 )
 
@@ -172,9 +171,10 @@ async def upsert_products(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     params |= {
         "created_type": EventType.PRODUCT_CREATED.value,
         "updated_type": EventType.PRODUCT_UPDATED.value,
-        "channel": OUTBOX_CHANNEL,
     }
-    created, emitted, _ = (await session.execute(UPSERT_PRODUCTS_SQL, params)).one()
+    created, emitted = (await session.execute(UPSERT_PRODUCTS_SQL, params)).one()
+    if emitted:
+        outbox_written(session)  # the relay is woken after the commit (events/doorbell.py)
     return int(created), int(emitted) - int(created)
 
 
