@@ -55,9 +55,9 @@ class ReadPool:
             kwargs={
                 "autocommit": True,
                 "row_factory": dict_row,
-                "application_name": "shelfwise-reads",
+                "application_name": "shelfwise-driver",
             },
-            name="shelfwise-reads",
+            name="shelfwise-driver",
         )
 
     async def open(self) -> None:

@@ -345,7 +345,8 @@ async def test_kill_9_mid_burst_leaves_no_half_written_order(
                 async def half_written() -> bool:
                     cursor = await watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND application_name = 'shelfwise' "
+                        "WHERE datname = current_database() "
+                        "AND application_name IN ('shelfwise', 'shelfwise-driver') "
                         "AND backend_xid IS NOT NULL AND %s = ANY(pg_blocking_pids(pid))",
                         (blocker.info.backend_pid,),
                     )
@@ -377,7 +378,7 @@ async def test_kill_9_mid_burst_leaves_no_half_written_order(
                 await scalar(
                     watcher,
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name = 'shelfwise'",
+                    "WHERE datname = current_database() AND application_name LIKE 'shelfwise%'",
                 )
                 == 0
             )
