@@ -450,6 +450,35 @@ def sse_server(ctx: dict[str, Any], args: argparse.Namespace) -> Server:
     return server
 
 
+def live_metrics(port: int, transport: str) -> dict[str, Any]:
+    """From the server's /metrics: its own view of the fan-out lag (one observation per
+    write, its oldest event; whole run, ramp included) and how often the GC ran."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    buckets: list[tuple[float, float]] = []
+    gc: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("shelfwise_live_fanout_latency_seconds_bucket") and (
+            f'transport="{transport}"' in name
+        ):
+            le = name.split('le="')[1].split('"')[0]
+            buckets.append((float(le), float(value)))
+        elif name.startswith("python_gc_collections_total"):
+            gc[name.split('generation="')[1].split('"')[0]] = float(value)
+    total = buckets[-1][1] if buckets else 0.0
+
+    def upper(q: float) -> float | None:
+        return next((le for le, n in buckets if total and n >= q * total), None)
+
+    return {
+        "writes": total,
+        "write_lag_p50_le_s": upper(0.5),
+        "write_lag_p99_le_s": upper(0.99),
+        "gc_collections": gc,
+    }
+
+
 def with_host(request: str, port: int) -> str:
     return request.replace(request.split("Host: ")[1].split("\r\n")[0], f"127.0.0.1:{port}")
 
@@ -517,13 +546,14 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                             subscribers=n // procs,
                             duration=args.duration,
                             ramp=ramp / procs,
+                            settle=args.settle,
                         )
                         for _ in range(procs)
                     ]
                     # Connects may be slower than `ramp`: adjust until every subscriber
                     # process has finished measuring, whenever that is.
                     stop_file = ctx["tmp"] / f"stop-{mode}-{n}"
-                    limit = n / ramp * 6 + 17.0 + args.duration
+                    limit = n / ramp * 6 + args.settle + 2.0 + args.duration
                     adj = rate_client(
                         "fixed",
                         port,
@@ -536,6 +566,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     parts = [collect(p, timeout=limit + 120) for p in subs]
                     stop_file.touch()
                     adj_result = collect(adj, timeout=limit + 30)
+                    server_view = live_metrics(port, mode)
                 result = {
                     "transport": mode,
                     "subscribers": n,
@@ -553,6 +584,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     "lag_max_ms": max(p["max_ms"] for p in parts),
                     "per_process": parts,
                     "adjustments": adj_result,
+                    "server": server_view,
                     "server_rss_mb": {
                         "idle": round(server.usage.idle_rss / 1e6, 1),
                         "peak": round(server.usage.peak_rss / 1e6, 1),
@@ -600,6 +632,12 @@ def main() -> int:
         default=0,
         help="sse part: run uvicorn with this connection cap instead of `shelfwise serve` "
         "(whose cap is 2,048)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="sse part: seconds the subscribers wait, after the ramp, for the last streams",
     )
     args = parser.parse_args()
     args.subscribers = args.subscribers or [1000]

@@ -200,6 +200,7 @@ async def subscribers(
     duration: float,
     ramp_per_s: float,
     channels: list[str],
+    settle_s: float = 15.0,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {
@@ -230,7 +231,7 @@ async def subscribers(
         if delay > 0:
             await asyncio.sleep(delay)
     ramp = time.perf_counter() - started
-    wait_until = time.perf_counter() + 15.0  # let the last streams open (at most 15 s)
+    wait_until = time.perf_counter() + settle_s  # let the last streams open
     while state["open"] + state["lost"] < len(transports) and time.perf_counter() < wait_until:
         await asyncio.sleep(0.2)
     opened = state["open"]
@@ -271,6 +272,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--ramp", type=float, default=500.0, help="stream connects per second")
     parser.add_argument("--channels", default="stock", help="ws: channels to subscribe to")
+    parser.add_argument(
+        "--settle", type=float, default=15.0, help="seconds to wait for the last streams to open"
+    )
     # (`--stop_file` is how bench.issues.rate_client spells options.)
     parser.add_argument(
         "--stop-file", "--stop_file", help="fixed: stop early once this file exists"
@@ -294,6 +298,7 @@ def main() -> None:
                 args.duration,
                 args.ramp,
                 args.channels.split(","),
+                args.settle,
             )
         )
     print(json.dumps(out))

@@ -16,7 +16,7 @@ from shelfwise.config import Settings
 from shelfwise.identity.models import Role
 from tests.integration.test_live import adjust, live_app, stocked
 from tests.live_support import running_relay, serve, settle, sse_events, take
-from tests.support import make_user
+from tests.support import make_user, wait_until
 
 
 async def test_sse_keeps_the_stack_headers_and_is_never_compressed(
@@ -45,6 +45,13 @@ async def test_sse_keeps_the_stack_headers_and_is_never_compressed(
             for quantity in (1, 2, 3, 4):
                 await adjust(client, staff["headers"], product_id, location_id, quantity)
             burst = await take(events, 4, kind="stock.changed")
+            hub = app.state.ctx.hub
+            assert hub.subscriptions == 1
+
+        async def unsubscribed() -> bool:  # the client went away: so does its subscription
+            return bool(hub.subscriptions == 0)
+
+        await wait_until(unsubscribed, what="the closed stream's subscription to end")
     assert [e.data["data"]["on_hand"] for e in burst] == [6, 8, 11, 15]
     ids = [e.id for e in burst]
     assert ids == sorted(set(ids))

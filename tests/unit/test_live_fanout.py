@@ -200,3 +200,28 @@ async def test_hub_closes_revoked_subscriptions_and_forgets_closed_ones() -> Non
     live.unsubscribe(gone)
     assert await rechecks.sweep(now=101.0) == 2
     assert (keep.closed_reason, lose.closed_reason, gone.closed_reason) == (None, "revoked", None)
+
+
+async def test_a_slow_fan_out_spaces_the_next_flush() -> None:
+    clock = Clock()
+    live = hub(clock, flush_seconds=0.05)
+    first, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+    second, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+
+    async def slow_writer(subscription: Subscription) -> None:
+        await subscription.next_batch()
+        clock.t += 0.1  # writing to this client took 100 ms of the loop
+
+    writers = [asyncio.create_task(slow_writer(s)) for s in (first, second)]
+    assert not await settled(writers[0])
+    live.publish([stock_event(1)])
+    assert await settled(writers[0])
+    assert await settled(writers[1])
+    waiting = asyncio.create_task(first.next_batch())
+    assert not await settled(waiting)
+    live.publish([stock_event(2)])  # both queued: 2 x 100 ms expected, x 3
+    assert live.flush_interval() == pytest.approx(0.6)
+    clock.t += 0.1  # 0.3 s after the last flush (which took 0.2 s): not yet
+    assert not await settled(waiting)
+    live.flush()
+    assert positions(await waiting) == [2]

@@ -12,10 +12,14 @@ is read, at the hub's current head H. Live events (> H) queue up while the backl
 (since, H] is fetched; the backlog is delivered first. Nothing falls in between.
 
 Fan-out cost: each event is encoded once per process (`encoded`). Subscribers are woken
-at most once per `flush_seconds` and write everything queued in one go, so the number of
-wake-ups and socket writes per second is bounded by connections / `flush_seconds`, not
-connections x events/s. One ticker task sends heartbeats to quiet connections and
-re-checks credentials, one lookup per credential (`live/auth.py`).
+together, at a *flush*, and each writes everything queued for it in one go, so the
+wake-ups and socket writes per second are connections / flush interval, not
+connections x events/s. The interval adapts to the cost: at least `flush_seconds`, and at
+least `FANOUT_SHARE` times as long as waking and writing to the waiting subscribers is
+expected to take (per-subscriber cost measured on recent flushes), so fan-out takes at
+most ~1/`FANOUT_SHARE` of the event loop and the rest stays for requests. One ticker task
+sends heartbeats to quiet connections and re-checks credentials, one lookup per
+credential (`live/auth.py`).
 
 Backpressure: each subscription holds at most `queue_limit` undelivered events. A client
 too slow to drain it is disconnected with reason `slow_consumer` (it can resume from its
@@ -52,9 +56,11 @@ __all__ = ["Closed", "Hub", "Reset", "Subscription", "lag_seconds"]
 log = structlog.get_logger("shelfwise.live")
 Wake = Callable[[], AsyncGenerator[None]]
 T = TypeVar("T")
-# Coalescing interval: adds at most this much to the delivery lag and bounds each
-# connection's wake-ups to 1 / FLUSH_SECONDS per second (docs/live.md, "Fan-out cost").
-FLUSH_SECONDS = 0.1
+# The shortest flush interval (it adds up to this much to the delivery lag), and how many
+# times the last fan-out's duration the next one waits at least (docs/live.md).
+FLUSH_SECONDS = 0.05
+FANOUT_SHARE = 3.0
+MAX_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,9 @@ class Hub:
         self._flagged: list[Subscription] = []
         self._flush_at: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")
+        # What waking and writing to one subscriber cost in recent flushes; the cheapest is
+        # the estimate, so one flush stretched by a GC pause does not slow the next ones.
+        self._costs: deque[float] = deque(maxlen=4)
         self.heartbeat_seconds = heartbeat_seconds
         self.rechecks = rechecks
         self._clock = clock
@@ -190,11 +199,16 @@ class Hub:
             # Now if the last flush is `flush_seconds` old, else when it is: under a steady
             # event rate each connection gets one write per interval with everything since,
             # instead of a wake-up and a write per event.
-            delay = self._last_flush + self.flush_seconds - self._clock()
+            delay = self._last_flush + self.flush_interval() - self._clock()
             if delay <= 0:
                 self.flush()
             else:
                 self._flush_at = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    def flush_interval(self) -> float:
+        """How long after the last flush the next may start, given who is waiting."""
+        fanout = min(self._costs, default=0.0) * len(self._flagged)
+        return min(max(self.flush_seconds, FANOUT_SHARE * fanout), MAX_FLUSH_SECONDS)
 
     def flush(self) -> None:
         """Wake every subscription that has events queued."""
@@ -207,6 +221,13 @@ class Hub:
         for subscription in flagged:
             subscription.quiet_until = quiet_until
             subscription.wake()
+        # The woken tasks run in the loop's next pass, in order; a callback queued after
+        # them runs once the last has written (or blocked on a full socket).
+        if flagged:
+            asyncio.get_running_loop().call_soon(self._fanned_out, now, len(flagged))
+
+    def _fanned_out(self, started: float, woken: int) -> None:
+        self._costs.append((self._clock() - started) / woken)
 
     def encoded(self, event: PublishedEvent, wire: str, encode: Callable[[PublishedEvent], T]) -> T:
         """The event's wire frame, encoded once per process and shared by every
@@ -218,6 +239,10 @@ class Hub:
             while len(self._frames) > self._frames_max:
                 self._frames.popitem(last=False)
         return cast(T, frame)
+
+    def lag_seconds(self, event: PublishedEvent) -> float:
+        """`lag_seconds(event)`, with the event's timestamp converted once per process."""
+        return max(time.time() - self.encoded(event, "created", _created), 0.0)
 
     # -- subscriptions -------------------------------------------------------------------
     async def subscribe(
@@ -287,6 +312,10 @@ class Hub:
             after = page[-1].position
         LIVE_RESUMES.labels(transport, "database").inc()
         return None
+
+
+def _created(event: PublishedEvent) -> float:
+    return event.created_at.timestamp()
 
 
 def lag_seconds(event: PublishedEvent) -> float:

@@ -126,7 +126,7 @@ async def _sse_body(
             # Everything queued since the last wake-up, in one write.
             yield b"".join([hub.encoded(event, "sse", _sse_frame) for event in events])
             _SENT.inc(len(events))
-            _LATENCY.observe(lag_seconds(events[0]))  # the oldest event of the write
+            _LATENCY.observe(hub.lag_seconds(events[0]))  # the oldest event of the write
     finally:
         hub.unsubscribe(subscription)
         LIVE_CONNECTIONS.labels("sse").dec()
@@ -162,6 +162,7 @@ async def stream(
     return EventStreamResponse(
         _sse_body(ctx.settings, hub, subscription, reset),
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+        on_disconnect=lambda: subscription.close("client"),
     )
 
 

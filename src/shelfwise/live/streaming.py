@@ -10,6 +10,9 @@ server's `send` in the scope, and `EventStreamResponse` writes its chunks there.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterable, Callable, Mapping
+
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,14 +44,41 @@ class StreamSendMiddleware:
 
 class EventStreamResponse(StreamingResponse):
     """A `text/event-stream` response whose chunks bypass the middleware stack once its
-    headers went through it (see the module docstring); elsewhere a plain streaming
-    response."""
+    headers went through it (see the module docstring).
+
+    With `on_disconnect`, the client's disconnect is watched by one plain task that calls
+    it (the stream then ends itself), instead of Starlette's task group of two tasks per
+    response: thousands of open streams keep fewer objects for the garbage collector to
+    scan."""
 
     media_type = "text/event-stream"
 
+    def __init__(
+        self,
+        content: AsyncIterable[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(content, headers=headers)
+        self._on_disconnect = on_disconnect
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._state = scope.setdefault("state", {})
-        await super().__call__(scope, receive, send)
+        if self._on_disconnect is None:
+            await super().__call__(scope, receive, send)
+            return
+        listener = asyncio.create_task(self._listen(receive, self._on_disconnect))
+        try:
+            await self.stream_response(send)
+        finally:
+            listener.cancel()
+
+    @staticmethod
+    async def _listen(receive: Receive, on_disconnect: Callable[[], None]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        on_disconnect()
 
     async def stream_response(self, send: Send) -> None:
         await send(

@@ -34,7 +34,7 @@ from shelfwise.http.ratelimit import client_ip
 from shelfwise.identity.principal import Principal
 from shelfwise.live.auth import Credential, authenticate, credential_of, same_origin
 from shelfwise.live.channels import ChannelSet, authorize, parse_channels
-from shelfwise.live.hub import Closed, Hub, Subscription, lag_seconds
+from shelfwise.live.hub import Closed, Hub, Subscription
 from shelfwise.live.router import event_json, reset_json
 from shelfwise.observability.metrics import (
     LIVE_CONNECTIONS,
@@ -183,7 +183,7 @@ class _Connection:
             for event in events:
                 await self.ws.send_text(self.hub.encoded(event, "ws", _ws_frame))
             _SENT.inc(len(events))
-            _LATENCY.observe(lag_seconds(events[0]))
+            _LATENCY.observe(self.hub.lag_seconds(events[0]))
 
     async def listen(self) -> None:
         while True:
