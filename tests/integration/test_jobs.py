@@ -26,7 +26,7 @@ from shelfwise.config import Settings
 from shelfwise.context import AppContext
 from shelfwise.jobs.alerts import Alerts
 from shelfwise.jobs.app import build_job_app
-from shelfwise.jobs.defer import defer_in_transaction
+from shelfwise.jobs.defer import defer_in_transaction, defer_many_in_transaction
 from shelfwise.jobs.registry import task
 from shelfwise.jobs.retry import Backoff, JitteredBackoff
 from shelfwise.jobs.runtime import JobRuntime, runtime_of
@@ -313,6 +313,23 @@ async def test_a_rolled_back_transaction_leaves_no_job(ctx: AppContext) -> None:
     async with ctx.db.sessions() as session, session.begin():
         with pytest.raises(LookupError):
             await defer_in_transaction(session, "no_such_task", {})
+
+
+async def test_many_jobs_deferred_in_one_statement_keep_their_order(ctx: AppContext) -> None:
+    async with ctx.db.sessions() as session, session.begin():
+        ids = await defer_many_in_transaction(
+            session, "report_low_stock", [{"timestamp": n} for n in range(5)]
+        )
+        assert await defer_many_in_transaction(session, "report_low_stock", []) == []
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    async with ctx.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT id, args->>'timestamp' FROM procrastinate_jobs ORDER BY id")
+            )
+        ).all()
+    assert [(job_id, int(ts)) for job_id, ts in rows] == list(zip(ids, range(5), strict=True))
 
 
 async def test_two_workers_run_each_period_of_a_periodic_task_once(

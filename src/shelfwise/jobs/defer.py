@@ -9,6 +9,7 @@ the job row in the same transaction: both commit, or neither does.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +20,13 @@ from shelfwise.jobs.registry import spec
 
 DEFER_SQL = text(
     """
-    SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[
-        ROW(CAST(:queue AS varchar), CAST(:task AS varchar), CAST(:priority AS integer),
-            CAST(:lock AS text), CAST(:queueing_lock AS text), CAST(:args AS jsonb),
-            CAST(:scheduled_at AS timestamptz))::procrastinate_job_to_defer_v1
-    ]))
+    SELECT unnest(procrastinate_defer_jobs_v1(ARRAY(
+        SELECT ROW(CAST(:queue AS varchar), CAST(:task AS varchar), CAST(:priority AS integer),
+                   CAST(:lock AS text), CAST(NULL AS text), a.args,
+                   CAST(:scheduled_at AS timestamptz))::procrastinate_job_to_defer_v1
+        FROM jsonb_array_elements(CAST(:args AS jsonb)) WITH ORDINALITY AS a(args, n)
+        ORDER BY a.n
+    )))
     """
 )
 
@@ -37,18 +40,34 @@ async def defer_in_transaction(
     priority: int = 0,
 ) -> int:
     """Queue `task_name(**args)` in the session's open transaction; returns the job id."""
+    (job_id,) = await defer_many_in_transaction(
+        session, task_name, [args], scheduled_at=scheduled_at, priority=priority
+    )
+    return job_id
+
+
+async def defer_many_in_transaction(
+    session: AsyncSession,
+    task_name: str,
+    args_list: Sequence[dict[str, Any]],
+    *,
+    scheduled_at: datetime | None = None,
+    priority: int = 0,
+) -> list[int]:
+    """Queue one job per `args` in one statement (Procrastinate's SQL takes an array);
+    returns the job ids in the same order."""
+    if not args_list:
+        return []
     task = spec(task_name)  # unknown names fail here, not in a worker hours later
-    job_id = await session.scalar(
+    ids = await session.scalars(
         DEFER_SQL,
         {
             "queue": task.queue,
             "task": task.name,
             "priority": priority,
             "lock": task.name if task.singleton else None,
-            "queueing_lock": None,
-            "args": json.dumps(args),
+            "args": json.dumps(list(args_list)),
             "scheduled_at": scheduled_at,
         },
     )
-    assert job_id is not None
-    return int(job_id)
+    return [int(job_id) for job_id in ids]

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shelfwise.errors import Conflict, InvalidCursor, NotFound
 from shelfwise.events.models import OutboxEvent
 from shelfwise.events.outbox import emit
-from shelfwise.jobs.defer import defer_in_transaction
+from shelfwise.jobs.defer import defer_in_transaction, defer_many_in_transaction
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
 from shelfwise.webhooks.metrics import WEBHOOKS_DISABLED
 from shelfwise.webhooks.models import (
@@ -272,8 +272,10 @@ async def fan_out(session: AsyncSession, *, batch_size: int = 200) -> int:
                 .on_conflict_do_nothing()
                 .returning(WebhookDelivery.id)
             )
-            for delivery_id in inserted.all():
-                await defer_in_transaction(session, DELIVER_TASK, {"delivery_id": delivery_id})
+            # One statement for the whole pass, not one per delivery.
+            await defer_many_in_transaction(
+                session, DELIVER_TASK, [{"delivery_id": d} for d in inserted.all()]
+            )
         cursor.position = events[-1].position or cursor.position
     return len(events)
 
