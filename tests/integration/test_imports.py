@@ -4,7 +4,6 @@ and upserts in batches; bad rows reported with line numbers, good rows kept."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,8 @@ import pytest
 from procrastinate import App
 from sqlalchemy import text
 
-from shelfwise.clock import FixedClock
 from shelfwise.config import Settings
 from shelfwise.context import AppContext
-from shelfwise.jobs.alerts import Alerts
-from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.runtime import JobRuntime
 from shelfwise.jobs.worker import worker_options
 from tests.support import create_location, create_product
@@ -29,26 +25,6 @@ LIMIT = 2 * 1024 * 1024
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     return settings.model_copy(update={"data_dir": tmp_path, "import_max_bytes": LIMIT})
-
-
-@pytest.fixture
-def runtime(ctx: AppContext, clock: FixedClock) -> JobRuntime:
-    settings = ctx.settings.model_copy(update={"worker_concurrency": 1, "worker_poll_seconds": 0.2})
-    return JobRuntime(settings=settings, db=ctx.db, clock=clock, alerts=Alerts(None))
-
-
-@pytest.fixture
-async def job_app(runtime: JobRuntime, database_url: str) -> AsyncIterator[App]:
-    app = build_job_app(
-        runtime.settings,
-        database_url,
-        clock=runtime.clock,
-        rng=random.Random(7),
-        pool_size=2,
-        periodic_tasks=(),
-    )
-    async with app.open_async():
-        yield app
 
 
 async def drain(app: App, runtime: JobRuntime) -> None:

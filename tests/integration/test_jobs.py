@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -79,27 +78,12 @@ def alerts() -> RecordingAlerts:
 
 
 @pytest.fixture
-def runtime(ctx: AppContext, alerts: RecordingAlerts, clock: FixedClock) -> JobRuntime:
-    settings = replace_settings(ctx.settings, worker_concurrency=1, worker_poll_seconds=0.2)
-    return JobRuntime(settings=settings, db=ctx.db, clock=clock, alerts=alerts)
+def job_alerts(alerts: RecordingAlerts) -> Alerts:
+    return alerts
 
 
 def replace_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.model_copy(update=changes)
-
-
-@pytest.fixture
-async def job_app(runtime: JobRuntime, database_url: str) -> AsyncIterator[App]:
-    app = build_job_app(
-        runtime.settings,
-        database_url,
-        clock=runtime.clock,
-        rng=random.Random(7),
-        pool_size=2,
-        periodic_tasks=(),
-    )
-    async with app.open_async():
-        yield app
 
 
 async def drain(app: App, runtime: JobRuntime) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,8 +19,6 @@ from procrastinate import App
 from shelfwise.clock import FixedClock
 from shelfwise.config import Settings
 from shelfwise.context import AppContext
-from shelfwise.jobs.alerts import Alerts
-from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.runtime import JobRuntime
 from shelfwise.jobs.worker import run_worker
 from shelfwise.webhooks.signing import signature, verify
@@ -49,26 +45,6 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 def job_clock() -> FixedClock:
     return FixedClock(START)
-
-
-@pytest.fixture
-def runtime(ctx: AppContext, job_clock: FixedClock) -> JobRuntime:
-    settings = ctx.settings.model_copy(update={"worker_concurrency": 1, "worker_poll_seconds": 0.2})
-    return JobRuntime(settings=settings, db=ctx.db, clock=job_clock, alerts=Alerts(None))
-
-
-@pytest.fixture
-async def job_app(runtime: JobRuntime, database_url: str) -> AsyncIterator[App]:
-    app = build_job_app(
-        runtime.settings,
-        database_url,
-        clock=runtime.clock,
-        rng=random.Random(7),
-        pool_size=2,
-        periodic_tasks=(),
-    )
-    async with app.open_async():
-        yield app
 
 
 def instant(value: str) -> datetime:

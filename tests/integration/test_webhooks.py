@@ -9,8 +9,6 @@ job's `scheduled_at` to now (time passing) and drains again.
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +20,6 @@ from sqlalchemy import text
 from shelfwise.clock import FixedClock
 from shelfwise.config import Settings
 from shelfwise.context import AppContext
-from shelfwise.jobs.alerts import Alerts
-from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.runtime import JobRuntime
 from shelfwise.webhooks.signing import verify
 from shelfwise.webhooks.ssrf import UnsafeWebhookTarget, parse_networks, resolve_target
@@ -50,26 +46,6 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 def job_clock() -> FixedClock:
     return FixedClock(datetime.now(UTC))
-
-
-@pytest.fixture
-def runtime(ctx: AppContext, job_clock: FixedClock) -> JobRuntime:
-    settings = ctx.settings.model_copy(update={"worker_concurrency": 1, "worker_poll_seconds": 0.2})
-    return JobRuntime(settings=settings, db=ctx.db, clock=job_clock, alerts=Alerts(None))
-
-
-@pytest.fixture
-async def job_app(runtime: JobRuntime, database_url: str) -> AsyncIterator[App]:
-    app = build_job_app(
-        runtime.settings,
-        database_url,
-        clock=runtime.clock,
-        rng=random.Random(7),
-        pool_size=2,
-        periodic_tasks=(),
-    )
-    async with app.open_async():
-        yield app
 
 
 @pytest.fixture
