@@ -21,7 +21,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from shelfwise.clock import FixedClock
-from shelfwise.config import Settings
 from shelfwise.context import AppContext
 from shelfwise.jobs.alerts import Alerts
 from shelfwise.jobs.app import build_job_app
@@ -80,10 +79,6 @@ def alerts() -> RecordingAlerts:
 @pytest.fixture
 def job_alerts(alerts: RecordingAlerts) -> Alerts:
     return alerts
-
-
-def replace_settings(settings: Settings, **changes: Any) -> Settings:
-    return settings.model_copy(update=changes)
 
 
 async def drain(app: App, runtime: JobRuntime) -> None:
