@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from bench.run import machine_busy_seconds, wait_for_quiet
@@ -536,6 +537,8 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
                 procs = max(1, n // 2500)
                 ramp = 500.0
+                go_file = ctx["tmp"] / f"go-{mode}-{n}"
+                ready = [ctx["tmp"] / f"ready-{mode}-{n}-{i}" for i in range(procs)]
                 with Load(server) as load:
                     subs = [
                         rate_client(
@@ -547,8 +550,10 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                             duration=args.duration,
                             ramp=ramp / procs,
                             settle=args.settle,
+                            ready_file=ready[i],
+                            go_file=go_file,
                         )
-                        for _ in range(procs)
+                        for i in range(procs)
                     ]
                     # Connects may be slower than `ramp`: adjust until every subscriber
                     # process has finished measuring, whenever that is.
@@ -563,6 +568,19 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         duration=limit,
                         stop_file=stop_file,
                     )
+                    # Every subscriber process measures the same window, once all are open.
+                    give_up = time.monotonic() + limit + 60
+                    while not all(r.exists() for r in ready) and time.monotonic() < give_up:
+                        time.sleep(0.1)
+                    clients = [psutil.Process(p.pid) for p in subs]
+                    before = [sum(c.cpu_times()[:2]) for c in clients]
+                    with Load(server) as measured:
+                        go_file.touch()
+                        time.sleep(args.duration)
+                    client_cpu = [
+                        round(100 * (sum(c.cpu_times()[:2]) - cpu) / args.duration)
+                        for c, cpu in zip(clients, before, strict=True)
+                    ]
                     parts = [collect(p, timeout=limit + 120) for p in subs]
                     stop_file.touch()
                     adj_result = collect(adj, timeout=limit + 30)
@@ -590,6 +608,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         "peak": round(server.usage.peak_rss / 1e6, 1),
                     },
                     **load.figures,
+                    "while_measuring": {**measured.figures, "client_cpu_pct": client_cpu},
                     "quiet": quiet,
                 }
                 out[f"{mode}_{n}"] = result

@@ -24,6 +24,7 @@ import random
 import resource
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bench.loadgen import _read_response, percentile
@@ -95,6 +96,7 @@ class _Subscriber(asyncio.Protocol):
 
     def __init__(self, state: dict[str, Any], request: bytes) -> None:
         self.state, self.request, self.buffer, self.head = state, request, b"", True
+        self.opened = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -104,6 +106,10 @@ class _Subscriber(asyncio.Protocol):
         status = head.split(b" ", 2)[1].decode()
         self.state["statuses"][status] = self.state["statuses"].get(status, 0) + 1
         return status
+
+    def _opened(self) -> None:
+        self.opened = True
+        self.state["open"] += 1
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -115,7 +121,7 @@ class _Subscriber(asyncio.Protocol):
             head, _, buf = buf.partition(b"\r\n\r\n")
             self.head = False
             if self._status(head) == "200":
-                self.state["open"] += 1
+                self._opened()
         self.buffer = self.scan(buf, now)
 
     def scan(self, buf: bytes, now: float) -> bytes:
@@ -137,7 +143,9 @@ class _Subscriber(asyncio.Protocol):
         return buf[start:][-4096:]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state["lost"] += 1
+        self.state["lost"] += 1  # refused ones (503) included
+        if self.opened:
+            self.state["lost_open"] += 1
 
 
 def _ws_frame(opcode: int, payload: bytes) -> bytes:
@@ -187,7 +195,7 @@ class _WsSubscriber(_Subscriber):
             if payload.startswith(b'{"type":"ready"'):
                 self.transport.write(self.subscribe)  # type: ignore[attr-defined]
             elif payload.startswith(b'{"type":"subscribed"'):
-                self.state["open"] += 1
+                self._opened()
         if text:
             self.scan(b"".join(text), now)
 
@@ -201,12 +209,15 @@ async def subscribers(
     ramp_per_s: float,
     channels: list[str],
     settle_s: float = 15.0,
+    ready_file: str | None = None,
+    go_file: str | None = None,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {
         "statuses": {},
         "open": 0,
         "lost": 0,
+        "lost_open": 0,
         "events": 0,
         "lags": [],
         "parsed": {},
@@ -232,17 +243,26 @@ async def subscribers(
             await asyncio.sleep(delay)
     ramp = time.perf_counter() - started
     wait_until = time.perf_counter() + settle_s  # let the last streams open
-    while state["open"] + state["lost"] < len(transports) and time.perf_counter() < wait_until:
+
+    def resolved() -> int:  # opened, or refused
+        return int(state["open"] + state["lost"] - state["lost_open"])
+
+    while resolved() < len(transports) and time.perf_counter() < wait_until:
         await asyncio.sleep(0.2)
     opened = state["open"]
     settle = time.perf_counter() - started
+    if ready_file and go_file:  # measure in the same window as the other processes
+        Path(ready_file).touch()
+        give_up = time.perf_counter() + 600.0
+        while not os.path.exists(go_file) and time.perf_counter() < give_up:
+            await asyncio.sleep(0.05)
     state["measuring"] = True
     events0 = state["events"]
-    lost0 = state["lost"]
+    lost0 = state["lost_open"]
     await asyncio.sleep(duration)
     state["measuring"] = False
     events = state["events"] - events0
-    open_at_end = state["open"] - state["lost"]
+    open_at_end = state["open"] - state["lost_open"]
     for t in transports:
         t.close()
     return {
@@ -253,8 +273,9 @@ async def subscribers(
         "settle_s": round(settle, 1),
         "open_at_end": open_at_end,
         "statuses": state["statuses"],
-        "lost_during_run": state["lost"] - lost0,
-        "lost_total": state["lost"],
+        "lost_during_run": state["lost_open"] - lost0,
+        "lost_total": state["lost_open"],
+        "closed_unopened": state["lost"] - state["lost_open"],
         "connect_errors": state["connect_errors"],
         "events_received": events,
         "events_per_s": round(events / duration, 1),
@@ -275,6 +296,8 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=15.0, help="seconds to wait for the last streams to open"
     )
+    parser.add_argument("--ready-file", "--ready_file", help="touched once the streams are open")
+    parser.add_argument("--go-file", "--go_file", help="measure once this file exists")
     # (`--stop_file` is how bench.issues.rate_client spells options.)
     parser.add_argument(
         "--stop-file", "--stop_file", help="fixed: stop early once this file exists"
@@ -299,6 +322,8 @@ def main() -> None:
                 args.ramp,
                 args.channels.split(","),
                 args.settle,
+                args.ready_file,
+                args.go_file,
             )
         )
     print(json.dumps(out))

@@ -27,6 +27,7 @@ See docs/decisions/0002-middleware-order.md for the reasons.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -207,10 +208,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ctx.hub = await start_hub(ctx, database_url=ctx_url)
         ctx.hub.listeners.append(ctx.catalog_cache.on_event)
         undrain = on_drain(ctx.hub.drain)
+        # What start-up built lives as long as the process: keep it out of the collector's
+        # full passes. Each re-scanned those ~180,000 objects (~120 ms here); with
+        # thousands of open streams a full pass already takes ~0.6 s and stalls the loop.
+        gc.freeze()
         log.info("started", env=settings.env.value, version=__version__)
         try:
             yield
         finally:
+            gc.unfreeze()
             undrain()
             await ctx.hub.stop()
             await ctx.reads.close()

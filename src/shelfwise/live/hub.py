@@ -59,7 +59,7 @@ T = TypeVar("T")
 # The shortest flush interval (it adds up to this much to the delivery lag), and how many
 # times the last fan-out's duration the next one waits at least (docs/live.md).
 FLUSH_SECONDS = 0.05
-FANOUT_SHARE = 3.0
+FANOUT_SHARE = 2.0
 MAX_FLUSH_SECONDS = 1.0
 
 
