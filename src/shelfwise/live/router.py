@@ -136,6 +136,9 @@ async def _sse_body(
 @router.get(
     "/stream",
     response_class=EventStreamResponse,
+    # Explicit: FastAPI reads the default status from the response class's __init__,
+    # and EventStreamResponse's has none (OpenAPI generation failed without it).
+    status_code=200,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream(
