@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Integer, String, cast, func, literal, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Integer, String, any_, bindparam, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.catalog.models import Product
@@ -67,7 +67,9 @@ async def stock_changed(
             payload,
             literal(1, Integer),
         )
-        .where(StockLevel.id.in_(ids))
+        # One array parameter, not an IN list: the statement text (and its compiled
+        # form) stays the same for 1 level or 1,000 (an import batch).
+        .where(StockLevel.id == any_(bindparam("level_ids", ids, type_=ARRAY(BigInteger))))
         .order_by(StockLevel.id)
     )
     columns = ["type", "aggregate_type", "aggregate_id", "payload", "version"]
