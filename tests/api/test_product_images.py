@@ -235,6 +235,17 @@ async def put_image(client: httpx.AsyncClient, staff: dict[str, Any], body: byte
     return str(product["id"])
 
 
+async def test_an_image_whose_file_is_gone_is_404_not_500(
+    client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings
+) -> None:
+    product_id = await put_image(client, staff, PNG)
+    (stored,) = stored_files(settings)
+    stored.unlink()  # lost outside the application
+    response = await client.get(f"/v1/products/{product_id}/image")
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
 async def test_deleting_a_product_deletes_its_image_file(
     client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings
 ) -> None:

@@ -10,6 +10,7 @@ import re
 import uuid
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -23,6 +24,8 @@ from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.uploads import service as images
 from shelfwise.uploads.models import ProductImage
 from shelfwise.uploads.storage import ImageStore
+
+log = structlog.get_logger("shelfwise.uploads")
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -117,4 +120,7 @@ async def get_image(
     if is_not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     path = ImageStore(ctx.settings.data_dir / "images").path_of(image.sha256)
+    if not path.is_file():  # the store lost it (restored backup, manual clean-up)
+        log.error("product_image_file_missing", product_id=str(product_id), sha256=image.sha256)
+        raise ProductNotFound(f"The image of product {product_id} is not available")
     return FileResponse(path, media_type=image.content_type, headers=headers)
