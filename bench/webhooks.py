@@ -44,6 +44,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import text
 
+from bench.issues import stop
 from bench.loadgen import percentile
 from bench.run import machine_busy_seconds
 from bench.servers import DATA_DIR, ROOT, cluster_cpu_seconds, free_port
@@ -148,16 +149,6 @@ def start_worker(url: str, log: Path, concurrency: int | None) -> subprocess.Pop
             stdin=subprocess.DEVNULL,
             env=env,
         )
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 async def subscribe(url: str, port: int, count: int, receiver: Receiver) -> None:
@@ -278,7 +269,7 @@ async def run(args: argparse.Namespace, url: str, stamp: str) -> dict[str, Any]:
             runs.append({"mode": f"paced {args.paced_rate:g}/s", **paced})
             print_run(runs[-1])
     finally:
-        stop_worker(worker)
+        stop(worker)
         server.close()
         await server.wait_closed()
     return {"runs": runs, "requests_received": receiver.requests}
