@@ -156,13 +156,13 @@ def _ws_frame(opcode: int, payload: bytes) -> bytes:
 
 class _WsSubscriber(_Subscriber):
     """One `/v1/ws` connection (bearer token on the upgrade request): subscribes to
-    `channels` once ready, answers server pings, records the lag of each event message."""
+    `channels` in batch mode once ready, answers server pings, records the lag of each
+    event."""
 
     def __init__(self, state: dict[str, Any], request: bytes, channels: list[str]) -> None:
         super().__init__(state, request)
-        self.subscribe = _ws_frame(
-            0x1, json.dumps({"type": "subscribe", "channels": channels}).encode()
-        )
+        message = {"type": "subscribe", "channels": channels, "batch": True}
+        self.subscribe = _ws_frame(0x1, json.dumps(message).encode())
         self.frames = b""
 
     def data_received(self, data: bytes) -> None:

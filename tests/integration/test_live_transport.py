@@ -91,3 +91,29 @@ async def test_revoking_an_api_key_closes_its_websockets(
             finally:
                 for ws in sockets:
                     await ws.close()
+
+
+async def test_websocket_batch_mode_sends_every_queued_event_in_one_message(
+    client: httpx.AsyncClient, staff: dict[str, Any], database_url: str, app: Any
+) -> None:
+    product_id, location_id = await stocked(client, staff["headers"])
+    token = staff["headers"]["Authorization"].removeprefix("Bearer ")
+    async with running_relay(database_url), serve(app) as address:
+        await settle(app.state.ctx)
+        async with websockets.connect(f"ws://{address}/v1/ws") as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+            channel = f"stock:{product_id}"
+            await ws.send(json.dumps({"type": "subscribe", "channels": [channel], "batch": True}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "subscribed"
+            for quantity in (1, 2, 3):
+                await adjust(client, staff["headers"], product_id, location_id, quantity)
+            received: list[dict[str, Any]] = []
+            while len(received) < 3:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert message["type"] == "events"
+                assert all(e["type"] == "event" for e in message["events"])
+                received += message["events"]
+    assert [e["data"]["on_hand"] for e in received] == [6, 8, 11]
+    positions = [e["position"] for e in received]
+    assert positions == sorted(set(positions))

@@ -2,13 +2,15 @@
 
 Client → server:
   {"type": "auth", "token": "<access token or API key>"}   (unless the session cookie is used)
-  {"type": "subscribe", "channels": ["stock", ...], "since": 123}
+  {"type": "subscribe", "channels": ["stock", ...], "since": 123, "batch": true}
   {"type": "unsubscribe", "channels": ["stock:<id>"]}
   {"type": "ping"}
 Server → client:
   {"type": "ready", "principal": {...}}         after authentication
   {"type": "subscribed", "channels": [...], "position": N}
   {"type": "event", "position": N, "event": "<type>", "data": {...}, "created_at": ...}
+  {"type": "events", "events": [<event messages>]}   instead, after "batch": true: every
+                                                      event queued since the last write
   {"type": "reset", "reason": ..., "position": N, "snapshot": "/v1/stock"}
   {"type": "error", "code": ..., "message": ...}
   {"type": "pong", "position": N}
@@ -62,6 +64,7 @@ class SubscribeMessage(BaseModel):
     type: Literal["subscribe", "unsubscribe"]
     channels: Annotated[list[str], Field(min_length=1, max_length=50)]
     since: Annotated[int | None, Field(ge=0)] = None
+    batch: bool | None = None  # true: events come as {"type": "events", "events": [...]}
 
 
 class PingMessage(BaseModel):
@@ -84,6 +87,7 @@ class _Connection:
         self.channels = ChannelSet()
         self.reason = "client"
         self.subscribed = asyncio.Event()
+        self.batch = False
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message, separators=(",", ":")))
@@ -141,6 +145,8 @@ class _Connection:
         except ShelfwiseError as exc:
             await self.error(exc.code, exc.detail)
             return
+        if message.batch is not None:
+            self.batch = message.batch
         if self.subscription is None or message.since is not None:
             await self._resubscribe(message.since)
         else:
@@ -180,8 +186,12 @@ class _Connection:
                 raise
             if not events:
                 continue  # heartbeat: uvicorn sends transport-level pings itself
-            for event in events:
-                await self.ws.send_text(self.hub.encoded(event, "ws", _ws_frame))
+            frames = [self.hub.encoded(event, "ws", _ws_frame) for event in events]
+            if self.batch:  # one message, one socket write, per wake-up
+                await self.ws.send_text(f'{{"type":"events","events":[{",".join(frames)}]}}')
+            else:
+                for frame in frames:
+                    await self.ws.send_text(frame)
             _SENT.inc(len(events))
             _LATENCY.observe(self.hub.lag_seconds(events[0]))
 
