@@ -56,11 +56,12 @@ class EventStreamResponse(StreamingResponse):
     def __init__(
         self,
         content: AsyncIterable[bytes],
+        status_code: int = 200,  # FastAPI reads a route's default status from here
         *,
         headers: Mapping[str, str] | None = None,
         on_disconnect: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(content, headers=headers)
+        super().__init__(content, status_code, headers=headers)
         self._on_disconnect = on_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
