@@ -196,9 +196,9 @@ class Hub:
                 if subscription.offer(event):
                     flagged.append(subscription)
         if flagged and self._flush_at is None:
-            # Now if the last flush is `flush_seconds` old, else when it is: under a steady
-            # event rate each connection gets one write per interval with everything since,
-            # instead of a wake-up and a write per event.
+            # Now if the last flush is a flush interval old, else when it is: under a
+            # steady event rate each connection gets one write per interval with
+            # everything since, instead of a wake-up and a write per event.
             delay = self._last_flush + self.flush_interval() - self._clock()
             if delay <= 0:
                 self.flush()
