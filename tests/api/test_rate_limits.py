@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 from shelfwise.clock import FixedClock
 from shelfwise.identity.models import Role
@@ -312,6 +313,37 @@ async def test_concurrent_requests_per_client_are_capped(strict: Any) -> None:
         assert [r.status_code for r in done] == [200, 200]
         # The slots are given back.
         assert (await client.get("/v1/products")).status_code == 200
+
+
+async def test_open_event_streams_do_not_count_as_requests_in_flight(strict: Any) -> None:
+    """Two open streams from one IP leave its in-flight cap (2) free for requests."""
+    app = await strict(max_concurrent_requests_per_client=2)
+    streaming = 0
+    release = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal streaming
+        streaming += 1
+        yield b": open\n\n"
+        await release.wait()
+
+    @app.get("/test/stream", include_in_schema=False)
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async with client_for(app) as client:
+        held = [asyncio.create_task(client.get("/test/stream")) for _ in range(2)]
+        try:
+
+            async def both_streaming() -> bool:
+                return streaming == 2
+
+            await wait_until(both_streaming, timeout=10, what="two open streams")
+            assert (await client.get("/v1/products")).status_code == 200
+        finally:
+            release.set()
+            done = await asyncio.gather(*held)
+        assert [r.status_code for r in done] == [200, 200]
 
 
 async def test_oversized_bodies_are_refused_with_413(strict: Any) -> None:

@@ -207,19 +207,32 @@ class RateLimitMiddleware:
                 await response(scope, receive, send)
                 return
 
+        counted = True
+
+        def release() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.in_flight[ip] -= 1
+                if self.in_flight[ip] <= 0:
+                    del self.in_flight[ip]
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
                 decision = scope.get("state", {}).get(STATE_KEY)
                 if decision is not None:
-                    headers = MutableHeaders(scope=message)
                     for name, value in decision.headers().items():
                         headers.setdefault(name, value)
+                if headers.get("content-type", "").startswith("text/event-stream"):
+                    # An open stream is not a request in flight: it is bounded by the
+                    # live connect rate and the server's connection cap instead. Counted,
+                    # 256 streams from one office NAT would lock it out of the API.
+                    release()
             await send(message)
 
         self.in_flight[ip] += 1
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            self.in_flight[ip] -= 1
-            if self.in_flight[ip] <= 0:
-                del self.in_flight[ip]
+            release()
