@@ -425,25 +425,15 @@ def part_relay(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sse_server(ctx: dict[str, Any], args: argparse.Namespace) -> Server:
-    """A fresh Shelfwise for one size: `shelfwise serve`, or, with `--limit-concurrency`,
-    uvicorn with the same options but that connection cap (`shelfwise serve` fixes it at
-    2,048: beyond it every new request is answered 503)."""
+    """A fresh `shelfwise serve` for one size; with `--limit-concurrency`, with that
+    connection cap (`server_limit_concurrency`, 10,000 by default) instead."""
     server = ctx["restart"]()
     if not args.limit_concurrency:
         return server
     server.stop()
-    port = free_port()
-    argv = [str(BIN / "uvicorn"), "shelfwise.app:create_app", "--factory", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-    argv += ["--no-proxy-headers", "--no-server-header", "--timeout-graceful-shutdown", "10"]
-    argv += ["--timeout-keep-alive", "5", "--backlog", "2048"]
-    argv += ["--limit-concurrency", str(args.limit_concurrency)]
+    env = {**server.env, "SHELFWISE_SERVER_LIMIT_CONCURRENCY": str(args.limit_concurrency)}
     server = Server(
-        name="shelfwise",
-        argv=argv,
-        env=server.env,
-        port=port,
-        log_path=server.log_path.with_suffix(".uvicorn.log"),
+        name="shelfwise", argv=server.argv, env=env, port=server.port, log_path=server.log_path
     )
     ctx["servers"]["shelfwise"] = server  # stopped by main() like the others
     server.start()
@@ -588,7 +578,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 result = {
                     "transport": mode,
                     "subscribers": n,
-                    "limit_concurrency": args.limit_concurrency or 2048,
+                    "limit_concurrency": args.limit_concurrency or 10_000,
                     "open": sum(p["open"] for p in parts),
                     "open_at_end": sum(p["open_at_end"] for p in parts),
                     "settle_s": max(p["settle_s"] for p in parts),
@@ -649,8 +639,7 @@ def main() -> int:
         "--limit-concurrency",
         type=int,
         default=0,
-        help="sse part: run uvicorn with this connection cap instead of `shelfwise serve` "
-        "(whose cap is 2,048)",
+        help="sse part: the server's connection cap (server_limit_concurrency; default 10,000)",
     )
     parser.add_argument(
         "--settle",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, TypeVar
 
+import structlog
 import typer
 import uvicorn
 from rich.console import Console
@@ -22,6 +24,8 @@ from shelfwise.embedded import start_embedded
 from shelfwise.identity.models import Role
 from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.observability.logging import configure_logging
+
+log = structlog.get_logger("shelfwise.cli")
 
 app = typer.Typer(
     help="Shelfwise: real-time inventory and orders.",
@@ -307,11 +311,23 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _raise_open_files_limit(wanted: int) -> None:
+    """Every connection is a file descriptor: lift the soft limit towards `wanted` (never
+    above the hard limit, which only an administrator can raise) and say if it falls short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open_files_limit_low", wanted=wanted, hard_limit=hard)
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # uvicorn drains on SIGTERM, then re-raises the signal. Under the default disposition
     # that kills the process (exit 143) and skips atexit handlers, such as the one that
     # stops the embedded PostgreSQL. A drained server exits normally instead.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    _raise_open_files_limit(settings.server_limit_concurrency + 256)  # + pools, logs, files
     uvicorn.run(
         "shelfwise.app:create_app",
         factory=True,
@@ -328,8 +344,8 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
         log_config=None,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=5,
-        limit_concurrency=2048,
-        backlog=2048,
+        limit_concurrency=settings.server_limit_concurrency,
+        backlog=settings.server_backlog,
     )
 
 

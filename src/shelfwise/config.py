@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # Failed logins per account: the tiers make the lockout grow (minute, hour, day).
     login_failures_per_account: str = "5/minute;20/hour;100/day"
     max_concurrent_requests_per_client: int = Field(default=256, ge=1)
+    # uvicorn's cap on open connections + tasks per worker (503 beyond). Live streams are
+    # connections: a worker holding 5,000 subscribers needs more than that.
+    server_limit_concurrency: int = Field(default=10_000, ge=1)
+    server_backlog: int = Field(default=2048, ge=1)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
     trusted_proxies: list[str] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)
