@@ -61,6 +61,7 @@ from shelfwise.http.timeouts import RequestTimeoutMiddleware
 from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.identity.refresh import RefreshPolicy
 from shelfwise.identity.router import router as identity_router
+from shelfwise.identity.service import ActiveRoles
 from shelfwise.identity.sessions import (
     PostgresSessionStore,
     RedisSessionStore,
@@ -144,6 +145,11 @@ def build_context(
 ) -> AppContext:
     db = open_database(settings, database_url)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    reads = ReadPool(
+        libpq_url(database_url),
+        max_size=settings.db_pool_size,
+        timeout=settings.db_pool_timeout_seconds,
+    )
     return AppContext(
         settings=settings,
         db=db,
@@ -163,11 +169,8 @@ def build_context(
             absolute=timedelta(days=settings.refresh_absolute_days),
         ),
         redis=redis,
-        reads=ReadPool(
-            libpq_url(database_url),
-            max_size=settings.db_pool_size,
-            timeout=settings.db_pool_timeout_seconds,
-        ),
+        reads=reads,
+        roles=ActiveRoles(reads),
     )
 
 

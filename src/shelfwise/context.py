@@ -18,6 +18,7 @@ from shelfwise.http.pagination import CursorCodec
 from shelfwise.http.ratelimit import Policy, RateLimiter
 from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.identity.refresh import RefreshPolicy
+from shelfwise.identity.service import ActiveRoles
 from shelfwise.identity.sessions import SessionStore
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.live.hub import Hub
@@ -60,6 +61,7 @@ class AppContext:
     session_store: SessionStore
     refresh_policy: RefreshPolicy
     reads: ReadPool
+    roles: ActiveRoles  # principals' roles, read through `reads` (single flight)
     redis: Redis | None = None
     hub: Hub | None = None  # started in the lifespan of API processes
     catalog_cache: CatalogCache = field(default_factory=CatalogCache)

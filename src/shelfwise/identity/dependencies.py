@@ -62,7 +62,7 @@ async def _user_principal(
     *,
     session_id: uuid.UUID | None = None,
 ) -> Principal:
-    role = await service.active_role(ctx.reads, user_id)
+    role = await ctx.roles.get(user_id)
     if role is None:
         raise await _failure(
             request, ctx, "inactive_user", "Account is disabled or no longer exists"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -125,11 +126,31 @@ async def get_active_user(session: AsyncSession, user_id: uuid.UUID) -> User | N
 ACTIVE_ROLE_SQL = "SELECT role FROM users WHERE id = %s AND is_active"
 
 
-async def active_role(reads: ReadPool, user_id: uuid.UUID) -> Role | None:
-    """The role of an active user, None if disabled or gone. Runs on every authenticated
-    request (so disabling takes effect at once): one prepared statement on the read pool."""
-    row = await reads.fetch_one(ACTIVE_ROLE_SQL, (user_id,))
-    return Role(row["role"]) if row else None
+class ActiveRoles:
+    """The role of an active user (None if disabled or gone), read on every authenticated
+    request so that disabling an account takes effect at once.
+
+    One prepared statement on the driver pool, and single flight: requests for the same
+    user that arrive while a look-up is running share it instead of queueing for pool
+    connections. A burst of 500 stream connects with one token costs a few queries, and
+    no answer is older than a query that was still running when its request arrived."""
+
+    def __init__(self, reads: ReadPool) -> None:
+        self._reads = reads
+        self._running: dict[uuid.UUID, asyncio.Task[Role | None]] = {}
+
+    async def get(self, user_id: uuid.UUID) -> Role | None:
+        task = self._running.get(user_id)
+        if task is None:
+            task = asyncio.create_task(self._load(user_id))
+            self._running[user_id] = task
+            task.add_done_callback(lambda _: self._running.pop(user_id, None))
+        # Shielded: one waiter giving up (client gone) does not cancel the others' answer.
+        return await asyncio.shield(task)
+
+    async def _load(self, user_id: uuid.UUID) -> Role | None:
+        row = await self._reads.fetch_one(ACTIVE_ROLE_SQL, (user_id,))
+        return Role(row["role"]) if row else None
 
 
 def _hash_secret(secret: str) -> str:
