@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # connections: a worker holding 5,000 subscribers needs more than that.
     server_limit_concurrency: int = Field(default=10_000, ge=1)
     server_backlog: int = Field(default=2048, ge=1)
+    # Python's young-generation GC threshold for API processes (CPython's default: 700).
+    gc_gen0_threshold: int = Field(default=20_000, ge=100)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
     trusted_proxies: list[str] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import httpx
 
+from shelfwise.config import Settings
 from tests.support import create_location, create_product, receive_stock
 
 
@@ -27,3 +29,10 @@ async def test_receipt_shows_in_levels_and_ledger(
         "/v1/stock/movements", params={"product_id": product["id"]}, headers=staff["headers"]
     )
     assert [m["on_hand_delta"] for m in moves.json()["data"]] == [7]
+
+
+async def test_the_running_app_tunes_the_garbage_collector(app: Any, settings: Settings) -> None:
+    """Start-up objects frozen out of full passes, the young generation collected less
+    often (docs/live.md, "Fan-out cost")."""
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == settings.gc_gen0_threshold != 700
