@@ -7,15 +7,17 @@
 3. the `__Host-session` cookie of a browser session — then unsafe methods must also pass
    the CSRF checks (`identity/csrf.py`).
 
-The user is reloaded on every request, so disabling an account or changing a role takes
-effect at once rather than when a token expires. After authentication the principal's own
-rate limit applies; failed authentication counts against the client IP's budget.
+The credential rules themselves live in `identity/authenticate.py`, shared with live
+streams and WebSockets; this module adds what only HTTP has: CSRF for cookie sessions,
+and counting failures. The user's role is re-read on every request, so disabling an
+account or changing a role takes effect at once rather than when a token expires. After
+authentication the principal's own rate limit applies; failed authentication counts
+against the client IP's budget.
 `require_scope` and `require_role` build the function-level checks each route declares.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -26,14 +28,14 @@ from shelfwise.context import AppContext
 from shelfwise.errors import PermissionDenied, Unauthenticated
 from shelfwise.http.deps import ContextDep
 from shelfwise.http.ratelimit import Policy, client_ip, refuse, remember
-from shelfwise.identity import service
+from shelfwise.identity import authenticate
+from shelfwise.identity.authenticate import Refused
 from shelfwise.identity.csrf import check_csrf
 from shelfwise.identity.models import Role
-from shelfwise.identity.principal import Principal, PrincipalKind
-from shelfwise.identity.scopes import ROLE_SCOPES, Scope
+from shelfwise.identity.principal import Principal
+from shelfwise.identity.scopes import Scope
 from shelfwise.observability.metrics import AUTH_FAILURES
 
-KNOWN_SCOPES = frozenset(s.value for s in Scope)
 SESSION_COOKIE = "__Host-session"
 REFRESH_COOKIE = "__Host-refresh"
 
@@ -55,57 +57,24 @@ async def _failure(request: Request, ctx: AppContext, reason: str, detail: str) 
     return Unauthenticated(detail, reason=reason)
 
 
-async def _user_principal(
-    request: Request,
-    ctx: AppContext,
-    user_id: uuid.UUID,
-    *,
-    session_id: uuid.UUID | None = None,
-) -> Principal:
-    role = await ctx.roles.get(user_id)
-    if role is None:
-        raise await _failure(
-            request, ctx, "inactive_user", "Account is disabled or no longer exists"
-        )
-    return Principal(
-        kind=PrincipalKind.USER,
-        id=user_id,
-        scopes=ROLE_SCOPES[role],
-        role=role,
-        session_id=session_id,
-    )
-
-
-async def _from_bearer(request: Request, ctx: AppContext, presented: str) -> Principal:
-    now = ctx.clock.now()
-    if service.looks_like_api_key(presented):
-        async with ctx.db.sessions() as session:
-            key = await service.resolve_api_key(session, presented, now=now)
-        if key is None:
-            raise await _failure(request, ctx, "invalid_api_key", "API key is invalid or revoked")
-        return Principal(
-            kind=PrincipalKind.API_KEY,
-            id=key.id,
-            scopes=frozenset(Scope(s) for s in key.scopes if s in KNOWN_SCOPES),
-        )
-    try:
-        claims = ctx.tokens.verify(presented, now=now)
-    except Unauthenticated as exc:
-        raise await _failure(request, ctx, "invalid_token", exc.detail) from exc
-    return await _user_principal(request, ctx, claims.user_id)
+async def _accepted(request: Request, ctx: AppContext, outcome: Principal | Refused) -> Principal:
+    if isinstance(outcome, Refused):
+        raise await _failure(request, ctx, outcome.reason, outcome.detail)
+    return outcome
 
 
 async def _from_session_cookie(request: Request, ctx: AppContext, token: str) -> Principal:
-    record = await ctx.session_store.resolve(token, now=ctx.clock.now())
-    if record is None:
-        raise await _failure(request, ctx, "invalid_session", "Session expired or signed out")
+    record = await authenticate.session_of(ctx, token)
+    if isinstance(record, Refused):
+        raise await _failure(request, ctx, record.reason, record.detail)
     check_csrf(
         request,
         secret=ctx.settings.session_secret.get_secret_value().encode(),
         session_id=record.id,
         trusted_origins=ctx.settings.cors_origins,
     )
-    return await _user_principal(request, ctx, record.user_id, session_id=record.id)
+    principal = await authenticate.user_principal(ctx, record.user_id, session_id=record.id)
+    return await _accepted(request, ctx, principal)
 
 
 async def get_principal(
@@ -117,7 +86,9 @@ async def get_principal(
     # No session dependency: a JWT or a browser session is checked without the ORM (one
     # read-pool statement), so most requests never build a Session they do not use.
     if credentials is not None:
-        principal = await _from_bearer(request, ctx, credentials.credentials)
+        principal = await _accepted(
+            request, ctx, await authenticate.from_bearer(ctx, credentials.credentials)
+        )
     elif cookie:
         principal = await _from_session_cookie(request, ctx, cookie)
     else:

@@ -19,12 +19,10 @@ import structlog
 from starlette.requests import HTTPConnection
 
 from shelfwise.context import AppContext
-from shelfwise.errors import Unauthenticated
-from shelfwise.identity import service
-from shelfwise.identity.dependencies import KNOWN_SCOPES, SESSION_COOKIE
-from shelfwise.identity.models import Role
-from shelfwise.identity.principal import Principal, PrincipalKind
-from shelfwise.identity.scopes import ROLE_SCOPES, Scope
+from shelfwise.identity import authenticate as identity
+from shelfwise.identity.authenticate import Refused
+from shelfwise.identity.dependencies import SESSION_COOKIE
+from shelfwise.identity.principal import Principal
 
 log = structlog.get_logger("shelfwise.live")
 
@@ -54,33 +52,17 @@ def same_origin(connection: HTTPConnection, trusted: list[str]) -> bool:
 
 
 async def authenticate(ctx: AppContext, credential: Credential) -> Principal | None:
-    now = ctx.clock.now()
-    async with ctx.db.sessions() as session:
-        if credential.kind == "session":
-            record = await ctx.session_store.resolve(credential.value, now=now)
-            user_id, session_id = (record.user_id, record.id) if record else (None, None)
-        elif service.looks_like_api_key(credential.value):
-            key = await service.resolve_api_key(session, credential.value, now=now)
-            if key is None:
-                return None
-            scopes = frozenset(Scope(s) for s in key.scopes if s in KNOWN_SCOPES)
-            return Principal(kind=PrincipalKind.API_KEY, id=key.id, scopes=scopes)
-        else:
-            try:
-                user_id, session_id = ctx.tokens.verify(credential.value, now=now).user_id, None
-            except Unauthenticated:
-                return None
-        user = await service.get_active_user(session, user_id) if user_id else None
-    if user is None:
-        return None
-    role = Role(user.role)
-    return Principal(
-        kind=PrincipalKind.USER,
-        id=user.id,
-        scopes=ROLE_SCOPES[role],
-        role=role,
-        session_id=session_id,
-    )
+    """The principal behind a connection's credential, None if it is refused (the same
+    rules as an HTTP request: `identity/authenticate.py`; no CSRF check, streams are GETs
+    and WebSocket cookies are Origin-checked at connect)."""
+    if credential.kind == "bearer":
+        outcome = await identity.from_bearer(ctx, credential.value)
+    else:
+        record = await identity.session_of(ctx, credential.value)
+        if isinstance(record, Refused):
+            return None
+        outcome = await identity.user_principal(ctx, record.user_id, session_id=record.id)
+    return None if isinstance(outcome, Refused) else outcome
 
 
 class Revocable(Protocol):
