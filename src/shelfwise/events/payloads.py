@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, Integer, String, any_, bindparam, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -20,7 +21,6 @@ from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
 from shelfwise.events.outbox import Event
 from shelfwise.inventory.models import StockLevel
-from shelfwise.orders.models import Order
 
 
 class EventType(StrEnum):
@@ -77,13 +77,40 @@ async def stock_changed(
     outbox_written(session)
 
 
+def stock_changed_event(
+    *,
+    stock_level_id: int,
+    product_id: uuid.UUID,
+    location_id: uuid.UUID,
+    on_hand: int,
+    reserved: int,
+    level_version: int,
+    cause: str,
+    reference: str | None,
+) -> Event:
+    """`stock.changed` from counters the caller already holds (an UPDATE's RETURNING);
+    the same payload `stock_changed` builds in SQL."""
+    payload = {
+        "stock_level_id": stock_level_id,
+        "product_id": str(product_id),
+        "location_id": str(location_id),
+        "on_hand": on_hand,
+        "reserved": reserved,
+        "available": on_hand - reserved,
+        "level_version": level_version,
+        "cause": cause,
+        "reference": reference,
+    }
+    return Event(EventType.STOCK_CHANGED.value, "stock_level", str(stock_level_id), payload)
+
+
 def order_payload(
     order_id: uuid.UUID,
     status: str,
     *,
     currency: str,
     total_minor: int,
-    expires_at: Any,
+    expires_at: datetime,
     lines: Iterable[tuple[uuid.UUID, uuid.UUID, int]],
     placed_by_user_id: uuid.UUID | None = None,
     placed_by_api_key_id: uuid.UUID | None = None,
@@ -103,15 +130,44 @@ def order_payload(
     }
 
 
-def order_event(order: Order) -> Event:
-    """`order.<status>` for an order whose lines are loaded."""
+class OrderFacts(Protocol):
+    """What an `order.*` event says about an order: an `Order`, a RETURNING row, a
+    just-placed order."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def total_minor(self) -> int: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def placed_by_user_id(self) -> uuid.UUID | None: ...
+    @property
+    def placed_by_api_key_id(self) -> uuid.UUID | None: ...
+
+
+class LineFacts(Protocol):
+    @property
+    def product_id(self) -> uuid.UUID: ...
+    @property
+    def location_id(self) -> uuid.UUID: ...
+    @property
+    def quantity(self) -> int: ...
+
+
+def order_event(order: OrderFacts, lines: Iterable[LineFacts]) -> Event:
+    """`order.<status>` for an order and its lines."""
     payload = order_payload(
         order.id,
         order.status,
         currency=order.currency,
         total_minor=order.total_minor,
         expires_at=order.expires_at,
-        lines=[(line.product_id, line.location_id, line.quantity) for line in order.lines],
+        lines=[(line.product_id, line.location_id, line.quantity) for line in lines],
         placed_by_user_id=order.placed_by_user_id,
         placed_by_api_key_id=order.placed_by_api_key_id,
     )

@@ -10,7 +10,6 @@ under the lock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,8 @@ import structlog
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.events.outbox import Event, emit_all
-from shelfwise.events.payloads import order_payload, stock_changed
+from shelfwise.events.outbox import emit_all
+from shelfwise.events.payloads import order_event, stock_changed
 from shelfwise.inventory import reservations
 from shelfwise.inventory.models import MovementKind, StockLevel
 from shelfwise.inventory.reservations import LevelChange
@@ -56,20 +55,16 @@ async def _expire_batch(session: AsyncSession, now: datetime, batch_size: int) -
             ).where(OrderLine.order_id.in_(order_ids))
         )
     ).all()
-    # apply_changes sums per level and updates in ascending level id: lock order holds
-    # across the whole batch, not just within one order.
-    await reservations.apply_changes(
-        session,
-        [
-            LevelChange(line.stock_level_id, line.product_id, line.location_id, 0, -line.quantity)
-            for line in lines
-        ],
-    )
     by_order: dict[uuid.UUID, list[LevelChange]] = {}
     for line in lines:
         by_order.setdefault(line.order_id, []).append(
             LevelChange(line.stock_level_id, line.product_id, line.location_id, 0, -line.quantity)
         )
+    # apply_changes sums per level and updates in ascending level id: lock order holds
+    # across the whole batch, not just within one order.
+    await reservations.apply_changes(
+        session, [change for changes in by_order.values() for change in changes]
+    )
     for order_id, changes in by_order.items():
         await reservations.record_movements(
             session,
@@ -95,26 +90,11 @@ async def _expire_batch(session: AsyncSession, now: datetime, batch_size: int) -
     await stock_changed(
         session, {line.stock_level_id for line in lines}, cause="release", reference="expiry"
     )
-    await emit_all(session, [_expired_event(row, lines) for row in expired])
-    return len(order_ids)
-
-
-def _expired_event(order: Any, lines: Sequence[Any]) -> Event:
-    payload = order_payload(
-        order.id,
-        order.status,
-        currency=order.currency,
-        total_minor=order.total_minor,
-        expires_at=order.expires_at,
-        lines=[
-            (line.product_id, line.location_id, line.quantity)
-            for line in lines
-            if line.order_id == order.id
-        ],
-        placed_by_user_id=order.placed_by_user_id,
-        placed_by_api_key_id=order.placed_by_api_key_id,
+    await emit_all(
+        session,
+        [order_event(row, [line for line in lines if line.order_id == row.id]) for row in expired],
     )
-    return Event("order.expired", "order", str(order.id), payload)
+    return len(order_ids)
 
 
 async def expire_reservations(

@@ -252,7 +252,7 @@ async def _transition(
             _require_status(order, target, OrderStatus.CONFIRMED)
         _set_status(order, target, now)
         await session.flush()
-        await emit_all(session, [order_event(order)])
+        await emit_all(session, [order_event(order, order.lines)])
         return order
 
     return await in_transaction(session, work, use_case=f"order_{target.value}")
