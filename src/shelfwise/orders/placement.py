@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Rollback
 
 from shelfwise.errors import InsufficientStock
-from shelfwise.events.payloads import EventType, order_payload
+from shelfwise.events.outbox import Event
+from shelfwise.events.payloads import EventType, order_payload, stock_changed_event
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.inventory.reservations import LevelAvailability
 from shelfwise.inventory.service import LocationNotFound
@@ -93,7 +94,8 @@ WITH placed AS (
       FROM lines ORDER BY stock_level_id
 ), events AS (
     INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, version)
-    SELECT e->>'type', e->>'aggregate_type', e->>'aggregate_id', e->'payload', 1
+    SELECT e->>'type', e->>'aggregate_type', e->>'aggregate_id', e->'payload',
+           (e->>'version')::smallint
       FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS events(e, n)
      ORDER BY n
     RETURNING 1
@@ -189,16 +191,12 @@ async def _reserve_general(
     for index, candidate in enumerate(candidates):
         # A single failed conditional UPDATE changed nothing, and a failure at the last
         # candidate rolls the whole transaction back: a savepoint is needed only between.
-        needs_savepoint = len(quantities) > 1 and index < len(candidates) - 1
-        if needs_savepoint:
-            await conn.execute("SAVEPOINT place_order")
-        reserved = await _reserve_at(conn, quantities, prices, candidate)
+        if len(quantities) == 1 or index == len(candidates) - 1:
+            reserved = await _reserve_at(conn, quantities, prices, candidate)
+        else:
+            reserved = await _reserve_or_undo(conn, quantities, prices, candidate)
         if reserved is not None:
-            if needs_savepoint:
-                await conn.execute("RELEASE SAVEPOINT place_order")
             return reserved
-        if needs_savepoint:
-            await conn.execute("ROLLBACK TO SAVEPOINT place_order")
     _, fresh = await _availability(conn, quantities, location_id)
     raise InsufficientStock(
         "No single location has enough unreserved stock for every line",
@@ -224,6 +222,20 @@ async def _availability(
     if len({currency for _, currency in prices.values()}) > 1:
         raise MixedCurrencies("Order products priced in one currency per order")
     return prices, levels
+
+
+async def _reserve_or_undo(
+    conn: AsyncConnection[Any],
+    quantities: dict[uuid.UUID, int],
+    prices: dict[uuid.UUID, tuple[int, str]],
+    candidate: Candidate,
+) -> list[_Reserved] | None:
+    """`_reserve_at` in a savepoint: a shortfall undoes the lines it already reserved."""
+    async with conn.transaction():  # nested: SAVEPOINT ... RELEASE / ROLLBACK TO
+        reserved = await _reserve_at(conn, quantities, prices, candidate)
+        if reserved is None:
+            raise Rollback()  # leaves the block, rolled back to the savepoint
+    return reserved
 
 
 async def _reserve_at(
@@ -276,15 +288,20 @@ async def _write(
     )
     # Same events, same order as every other use case: the levels' `stock.changed` (by
     # level id), then the order's own event.
-    events = [_stock_changed(r, order_id) for r in sorted(reserved, key=_level_id)]
-    events.append(
-        {
-            "type": EventType.ORDER_RESERVED.value,
-            "aggregate_type": "order",
-            "aggregate_id": str(order_id),
-            "payload": payload,
-        }
-    )
+    events = [
+        stock_changed_event(
+            stock_level_id=r.line.stock_level_id,
+            product_id=r.line.product_id,
+            location_id=r.line.location_id,
+            on_hand=r.on_hand,
+            reserved=r.reserved,
+            level_version=r.level_version,
+            cause="reserve",
+            reference=f"order:{order_id}",
+        )
+        for r in sorted(reserved, key=lambda r: r.line.stock_level_id)
+    ]
+    events.append(Event(EventType.ORDER_RESERVED.value, "order", str(order_id), payload))
     row = await fetch_row(
         conn,
         WRITE_ORDER,
@@ -297,7 +314,7 @@ async def _write(
             "api_key_id": api_key_id,
             "actor_id": user_id,
             "lines": json.dumps([_line_record(line) for line in lines]),
-            "events": json.dumps(events),
+            "events": json.dumps([asdict(event) for event in events]),
         },
     )
     assert row is not None
@@ -316,10 +333,6 @@ async def _write(
     )
 
 
-def _level_id(reserved: _Reserved) -> int:
-    return reserved.line.stock_level_id
-
-
 def _line_record(line: PlacedLine) -> dict[str, Any]:
     return {
         "stock_level_id": line.stock_level_id,
@@ -327,25 +340,4 @@ def _line_record(line: PlacedLine) -> dict[str, Any]:
         "location_id": str(line.location_id),
         "quantity": line.quantity,
         "unit_price_minor": line.unit_price_minor,
-    }
-
-
-def _stock_changed(reserved: _Reserved, order_id: uuid.UUID) -> dict[str, Any]:
-    """`stock.changed` v1 (docs/events.md), from the counters the UPDATE returned."""
-    line = reserved.line
-    return {
-        "type": EventType.STOCK_CHANGED.value,
-        "aggregate_type": "stock_level",
-        "aggregate_id": str(line.stock_level_id),
-        "payload": {
-            "stock_level_id": line.stock_level_id,
-            "product_id": str(line.product_id),
-            "location_id": str(line.location_id),
-            "on_hand": reserved.on_hand,
-            "reserved": reserved.reserved,
-            "available": reserved.on_hand - reserved.reserved,
-            "level_version": reserved.level_version,
-            "cause": "reserve",
-            "reference": f"order:{order_id}",
-        },
     }
