@@ -47,6 +47,7 @@ from shelfwise.clock import Clock, SystemClock
 from shelfwise.config import Settings, load_settings
 from shelfwise.context import AppContext, RatePolicies
 from shelfwise.db import Database, libpq_url, open_database
+from shelfwise.driverpool import DriverPool
 from shelfwise.embedded import start_embedded
 from shelfwise.http.limits import BodySizeLimitMiddleware
 from shelfwise.http.observe import AccessLogMiddleware, MetricsMiddleware
@@ -83,7 +84,6 @@ from shelfwise.live.streaming import StreamSendMiddleware
 from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.orders.router import router as orders_router
-from shelfwise.readpool import ReadPool
 from shelfwise.uploads.router import is_streamed_upload
 from shelfwise.uploads.router import router as images_router
 from shelfwise.web.router import install_dashboard
@@ -145,7 +145,7 @@ def build_context(
 ) -> AppContext:
     db = open_database(settings, database_url)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    reads = ReadPool(
+    driver = DriverPool(
         libpq_url(database_url),
         max_size=settings.db_pool_size,
         timeout=settings.db_pool_timeout_seconds,
@@ -169,8 +169,8 @@ def build_context(
             absolute=timedelta(days=settings.refresh_absolute_days),
         ),
         redis=redis,
-        reads=reads,
-        roles=ActiveRoles(reads),
+        driver=driver,
+        roles=ActiveRoles(driver),
     )
 
 
@@ -207,7 +207,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ctx_url = resolve_database_url(settings)
         ctx = build_context(settings, ctx_url, clock or SystemClock(), limiter)
         app.state.ctx = ctx
-        await ctx.reads.open()
+        await ctx.driver.open()
         ctx.hub = await start_hub(ctx, database_url=ctx_url)
         ctx.hub.listeners.append(ctx.catalog_cache.on_event)
         undrain = on_drain(ctx.hub.drain)
@@ -229,7 +229,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             gc.unfreeze()
             undrain()
             await ctx.hub.stop()
-            await ctx.reads.close()
+            await ctx.driver.close()
             await ctx.db.dispose()
             ctx.hasher.close()
             if ctx.redis is not None:

@@ -14,6 +14,7 @@ from shelfwise.catalog.cache import CatalogCache
 from shelfwise.clock import Clock
 from shelfwise.config import Settings
 from shelfwise.db import Database
+from shelfwise.driverpool import DriverPool
 from shelfwise.http.pagination import CursorCodec
 from shelfwise.http.ratelimit import Policy, RateLimiter
 from shelfwise.identity.passwords import PasswordHasher
@@ -22,7 +23,6 @@ from shelfwise.identity.service import ActiveRoles
 from shelfwise.identity.sessions import SessionStore
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.live.hub import Hub
-from shelfwise.readpool import ReadPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,8 @@ class AppContext:
     policies: RatePolicies
     session_store: SessionStore
     refresh_policy: RefreshPolicy
-    reads: ReadPool
-    roles: ActiveRoles  # principals' roles, read through `reads` (single flight)
+    driver: DriverPool  # psycopg itself: hot reads, principals' roles, placing orders
+    roles: ActiveRoles  # principals' roles, read through `driver` (single flight)
     redis: Redis | None = None
     hub: Hub | None = None  # started in the lifespan of API processes
     catalog_cache: CatalogCache = field(default_factory=CatalogCache)

@@ -21,8 +21,8 @@ from psycopg import AsyncConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.driverpool import DriverPool
 from shelfwise.observability.metrics import TX_RETRIES
-from shelfwise.readpool import ReadPool
 
 T = TypeVar("T")
 log = structlog.get_logger("shelfwise.transactions")
@@ -69,7 +69,7 @@ async def in_transaction(
 
 
 async def in_driver_transaction(
-    pool: ReadPool,
+    pool: DriverPool,
     work: Callable[[AsyncConnection[Any]], Awaitable[T]],
     *,
     use_case: str,

@@ -276,7 +276,7 @@ async def test_exhausted_pool_sheds_with_503_and_the_retry_succeeds(
 
             # The driver pool's only connection (orders are placed on it, and principals
             # are looked up on it): busy for longer than the checkout timeout.
-            async with ctx.reads.transaction() as held:
+            async with ctx.driver.transaction() as held:
                 await held.execute("SELECT 1")
                 shed = await c.post("/v1/orders", json=body, headers=headers)
             assert shed.status_code == 503, shed.text

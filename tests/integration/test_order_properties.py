@@ -45,6 +45,7 @@ from shelfwise.catalog import service as catalog
 from shelfwise.clock import FixedClock
 from shelfwise.config import Environment, Settings
 from shelfwise.db import Database, libpq_url, open_database
+from shelfwise.driverpool import DriverPool
 from shelfwise.errors import InsufficientStock
 from shelfwise.identity.models import Role, User
 from shelfwise.identity.principal import Principal, PrincipalKind
@@ -56,7 +57,6 @@ from shelfwise.orders import service as orders
 from shelfwise.orders.errors import InvalidTransition, ReservationExpired
 from shelfwise.orders.expiry import expire_reservations
 from shelfwise.orders.models import Order, OrderStatus
-from shelfwise.readpool import ReadPool
 from shelfwise.reconciliation import reconcile_all
 
 T = TypeVar("T")
@@ -101,7 +101,7 @@ class World:
 
     runner: asyncio.Runner
     db: Database
-    driver: ReadPool
+    driver: DriverPool
     staff: Principal
     clock: FixedClock
     outcomes: set[str] = field(default_factory=set)
@@ -509,7 +509,7 @@ def world(database_url: str) -> Iterator[World]:
     )
     runner = asyncio.Runner()
     db = open_database(config, database_url)
-    driver = ReadPool(libpq_url(database_url), max_size=2)
+    driver = DriverPool(libpq_url(database_url), max_size=2)
     runner.run(driver.open())
 
     async def make_staff() -> Principal:

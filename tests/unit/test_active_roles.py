@@ -6,9 +6,9 @@ import asyncio
 import uuid
 from typing import Any, cast
 
+from shelfwise.driverpool import DriverPool
 from shelfwise.identity.models import Role
 from shelfwise.identity.service import ActiveRoles
-from shelfwise.readpool import ReadPool
 
 
 class SlowReads:
@@ -26,7 +26,7 @@ class SlowReads:
 
 async def test_concurrent_lookups_of_one_user_share_one_query() -> None:
     reads = SlowReads()
-    roles = ActiveRoles(cast(ReadPool, reads))
+    roles = ActiveRoles(cast(DriverPool, reads))
     user, other = uuid.uuid4(), uuid.uuid4()
     waiting = [asyncio.create_task(roles.get(user)) for _ in range(50)]
     waiting.append(asyncio.create_task(roles.get(other)))
@@ -41,7 +41,7 @@ async def test_concurrent_lookups_of_one_user_share_one_query() -> None:
 
 async def test_a_waiter_that_gives_up_does_not_cancel_the_others() -> None:
     reads = SlowReads()
-    roles = ActiveRoles(cast(ReadPool, reads))
+    roles = ActiveRoles(cast(DriverPool, reads))
     user = uuid.uuid4()
     first = asyncio.create_task(roles.get(user))
     second = asyncio.create_task(roles.get(user))

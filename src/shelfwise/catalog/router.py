@@ -98,7 +98,7 @@ async def get_product(product_id: uuid.UUID, request: Request, ctx: ContextDep) 
     """Served from the product cache; `If-None-Match` with the current ETag gives 304."""
 
     async def load() -> CachedResponse:
-        row = await service.read_product(ctx.reads, product_id)
+        row = await service.read_product(ctx.driver, product_id)
         return CachedResponse.of(ProductOut.model_validate(row), etag=etag_for(row["version"]))
 
     cached = await ctx.catalog_cache.products.get(product_id, load)

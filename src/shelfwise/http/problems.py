@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from psycopg_pool import PoolTimeout as ReadPoolTimeout
+from psycopg_pool import PoolTimeout as DriverPoolTimeout
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
@@ -127,7 +127,7 @@ def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
         return problem(
             exc.status_code, code, str(exc.detail), scope, headers=dict(exc.headers or {})
         )
-    if isinstance(exc, PoolTimeout | ReadPoolTimeout):
+    if isinstance(exc, PoolTimeout | DriverPoolTimeout):
         # Every database connection stayed busy for `db_pool_timeout_seconds`: overload,
         # not a bug. Shed the request with a retryable answer instead of a bare 500.
         log.warning("database_pool_exhausted", path=scope.get("path"))

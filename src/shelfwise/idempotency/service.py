@@ -22,9 +22,9 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.db import driver_connection
+from shelfwise.driverpool import fetch_row
 from shelfwise.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from shelfwise.idempotency.models import IdempotencyRecord
-from shelfwise.readpool import fetch_row
 
 T = TypeVar("T")
 

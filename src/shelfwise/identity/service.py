@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.driverpool import DriverPool
 from shelfwise.errors import AlreadyExists, Conflict, InvalidInput, NotFound, Unauthenticated
 from shelfwise.identity.models import ApiKey, Role, User
 from shelfwise.identity.passwords import (
@@ -25,7 +26,6 @@ from shelfwise.identity.passwords import (
 )
 from shelfwise.identity.scopes import Scope
 from shelfwise.observability.metrics import AUTH_FAILURES
-from shelfwise.readpool import ReadPool
 
 log = structlog.get_logger("shelfwise.identity")
 
@@ -135,8 +135,8 @@ class ActiveRoles:
     connections. A burst of 500 stream connects with one token costs a few queries, and
     no answer is older than a query that was still running when its request arrived."""
 
-    def __init__(self, reads: ReadPool) -> None:
-        self._reads = reads
+    def __init__(self, driver: DriverPool) -> None:
+        self._driver = driver
         self._running: dict[uuid.UUID, asyncio.Task[Role | None]] = {}
 
     async def get(self, user_id: uuid.UUID) -> Role | None:
@@ -149,7 +149,7 @@ class ActiveRoles:
         return await asyncio.shield(task)
 
     async def _load(self, user_id: uuid.UUID) -> Role | None:
-        row = await self._reads.fetch_one(ACTIVE_ROLE_SQL, (user_id,))
+        row = await self._driver.fetch_one(ACTIVE_ROLE_SQL, (user_id,))
         return Role(row["role"]) if row else None
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, Rollback
 
+from shelfwise.driverpool import fetch_row, fetch_rows
 from shelfwise.errors import InsufficientStock
 from shelfwise.events.outbox import Event
 from shelfwise.events.payloads import EventType, order_payload, stock_changed_event
@@ -36,7 +37,6 @@ from shelfwise.inventory.service import LocationNotFound
 from shelfwise.orders.allocation import Candidate, best_availability, candidate_locations
 from shelfwise.orders.errors import MixedCurrencies, UnknownProducts
 from shelfwise.orders.models import OrderStatus
-from shelfwise.readpool import fetch_row, fetch_rows
 
 # The one-line fast path: reserve at (product, location) if enough is unreserved.
 RESERVE_AT_LOCATION = """\

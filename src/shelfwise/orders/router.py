@@ -69,7 +69,7 @@ async def place_order(
         location_id=body.location_id,
     )
     outcome = await service.place_order(
-        ctx.reads,
+        ctx.driver,
         ctx.db.doorbell,
         command,
         placer=principal,

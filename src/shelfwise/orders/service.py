@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from shelfwise.driverpool import DriverPool
 from shelfwise.errors import InsufficientStock, InvalidCursor
 from shelfwise.events.doorbell import Doorbell
 from shelfwise.events.outbox import emit_all
@@ -37,7 +38,6 @@ from shelfwise.orders.errors import InvalidTransition, OrderNotFound, Reservatio
 from shelfwise.orders.models import Order, OrderLine, OrderStatus
 from shelfwise.orders.placement import PlacedOrder
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
-from shelfwise.readpool import ReadPool
 from shelfwise.transactions import in_driver_transaction, in_transaction
 
 
@@ -64,7 +64,7 @@ def _visible_to(stmt: Select[Order], principal: Principal) -> Select[Order]:
 
 
 async def place_order(
-    driver: ReadPool,
+    driver: DriverPool,
     doorbell: Doorbell,
     command: PlaceOrder,
     *,

@@ -44,7 +44,7 @@ async def fetch_rows(
     return await cursor.fetchall()
 
 
-class ReadPool:
+class DriverPool:
     def __init__(self, url: str, *, max_size: int = 10, timeout: float = 5.0) -> None:
         self._pool: AsyncConnectionPool = AsyncConnectionPool(
             url,
