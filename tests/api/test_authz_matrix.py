@@ -226,6 +226,14 @@ async def _list_stock(w: World, role: str) -> Call:
     return Call("/v1/stock", params={"product_id": w.product["id"]})
 
 
+async def _stock_overview(w: World, role: str) -> Call:
+    return Call("/v1/stock/overview", params={"q": "mug", "low": "true"})
+
+
+async def _user_contacts(w: World, role: str) -> Call:
+    return Call("/v1/users/contacts", params={"id": str(uuid.uuid4())})
+
+
 async def _adjust_stock(w: World, role: str) -> Call:
     return Call(
         "/v1/stock/adjustments",
@@ -460,6 +468,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("GET", "/v1/locations"): (catalog_reader(200), _list_locations),
     ("GET", "/v1/locations/{location_id}"): (catalog_reader(200), _get_location),
     ("GET", "/v1/stock"): (stock_reader(200), _list_stock),
+    ("GET", "/v1/stock/overview"): (stock_reader(200), _stock_overview),
     ("POST", "/v1/stock/adjustments"): (stock_writer(201), _adjust_stock),
     ("POST", "/v1/stock/transfers"): (stock_writer(201), _transfer_stock),
     ("GET", "/v1/stock/movements"): (ledger_reader(200), _list_movements),
@@ -477,6 +486,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("GET", "/v1/auth/sessions"): (authenticated(200), _list_sign_ins),
     ("DELETE", "/v1/auth/sessions/{sign_in_id}"): (authenticated(404), _revoke_sign_in),
     ("GET", "/v1/users"): (admin_role(200), _list_users),
+    ("GET", "/v1/users/contacts"): (staff_role(200), _user_contacts),
     ("PATCH", "/v1/users/{user_id}"): (admin_role(200), _patch_user),
     ("DELETE", "/v1/users/{user_id}/sessions"): (admin_role(200), _end_user_sign_ins),
     ("GET", "/v1/admin/jobs"): (admin_role(200), _list_jobs),

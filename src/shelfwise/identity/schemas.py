@@ -114,6 +114,15 @@ class SignInOut(BaseModel):
     current: bool
 
 
+class UserContactOut(BaseModel):
+    """Who placed an order, as shop staff need to see it: no role, no account state."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    email: str
+    full_name: str
+
+
 class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role | None = None

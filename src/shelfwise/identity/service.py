@@ -240,6 +240,13 @@ async def list_users(
         return list(await session.scalars(stmt))
 
 
+async def users_by_id(session: AsyncSession, ids: list[uuid.UUID]) -> list[User]:
+    """The users among `ids` that exist (unknown ids are left out), ordered by email."""
+    async with session.begin():
+        stmt = select(User).where(User.id.in_(ids)).order_by(User.email)
+        return list(await session.scalars(stmt))
+
+
 class CannotModifySelf(Conflict):
     code = "cannot_modify_self"
     title = "Admins cannot demote or disable themselves"

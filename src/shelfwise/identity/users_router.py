@@ -1,4 +1,5 @@
-"""User administration (admin role only): list, change role, disable, end sign-ins.
+"""User administration (admin role only): list, change role, disable, end sign-ins; and
+the contacts of given users for shop staff (who placed an order).
 
 A role change or a disable is a privilege change: every session and refresh-token family
 of that user ends at once. Their access tokens die with them, because every request
@@ -8,18 +9,22 @@ reloads the user.
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from shelfwise.http.deps import ContextDep, PagingDep, SessionDep
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.identity import refresh, service
-from shelfwise.identity.dependencies import Admin
+from shelfwise.identity.dependencies import Admin, require_role
 from shelfwise.identity.models import Role, User
-from shelfwise.identity.schemas import RevokedOut, UserOut, UserPatch
+from shelfwise.identity.principal import Principal
+from shelfwise.identity.schemas import RevokedOut, UserContactOut, UserOut, UserPatch
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
+ShopStaff = Annotated[Principal, Depends(require_role(Role.ADMIN, Role.STAFF))]
+MAX_LOOKUP = 100
 
 
 async def _end_sign_ins(
@@ -61,6 +66,23 @@ async def list_users(
         fetch,
         UserOut.model_validate,
     )
+
+
+@router.get("/contacts")
+async def user_contacts(
+    _: ShopStaff,
+    session: SessionDep,
+    response: Response,
+    user_id: Annotated[
+        list[uuid.UUID],
+        Query(alias="id", min_length=1, max_length=MAX_LOOKUP, description="Repeat for each user"),
+    ],
+) -> list[UserContactOut]:
+    """Email and name of the given users (staff and admins): who placed the orders on a
+    page of `GET /v1/orders`. Unknown ids are left out."""
+    response.headers["Cache-Control"] = "private, no-store"
+    users = await service.users_by_id(session, list(dict.fromkeys(user_id)))
+    return [UserContactOut.model_validate(user) for user in users]
 
 
 @router.patch("/{user_id}")

@@ -27,6 +27,7 @@ from shelfwise.identity.dependencies import (
 )
 from shelfwise.inventory import service
 from shelfwise.inventory.models import MovementKind
+from shelfwise.inventory.overview import OverviewFilter, stock_overview
 from shelfwise.inventory.schemas import (
     AdjustmentIn,
     AdjustmentOut,
@@ -34,10 +35,12 @@ from shelfwise.inventory.schemas import (
     LocationOut,
     MovementOut,
     StockLevelOut,
+    StockOverviewOut,
     TransferIn,
     TransferOut,
 )
 from shelfwise.inventory.transfers import Transfer, TransferResult, transfer_stock
+from shelfwise.types import Text
 
 router = APIRouter(prefix="/v1")
 PRIVATE = "private, no-store"
@@ -113,6 +116,41 @@ async def list_stock(
             session, page=page, product_id=product_id, location_id=location_id
         ),
         StockLevelOut.model_validate,
+    )
+
+
+@router.get("/stock/overview", tags=["stock"])
+async def stock_overview_page(
+    _: StockReader,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    paging: PagingDep,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+    q: Annotated[
+        Text | None, Query(max_length=200, description="Words of the SKU or name (prefix match)")
+    ] = None,
+    location_id: uuid.UUID | None = None,
+    low: Annotated[bool, Query(description="Only levels under the low-stock threshold")] = False,
+) -> Page[StockOverviewOut]:
+    """Stock levels with product SKU and name and location code and name, sorted by SKU
+    then location code (the staff console's table). `X-Stream-Position` as for
+    `GET /v1/stock`: continue the live stream from it."""
+    ctx: AppContext = request.app.state.ctx
+    response.headers["X-Stream-Position"] = str(ctx.hub.head if ctx.hub else 0)
+    where = OverviewFilter(q=q, location_id=location_id, low_only=low)
+    return await paged(
+        request,
+        response,
+        paging,
+        f"stock-overview:{q or ''}:{location_id or ''}:{int(low)}",
+        limit,
+        cursor,
+        lambda page: stock_overview(
+            session, page=page, where=where, low_threshold=ctx.settings.low_stock_threshold
+        ),
+        StockOverviewOut.model_validate,
     )
 
 

@@ -109,3 +109,23 @@ class TransferOut(BaseModel):
     transfer_id: uuid.UUID
     source: StockLevelOut
     destination: StockLevelOut
+
+
+class StockOverviewOut(BaseModel):
+    """A stock level as people read it: with the product's SKU and name and the location's
+    code and name. `low`: `available` is under the server's low-stock threshold."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: uuid.UUID
+    sku: str
+    product_name: str
+    location_id: uuid.UUID
+    location_code: str
+    location_name: str
+    on_hand: int
+    reserved: int
+    available: int
+    low: bool
+    version: int
+    updated_at: datetime
