@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -21,16 +20,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 # module a process imports first.
 from shelfwise.catalog.models import Product
 from shelfwise.db import Base, relation
+from shelfwise.inventory.domain import MovementKind
 
-
-class MovementKind(StrEnum):
-    RECEIPT = "receipt"
-    ADJUSTMENT = "adjustment"
-    RESERVE = "reserve"
-    RELEASE = "release"
-    COMMIT = "commit"
-    TRANSFER_IN = "transfer_in"
-    TRANSFER_OUT = "transfer_out"
+__all__ = ["Location", "MovementKind", "StockLevel", "StockMovement"]
 
 
 class Location(Base):

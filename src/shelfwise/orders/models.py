@@ -2,20 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shelfwise.db import Base, relation
+from shelfwise.orders.lifecycle import OrderStatus
 
-
-class OrderStatus(StrEnum):
-    RESERVED = "reserved"
-    CONFIRMED = "confirmed"
-    FULFILLED = "fulfilled"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
+__all__ = ["Order", "OrderLine", "OrderStatus"]
 
 
 class Order(Base):
