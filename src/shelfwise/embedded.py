@@ -7,8 +7,11 @@ later runs. Never used in production (settings refuse to start without DATABASE_
 
 from __future__ import annotations
 
+import fcntl
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 DATABASE_NAME = "shelfwise"
+LOCK_FILE = ".embedded.lock"
 
 
 def start_embedded(
@@ -23,19 +27,36 @@ def start_embedded(
 ) -> str:
     """Start (or attach to) the embedded cluster; return a URL for `database`, creating it.
 
-    The server stops when the last process using it exits, unless `keep_running`."""
+    The server stops when the last process using it exits, unless `keep_running`.
+    Safe to call from several processes at once (pytest-xdist workers on a fresh clone):
+    the first one initialises and starts the cluster while the others wait on a file lock."""
     os.environ.setdefault("XDG_RUNTIME_DIR", str(Path("/tmp")))  # noqa: S108 pgserver lock dir
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server: Any = pgserver.get_server(  # type: ignore[attr-defined]
-        data_dir.resolve() / "pg", cleanup_mode=None if keep_running else "stop"
-    )
-    ensure_database(server.get_uri("postgres"), database)
+    # pgserver locks initdb/start, but not what comes before it: `mkdir(exist_ok=False)`
+    # of the data directory (the second process fails with FileExistsError), the system
+    # user it creates when run as root, and our own CREATE DATABASE. One lock per cluster
+    # around all of it; the kernel drops it if the holder dies.
+    with _exclusive(data_dir / LOCK_FILE):
+        server: Any = pgserver.get_server(  # type: ignore[attr-defined]
+            data_dir.resolve() / "pg", cleanup_mode=None if keep_running else "stop"
+        )
+        ensure_database(server.get_uri("postgres"), database)
     url: str = server.get_uri(database)
     return url
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_database(admin_url: str, database: str) -> None:
