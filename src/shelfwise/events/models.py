@@ -35,3 +35,6 @@ class OutboxEvent(Base):
     version: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
     published_at: Mapped[datetime | None]
+    # The W3C trace context the event was written in (NULL when tracing is off): readers
+    # link their spans to it (`observability/tracing.py`).
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))

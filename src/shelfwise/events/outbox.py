@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
+from shelfwise.observability.tracing import inject_context
 
 # The relay stamped positions (payload: the highest position now published).
 STREAM_CHANNEL = "shelfwise_stream"
@@ -31,6 +32,8 @@ class Event:
     aggregate_id: str
     payload: dict[str, Any]
     version: int = 1
+    # The trace this event was written in, captured where it is built (None when off).
+    trace_context: dict[str, str] | None = field(default_factory=inject_context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class PublishedEvent:
     version: int
     created_at: datetime
     published_at: datetime | None
+    trace_context: dict[str, str] | None = field(default=None, repr=False)
 
 
 async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
@@ -57,6 +61,7 @@ async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
             "aggregate_id": e.aggregate_id,
             "payload": e.payload,
             "version": e.version,
+            "trace_context": e.trace_context,
         }
         for e in events
     ]
@@ -107,6 +112,7 @@ async def read_stream(
             version=row.version,
             created_at=row.created_at,
             published_at=row.published_at,
+            trace_context=row.trace_context,
         )
         for row in rows
     ]

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shelfwise import errors
 from shelfwise.http.request_id import request_id_of
 from shelfwise.observability.metrics import UNHANDLED_ERRORS
+from shelfwise.observability.tracing import current_trace_id
 
 log = structlog.get_logger("shelfwise.errors")
 
@@ -89,6 +90,8 @@ def problem(
         "instance": scope.get("path", ""),
         "code": code,
         "request_id": request_id_of(scope),
+        # Beside the request id when tracing is on: the trace to open for this failure.
+        **({"trace_id": trace_id} if (trace_id := current_trace_id()) else {}),
         **extra,
     }
     return ProblemResponse(body, status_code=status, headers=headers)

@@ -1,7 +1,8 @@
 """structlog configuration: JSON lines in production, readable console output in development.
 
 The request id is bound in a contextvar by the request-id middleware, so every line logged
-while a request is handled carries it, whichever module logs.
+while a request is handled carries it, whichever module logs; with tracing on, so does
+the current trace id.
 """
 
 from __future__ import annotations
@@ -12,12 +13,24 @@ import sys
 import structlog
 
 from shelfwise.config import Settings
+from shelfwise.observability.tracing import current_trace_id
+
+
+def add_trace_id(
+    logger: object, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """`trace_id` on every line logged inside a span, to jump from a log line to its trace
+    (nothing when tracing is off)."""
+    if "trace_id" not in event and (trace_id := current_trace_id()) is not None:
+        event["trace_id"] = trace_id
+    return event
 
 
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

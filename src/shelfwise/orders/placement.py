@@ -34,6 +34,7 @@ from shelfwise.events.payloads import EventType, order_payload, stock_changed_ev
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.inventory.reservations import LevelAvailability
 from shelfwise.inventory.service import LocationNotFound
+from shelfwise.observability.tracing import ORDER_ID, annotate
 from shelfwise.orders.allocation import Candidate, best_availability, candidate_locations
 from shelfwise.orders.errors import MixedCurrencies, UnknownProducts
 from shelfwise.orders.models import OrderStatus
@@ -93,9 +94,10 @@ WITH placed AS (
            'order reserved', %(id)s, %(actor_id)s
       FROM lines ORDER BY stock_level_id
 ), events AS (
-    INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, version)
+    INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, version,
+                               trace_context)
     SELECT e->>'type', e->>'aggregate_type', e->>'aggregate_id', e->'payload',
-           (e->>'version')::smallint
+           (e->>'version')::smallint, nullif(e->'trace_context', 'null')
       FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS events(e, n)
      ORDER BY n
     RETURNING 1
@@ -271,6 +273,7 @@ async def _write(
     expires_at: datetime,
 ) -> PlacedOrder:
     order_id = uuid.uuid4()
+    annotate({ORDER_ID: str(order_id)})  # on the request's span, when tracing is on
     lines = [r.line for r in reserved]
     currency = lines[0].currency
     total = sum(line.unit_price_minor * line.quantity for line in lines)
