@@ -1,6 +1,7 @@
-// The import page: upload a products CSV, then follow the job's progress until it ends.
-// The upload streams the file as the request body (text/csv); progress is read from
-// GET /v1/jobs/{id}, polled with a growing interval.
+// The imports panel: upload a products CSV, follow the job's progress to the end, and show
+// the line-numbered report of refused rows. The upload streams the file as the request
+// body (text/csv); progress is read from GET /v1/jobs/{id}, polled with a growing interval.
+import { cell } from "./api.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled", "aborted"]);
 const $ = (id) => document.getElementById(id);
@@ -9,9 +10,45 @@ function say(text) {
   $("import-status").textContent = text;
 }
 
+/** The job's progress message is the import summary as JSON (imports/service.py). */
+function summary(job) {
+  try {
+    const parsed = JSON.parse(job.progress?.message ?? "");
+    return parsed && typeof parsed === "object" ? parsed : null;
+  } catch {
+    return null;
+  }
+}
+
+function describe(job, facts) {
+  if (!facts) return job.progress?.message ? `${job.status}: ${job.progress.message}` : job.status;
+  const parts = [`${facts.lines} lines read`, `${facts.imported} imported`];
+  if (facts.created) parts.push(`${facts.created} new`);
+  if (facts.updated) parts.push(`${facts.updated} updated`);
+  if (facts.stock_changed) parts.push(`${facts.stock_changed} stock levels set`);
+  parts.push(`${facts.bad} refused`);
+  return `${job.status}: ${parts.join(", ")}`;
+}
+
+function report(facts) {
+  const errors = facts?.errors ?? [];
+  $("import-report").hidden = errors.length === 0;
+  $("import-errors").tBodies[0].replaceChildren(
+    ...errors.map((e) => {
+      const tr = document.createElement("tr");
+      tr.append(
+        cell(String(e.line), { label: "Line", className: "num" }),
+        cell(e.error, { label: "Error" }),
+      );
+      return tr;
+    }),
+  );
+}
+
 function show(job) {
   const bar = $("import-progress");
   const progress = job.progress;
+  const facts = summary(job);
   bar.hidden = false;
   if (progress && progress.total) {
     bar.max = progress.total;
@@ -19,14 +56,21 @@ function show(job) {
   } else if (job.status === "succeeded") {
     bar.max = 1;
     bar.value = 1;
+  } else {
+    bar.removeAttribute("value"); // indeterminate while the total is unknown
   }
-  say(`${job.status}${progress?.message ? ": " + progress.message : ""}`);
+  bar.textContent = `${Math.round((100 * bar.value) / bar.max)}%`;
+  say(describe(job, facts));
+  report(facts);
 }
 
 async function follow(jobId) {
   let delayMs = 300;
   for (;;) {
-    const response = await fetch(`/v1/jobs/${jobId}`, { credentials: "same-origin" });
+    const response = await fetch(`/v1/jobs/${jobId}`, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    });
     if (!response.ok) {
       say(`Cannot read the import job (${response.status})`);
       return;
@@ -46,11 +90,16 @@ export function setupImports(csrfToken) {
     const file = $("import-file").files[0];
     if (!file) return;
     $("import-progress").hidden = true;
+    $("import-report").hidden = true;
     say("Uploading…");
     const response = await fetch("/v1/imports", {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "text/csv", "X-CSRF-Token": csrfToken() ?? "" },
+      headers: {
+        "Content-Type": "text/csv",
+        Accept: "application/json",
+        "X-CSRF-Token": csrfToken() ?? "",
+      },
       body: file,
     });
     if (!response.ok) {
