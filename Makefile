@@ -6,7 +6,7 @@ VENV := .venv
 # Two workers: the suite is I/O-bound on PostgreSQL, and each test has its own database.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install run test lint fmt bench clean
+.PHONY: install run cluster test lint fmt bench clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -20,6 +20,11 @@ install: $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/shelfwise run
+
+# The production shape on one machine: pgbouncer, redis-server, 3 API instances, 2 workers
+# and nginx on :8080/:8443 (docs/deploy.md). Extra options: make cluster CLUSTER_ARGS="--apis 2"
+cluster: install
+	$(VENV)/bin/shelfwise cluster $(CLUSTER_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench migrations

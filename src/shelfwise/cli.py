@@ -6,6 +6,7 @@ import asyncio
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -261,7 +262,7 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, url, stop, name=name)
+        await run_worker(settings, url, stop, name=name or settings.instance_id or None)
 
     asyncio.run(main())
 
@@ -301,10 +302,13 @@ def serve(
     workers: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
     """Run the API server (uvicorn with uvloop and httptools)."""
+    port = port or load_settings().port
+    # The app reloads settings in uvicorn's factory: the default instance id goes by env.
+    os.environ.setdefault("SHELFWISE_INSTANCE_ID", f"{socket.gethostname()}:{port}")
     settings = load_settings()
     configure_logging(settings)
     _database_url(settings)
-    _serve(settings, host or settings.host, port or settings.port, workers)
+    _serve(settings, host or settings.host, port, workers)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -380,6 +384,39 @@ def run(
         _serve(settings, settings.host, port, 1)
     finally:
         _stop_worker_process(worker_process, settings.worker_shutdown_timeout_seconds + 10)
+
+
+@app.command()
+def cluster(
+    apis: Annotated[int, typer.Option(min=1, help="API instances")] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="Job workers")] = 2,
+    http_port: Annotated[int, typer.Option(help="nginx, plain HTTP")] = 8080,
+    https_port: Annotated[int, typer.Option(help="nginx, TLS")] = 8443,
+    run_dir: Annotated[Path, typer.Option(help="Configs, logs, data")] = Path("var/cluster"),
+    products: Annotated[int, typer.Option(min=0)] = 200,
+) -> None:
+    """The production topology on one machine (docs/deploy.md): pgbouncer, Redis, API
+    instances, workers and nginx on :8080/:8443. Ctrl-C stops every process."""
+    from shelfwise.cluster.binaries import MissingBinaryError
+    from shelfwise.cluster.runner import ClusterRequest, run_cluster
+
+    settings = load_settings()
+    configure_logging(settings)
+    request = ClusterRequest(
+        run_dir=run_dir,
+        database_url=settings.database_url,
+        apis=apis,
+        workers=workers,
+        http_port=http_port,
+        https_port=https_port,
+        products=products,
+    )
+    try:
+        code = run_cluster(request, console)
+    except MissingBinaryError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ secrets and insecure settings rather than starting in a dangerous state.
 from __future__ import annotations
 
 import os
+import socket
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +48,18 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "SHELFWISE_REDIS_URL")
     )
+    # Topology (docs/deploy.md). When DATABASE_URL goes through pgbouncer in transaction
+    # mode, session features (LISTEN, the relay's session advisory lock, Procrastinate's
+    # listener) need a connection of their own straight to PostgreSQL: this DSN. Unset: the
+    # main DSN, which then must be direct.
+    direct_database_url: str | None = None
+    # The main DSN is a transaction-pooling pgbouncer (1.18 has no prepared-statement
+    # support): psycopg must not prepare statements and no startup `options` are sent
+    # (pgbouncer refuses them; its connect_query sets the statement timeout instead).
+    db_transaction_pooling: bool = False
+    # Names this process in every log line and in `shelfwise_instance_info`. Empty: `serve`
+    # uses host:port, other commands host-pid (see `instance_name`).
+    instance_id: str = ""
     data_dir: Path = Path("var")
 
     host: str = "127.0.0.1"
@@ -154,6 +167,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise
     access_log: bool = True
+
+    @cached_property
+    def instance_name(self) -> str:
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def direct_url(self, main_url: str) -> str:
+        """The DSN for session features: `direct_database_url`, else the main one."""
+        return self.direct_database_url or main_url
+
+    @model_validator(mode="after")
+    def _refuse_pooling_without_direct_url(self) -> Settings:
+        # LISTEN through a transaction pooler never hears a NOTIFY, and a session advisory
+        # lock would be held by whichever server connection ran it: two relays at once.
+        if self.db_transaction_pooling and not self.direct_database_url:
+            raise ValueError("db_transaction_pooling needs SHELFWISE_DIRECT_DATABASE_URL")
+        return self
 
     @cached_property
     def is_production(self) -> bool:

@@ -77,6 +77,22 @@ class Database:
         await self.engine.dispose()
 
 
+def connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
+    """psycopg connection arguments for the main DSN.
+
+    Through a transaction-pooling pgbouncer (`db_transaction_pooling`) consecutive
+    transactions may run on different server connections: a statement prepared on one is
+    missing on the next, so psycopg prepares nothing; and pgbouncer 1.18 refuses the
+    `options` startup parameter, so its `connect_query` sets the statement timeout.
+    """
+    if settings.db_transaction_pooling:
+        return {"application_name": application_name, "prepare_threshold": None}
+    return {
+        "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        "application_name": application_name,
+    }
+
+
 def open_database(settings: Settings, url: str) -> Database:
     engine = create_async_engine(
         sqlalchemy_url(url),
@@ -86,12 +102,9 @@ def open_database(settings: Settings, url: str) -> Database:
         pool_pre_ping=False,  # a dead connection fails one request; pre-ping taxes them all
         pool_recycle=1800,
         echo=settings.db_echo,
-        connect_args={
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
-            "application_name": "shelfwise",
-        },
+        connect_args=connect_args(settings, "shelfwise"),
     )
-    doorbell = Doorbell(libpq_url(url))
+    doorbell = Doorbell(libpq_url(settings.direct_url(url)))  # NOTIFY is a session thing
     sessions = async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, info={DOORBELL: doorbell}
     )

@@ -45,7 +45,11 @@ async def fetch_rows(
 
 
 class DriverPool:
-    def __init__(self, url: str, *, max_size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, max_size: int = 10, timeout: float = 5.0, prepare: bool = True
+    ) -> None:
+        # prepare=False behind a transaction-pooling pgbouncer: a statement prepared on
+        # one server connection is missing on the next (db.connect_args).
         self._pool: AsyncConnectionPool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -56,6 +60,7 @@ class DriverPool:
                 "autocommit": True,
                 "row_factory": dict_row,
                 "application_name": "shelfwise-driver",
+                **({} if prepare else {"prepare_threshold": None}),
             },
             name="shelfwise-driver",
         )

@@ -32,6 +32,7 @@ from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
 from shelfwise.live.feeds import redis_publisher
+from shelfwise.observability.metrics import INSTANCE_INFO
 from shelfwise.webhooks.tasks import FanoutWake, run_fanout
 
 log = structlog.get_logger("shelfwise.worker")
@@ -72,10 +73,13 @@ async def run_worker(
         clock=clock,
         alerts=Alerts(settings.jobs_alert_webhook_url, timeout=settings.jobs_alert_timeout_seconds),
     )
-    job_app = build_job_app(settings, database_url, clock=clock, rng=rng)
+    # Procrastinate LISTENs and the relay holds a session advisory lock: both need a
+    # session of their own, so behind pgbouncer they take the direct DSN.
+    direct_url = settings.direct_url(database_url)
+    job_app = build_job_app(settings, direct_url, clock=clock, rng=rng)
     fanout_wake = FanoutWake()
     relay = Relay(
-        libpq_url(database_url),
+        libpq_url(direct_url),
         RelayConfig(
             batch_size=settings.relay_batch_size, poll_interval=settings.relay_poll_seconds
         ),
@@ -84,6 +88,7 @@ async def run_worker(
             redis_publisher(settings.redis_url) if settings.redis_url else None
         ),
     )
+    INSTANCE_INFO.labels(instance_id=settings.instance_name, role="worker").set(1)
     log.info("worker_starting", worker=name, tasks=sorted(job_app.tasks))
     try:
         async with job_app.open_async():

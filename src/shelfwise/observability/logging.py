@@ -26,11 +26,25 @@ def add_trace_id(
     return event
 
 
+class AddInstance:
+    """`instance` on every line: which of several API instances or workers logged it."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+
+    def __call__(
+        self, logger: object, method: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        event.setdefault("instance", self.instance)
+        return event
+
+
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         add_trace_id,
+        AddInstance(settings.instance_name),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# Which instance answered a scrape, as an info-style gauge (always 1) rather than a label
+# on every series: Prometheus already labels each target with `instance` (host:port), and
+# one joinable series keeps the cardinality flat (docs/deploy.md, "Topology").
+INSTANCE_INFO = Gauge(
+    "shelfwise_instance_info",
+    "1 for this process; instance_id names it in logs (the `instance` field) too.",
+    ["instance_id", "role"],
+)
+
 HTTP_REQUESTS = Counter(
     "shelfwise_http_requests_total",
     "HTTP requests handled, by method, route template and status.",

@@ -1,0 +1,299 @@
+"""Which processes make the cluster, on which ports, with which settings.
+
+Pure planning (no process is started here): `build_topology` returns the child specs
+(tiers: 0 Redis + pgbouncer, 1 API instances + workers, 2 nginx) and the URLs to reach
+them. The API instances and workers get the pooled DSN as DATABASE_URL and the direct one
+for session features, Redis for shared state, and trust nginx's X-Forwarded-*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shelfwise.cluster.nginx import EdgeLimits, nginx_argv, render_nginx
+from shelfwise.cluster.pgbouncer import PoolSizes, pooled_url, render_pgbouncer
+from shelfwise.cluster.supervisor import ChildSpec, Probe
+from shelfwise.cluster.tls import ensure_self_signed
+from shelfwise.db import libpq_url
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    http: int
+    https: int
+    pgbouncer: int
+    redis: int
+    api: list[int]
+    worker_metrics: list[int]
+
+    @classmethod
+    def allocate(
+        cls, *, apis: int, workers: int, http: int | None = None, https: int | None = None
+    ) -> Ports:
+        """The given load-balancer ports; free ones for everything else."""
+        return cls(
+            http=http or free_port(),
+            https=https or free_port(),
+            pgbouncer=free_port(),
+            redis=free_port(),
+            api=[free_port() for _ in range(apis)],
+            worker_metrics=[free_port() for _ in range(workers)],
+        )
+
+
+@dataclass(frozen=True)
+class TopologyOptions:
+    run_dir: Path
+    database_url: str  # straight to PostgreSQL
+    apis: int = 3
+    workers: int = 2
+    redis: bool = True
+    pgbouncer: bool = True
+    http_port: int | None = None
+    https_port: int | None = None
+    # Extra settings for every API instance and worker (SHELFWISE_* names).
+    app_env: dict[str, str] = field(default_factory=dict)
+    worker_env: dict[str, str] = field(default_factory=dict)
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    pool: PoolSizes = field(default_factory=PoolSizes)
+    statement_timeout_ms: int = 15_000
+    workdir: Path | None = None  # children's cwd (where a `.env` would be read); run_dir if None
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Topology:
+    specs: list[ChildSpec]
+    ports: Ports
+    direct_url: str
+    app_url: str  # what the instances use as DATABASE_URL (pgbouncer when on)
+    redis_url: str | None
+    nginx_conf: Path
+    http_url: str
+    https_url: str
+    api_names: list[str]
+    worker_names: list[str]
+
+    def api_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports.api[self.api_names.index(name)]}"
+
+
+def http_probe(url: str) -> Probe:
+    async def probe() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+def tcp_probe(port: int, *, send: bytes = b"", expect: bytes = b"") -> Probe:
+    async def probe() -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        try:
+            if send:
+                writer.write(send)
+                await writer.drain()
+                return (await asyncio.wait_for(reader.readline(), 2.0)).startswith(expect)
+            return True
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    return probe
+
+
+def _pgbouncer_user(direct_url: str) -> list[str]:
+    """pgbouncer refuses to run as root: as root, switch to the owner of the server's
+    socket directory (the embedded server's `pgserver` user), else to `nobody`."""
+    if os.geteuid() != 0:
+        return []
+    from psycopg.conninfo import conninfo_to_dict
+
+    host = str(conninfo_to_dict(libpq_url(direct_url)).get("host") or "")
+    if host.startswith("/") and Path(host).is_dir():
+        import pwd
+
+        return ["-u", pwd.getpwuid(Path(host).stat().st_uid).pw_name]
+    return ["-u", "nobody"]
+
+
+def _infrastructure(
+    options: TopologyOptions, binaries: dict[str, str], ports: Ports
+) -> list[ChildSpec]:
+    run = options.run_dir
+    specs = []
+    if options.redis:
+        (run / "redis").mkdir(parents=True, exist_ok=True)
+        specs.append(
+            ChildSpec(
+                name="redis",
+                argv=[
+                    binaries["redis-server"],
+                    "--port",
+                    str(ports.redis),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(run / "redis"),
+                ],
+                log_path=run / "logs" / "redis.log",
+                tier=0,
+                probe=tcp_probe(ports.redis, send=b"PING\r\n", expect=b"+PONG"),
+            )
+        )
+    if options.pgbouncer:
+        ini = render_pgbouncer(
+            run / "pgbouncer",
+            options.database_url,
+            ports.pgbouncer,
+            statement_timeout_ms=options.statement_timeout_ms,
+            sizes=options.pool,
+        )
+        specs.append(
+            ChildSpec(
+                name="pgbouncer",
+                argv=[binaries["pgbouncer"], *_pgbouncer_user(options.database_url), str(ini)],
+                log_path=run / "logs" / "pgbouncer.log",
+                tier=0,
+                probe=tcp_probe(ports.pgbouncer),
+            )
+        )
+    return specs
+
+
+def _app_env(options: TopologyOptions, topology_urls: dict[str, str | None]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(
+        {
+            "DATABASE_URL": str(topology_urls["app"]),
+            "SHELFWISE_DIRECT_DATABASE_URL": str(topology_urls["direct"]),
+            "SHELFWISE_DB_TRANSACTION_POOLING": "true" if options.pgbouncer else "false",
+            "SHELFWISE_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
+            "SHELFWISE_DATA_DIR": str(options.run_dir / "data"),
+            "SHELFWISE_LOG_JSON": "true",
+        }
+    )
+    if topology_urls["redis"]:
+        env["REDIS_URL"] = str(topology_urls["redis"])
+    env.update(options.app_env)
+    return env
+
+
+def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topology:
+    """Render configuration under `options.run_dir` and plan every child process."""
+    run = options.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    ports = Ports.allocate(
+        apis=options.apis,
+        workers=options.workers,
+        http=options.http_port,
+        https=options.https_port,
+    )
+    direct = libpq_url(options.database_url)
+    urls: dict[str, str | None] = {
+        "direct": direct,
+        "app": pooled_url(direct, ports.pgbouncer) if options.pgbouncer else direct,
+        "redis": f"redis://127.0.0.1:{ports.redis}/0" if options.redis else None,
+    }
+    specs = _infrastructure(options, binaries, ports)
+    env = _app_env(options, urls)
+    cli = [options.python, "-m", "shelfwise.cli"]
+    cwd = options.workdir or run
+    api_names = [f"api-{n}" for n in range(1, options.apis + 1)]
+    for name, port in zip(api_names, ports.api, strict=True):
+        specs.append(
+            ChildSpec(
+                name=name,
+                argv=[*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env={**env, "SHELFWISE_INSTANCE_ID": name},
+                cwd=cwd,
+                log_path=run / "logs" / f"{name}.log",
+                # uvicorn drains for up to 10 s (cli._serve), then the lifespan ends.
+                stop_timeout=20.0,
+                probe=http_probe(f"http://127.0.0.1:{port}/readyz"),
+            )
+        )
+    worker_names = [f"worker-{n}" for n in range(1, options.workers + 1)]
+    for name, port in zip(worker_names, ports.worker_metrics, strict=True):
+        specs.append(
+            ChildSpec(
+                name=name,
+                argv=[*cli, "worker", "--name", name, "--metrics-port", str(port)],
+                env={**env, "SHELFWISE_INSTANCE_ID": name, **options.worker_env},
+                cwd=cwd,
+                log_path=run / "logs" / f"{name}.log",
+                stop_timeout=30.0,  # worker_shutdown_timeout_seconds (20) + margin
+                probe=http_probe(f"http://127.0.0.1:{port}/metrics"),
+            )
+        )
+    tls = ensure_self_signed(run / "tls", binaries["openssl"])
+    conf = render_nginx(
+        run / "nginx",
+        http_port=ports.http,
+        https_port=ports.https,
+        api_ports=ports.api,
+        tls=tls,
+        limits=options.limits,
+    )
+    if options.apis:
+        specs.append(
+            ChildSpec(
+                name="nginx",
+                argv=nginx_argv(binaries["nginx"], conf),
+                log_path=run / "logs" / "nginx.log",
+                tier=2,
+                stop_signal=signal.SIGQUIT,  # graceful: finish requests in flight
+                stop_timeout=10.0,
+                probe=http_probe(f"http://127.0.0.1:{ports.http}/healthz"),
+            )
+        )
+    return Topology(
+        specs=specs,
+        ports=ports,
+        direct_url=direct,
+        app_url=str(urls["app"]),
+        redis_url=urls["redis"],
+        nginx_conf=conf,
+        http_url=f"http://127.0.0.1:{ports.http}",
+        https_url=f"https://127.0.0.1:{ports.https}",
+        api_names=api_names,
+        worker_names=worker_names,
+    )
+
+
+def required_binaries(options: TopologyOptions) -> list[str]:
+    names = ["openssl"]
+    if options.apis:
+        names.append("nginx")
+    if options.redis:
+        names.append("redis-server")
+    if options.pgbouncer:
+        names.append("pgbouncer")
+    return names
