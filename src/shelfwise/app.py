@@ -8,7 +8,7 @@ Middleware order (outermost first) — each layer sees everything inside it:
 0. ProxyHeaders   — client address and scheme from X-Forwarded-* *only* when the peer is
                     a configured trusted proxy; everything after relies on them
 1. RequestId      — assigns the id first, so every later layer can log and echo it
-   Tracing        — only when tracing is on: the server span, named by route template
+   RequestIdSpan  — only when tracing is on: the request id on FastAPI's server span
 2. AccessLog      — one line per request, timed around everything below
 3. Metrics        — RED metrics by route template
 4. ErrorBoundary  — anything unexpected becomes a problem+json 500 *inside* the layers
@@ -85,7 +85,7 @@ from shelfwise.live.streaming import StreamSendMiddleware
 from shelfwise.live.ws import router as live_ws_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.observability.metrics import INSTANCE_INFO
-from shelfwise.observability.trace_http import TracingMiddleware
+from shelfwise.observability.trace_http import RequestIdSpanMiddleware
 from shelfwise.observability.tracing import configure_tracing
 from shelfwise.orders.router import router as orders_router
 from shelfwise.uploads.router import is_streamed_upload
@@ -202,7 +202,7 @@ async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
-    # Only with an OTLP endpoint in OTEL_*; otherwise no span layer, nothing patched.
+    # Only with an OTLP endpoint in OTEL_*; otherwise nothing is installed or patched.
     tracing = configure_tracing("shelfwise-api")
     # Built here, not in the lifespan, because the middleware stack needs it; it opens
     # no connection until first used.
@@ -254,7 +254,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             Middleware(StreamSendMiddleware),
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies or []),
             Middleware(RequestIdMiddleware),
-            *([Middleware(TracingMiddleware)] if tracing else []),
+            *([Middleware(RequestIdSpanMiddleware)] if tracing else []),
             Middleware(AccessLogMiddleware, enabled=settings.access_log),
             Middleware(MetricsMiddleware),
             Middleware(ErrorBoundaryMiddleware),

@@ -251,9 +251,11 @@ def worker(
 ) -> None:
     """Run the job worker and the outbox relay; SIGTERM or Ctrl-C stops it gracefully."""
     from shelfwise.jobs.worker import run_worker
+    from shelfwise.observability.tracing import configure_tracing
 
     settings = load_settings()
     configure_logging(settings)
+    configure_tracing("shelfwise-worker")  # only with an OTLP endpoint in OTEL_*
     url = _database_url(settings)
     _start_metrics_server(settings.host, metrics_port or settings.worker_metrics_port)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from typing import Any
 
 import psycopg
@@ -51,7 +52,12 @@ class Doorbell:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no event loop (a synchronous tool): the relay's poll will see it
-        self._task = loop.create_task(self._send(), name="outbox-doorbell")
+        # In a context of its own: the sender serves every commit that rings while it
+        # runs, so it must not carry the first one's request id or trace (its NOTIFY is
+        # no statement of that request's).
+        self._task = loop.create_task(
+            self._send(), name="outbox-doorbell", context=contextvars.Context()
+        )
 
     async def _send(self) -> None:
         while self._pending:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, bindparam, cast, delete, func, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.events.doorbell import outbox_written
@@ -48,6 +48,12 @@ class PublishedEvent:
     created_at: datetime
     published_at: datetime | None
     trace_context: dict[str, str] | None = field(default=None, repr=False)
+
+
+def trace_context_value() -> ColumnElement[Any]:
+    """The current trace context as a value for `INSERT ... SELECT` writers of the outbox
+    (`trace_context` column; NULL when tracing is off)."""
+    return cast(bindparam("trace_context", inject_context(), type_=JSONB(none_as_null=True)), JSONB)
 
 
 async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shelfwise.catalog.models import Product
 from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import Event
+from shelfwise.events.outbox import Event, trace_context_value
 from shelfwise.inventory.models import StockLevel
 
 
@@ -66,13 +66,14 @@ async def stock_changed(
             cast(StockLevel.id, String),
             payload,
             literal(1, Integer),
+            trace_context_value(),
         )
         # One array parameter, not an IN list: the statement text (and its compiled
         # form) stays the same for 1 level or 1,000 (an import batch).
         .where(StockLevel.id == any_(bindparam("level_ids", ids, type_=ARRAY(BigInteger))))
         .order_by(StockLevel.id)
     )
-    columns = ["type", "aggregate_type", "aggregate_id", "payload", "version"]
+    columns = ["type", "aggregate_type", "aggregate_id", "payload", "version", "trace_context"]
     await session.execute(insert(OutboxEvent).from_select(columns, rows))
     outbox_written(session)
 

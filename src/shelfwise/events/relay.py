@@ -30,6 +30,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import psycopg
 import structlog
@@ -42,6 +43,8 @@ from shelfwise.observability.metrics import (
     OUTBOX_RELAY_ACTIVE,
     OUTBOX_RELAY_BATCH_SECONDS,
 )
+from shelfwise.observability.trace_events import record_batch
+from shelfwise.observability.tracing import enabled as tracing_enabled
 
 log = structlog.get_logger("shelfwise.events.relay")
 
@@ -65,10 +68,26 @@ UPDATE outbox_events AS e
 RETURNING e.position
 """
 
+# With tracing on, also what the publish span links to (`observability/trace_events.py`).
+STAMP_TRACED_SQL = (
+    STAMP_SQL.rstrip() + ", e.type, e.aggregate_type, e.aggregate_id, e.trace_context\n"
+)
+
 LAG_SQL = """
 SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
   FROM (SELECT created_at FROM outbox_events WHERE position IS NULL ORDER BY id LIMIT 1) AS o
 """
+
+
+@dataclass(frozen=True, slots=True)
+class StampedEvent:
+    """An event as the relay's traced pass returns it: what its publish span links to."""
+
+    position: int
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    trace_context: dict[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +158,15 @@ class Relay:
     async def publish_batch(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> int:
         """One stamping transaction; returns how many events it published."""
         started = time.perf_counter()
+        started_ns = time.time_ns()
+        traced = tracing_enabled()
         async with conn.transaction():
-            cur = await conn.execute(STAMP_SQL, {"batch_size": self._config.batch_size})
-            positions = [int(row[0]) for row in await cur.fetchall()]
+            cur = await conn.execute(
+                STAMP_TRACED_SQL if traced else STAMP_SQL,
+                {"batch_size": self._config.batch_size},
+            )
+            rows = await cur.fetchall()
+            positions = [int(row[0]) for row in rows]
             if positions:
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)", (STREAM_CHANNEL, str(max(positions)))
@@ -149,6 +174,16 @@ class Relay:
             if self._before_commit is not None:
                 await self._before_commit(positions)
         if positions:
+            if traced:
+                # The connection's rows are typed for the lock query; these are STAMP_TRACED_SQL's.
+                stamped = [StampedEvent(*cast(tuple[Any, ...], row)) for row in rows]
+                record_batch(
+                    "outbox publish",
+                    stamped,
+                    started_ns=started_ns,
+                    destination="outbox",
+                    operation="publish",
+                )
             OUTBOX_PUBLISHED.inc(len(positions))
             OUTBOX_RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
             if self._after_publish is not None:

@@ -25,6 +25,7 @@ from shelfwise.events.payloads import EventType
 from shelfwise.imports import stock
 from shelfwise.imports.parser import MAX_ERRORS_KEPT, BadRow, Batch, CsvBatches, ImportRow
 from shelfwise.jobs.service import report_progress
+from shelfwise.observability.tracing import inject_context
 
 IMPORT_PROGRESS = "import.progress"
 IMPORT_TASK = "import_products"
@@ -143,13 +144,14 @@ UPSERT_PRODUCTS_SQL = text(
         RETURNING p.id, p.sku, p.name, p.description, p.category, p.price_minor,
                   p.currency, p.version, (p.xmax = 0) AS inserted
     ), events AS (
-        INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload)
+        INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, trace_context)
         SELECT CASE WHEN inserted THEN :created_type ELSE :updated_type END,
                'product', id::text,
                jsonb_build_object(
                    'product_id', id, 'sku', sku, 'name', name, 'description', description,
                    'category', category, 'price_minor', price_minor, 'currency', currency,
-                   'version', version)
+                   'version', version),
+               CAST(:trace_context AS jsonb)
         FROM upserted ORDER BY sku
         RETURNING id
     ), counted AS (
@@ -171,6 +173,8 @@ async def upsert_products(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     params |= {
         "created_type": EventType.PRODUCT_CREATED.value,
         "updated_type": EventType.PRODUCT_UPDATED.value,
+        # The import job's trace, for the spans that carry these events (NULL when off).
+        "trace_context": json.dumps(carrier) if (carrier := inject_context()) else None,
     }
     created, emitted = (await session.execute(UPSERT_PRODUCTS_SQL, params)).one()
     if emitted:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
+from shelfwise.events.outbox import trace_context_value
 from shelfwise.events.payloads import EventType
 from shelfwise.inventory.models import StockLevel
 
@@ -35,11 +36,12 @@ async def report_low_stock(session: AsyncSession, *, threshold: int) -> int:
             cast(StockLevel.id, String),
             payload,
             literal(1, Integer),
+            trace_context_value(),
         )
         .where(available < threshold)
         .order_by(StockLevel.id)
     )
-    columns = ["type", "aggregate_type", "aggregate_id", "payload", "version"]
+    columns = ["type", "aggregate_type", "aggregate_id", "payload", "version", "trace_context"]
     async with session.begin():
         result = await session.execute(insert(OutboxEvent).from_select(columns, rows))
         emitted = int(result.rowcount)  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.jobs.registry import spec
+from shelfwise.observability.tracing import TRACE_KEY, inject_context
 
 DEFER_SQL = text(
     """
@@ -55,10 +56,16 @@ async def defer_many_in_transaction(
     priority: int = 0,
 ) -> list[int]:
     """Queue one job per `args` in one statement (Procrastinate's SQL takes an array);
-    returns the job ids in the same order."""
+    returns the job ids in the same order.
+
+    With tracing on, each job's args carry the current trace context under `TRACE_KEY`
+    unless `args` already name one (an event's own, for a webhook delivery)."""
     if not args_list:
         return []
     task = spec(task_name)  # unknown names fail here, not in a worker hours later
+    carrier = inject_context()
+    if carrier is not None:  # tracing on: the job's span will link to this one
+        args_list = [{TRACE_KEY: carrier, **args} for args in args_list]
     ids = await session.scalars(
         DEFER_SQL,
         {

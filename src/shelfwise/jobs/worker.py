@@ -33,6 +33,7 @@ from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
 from shelfwise.live.feeds import redis_publisher
 from shelfwise.observability.metrics import INSTANCE_INFO
+from shelfwise.observability.trace_jobs import trace_job
 from shelfwise.webhooks.tasks import FanoutWake, run_fanout
 
 log = structlog.get_logger("shelfwise.worker")
@@ -111,7 +112,8 @@ def worker_options(runtime: JobRuntime, name: str) -> WorkerOptions:
         update_heartbeat_interval=settings.worker_heartbeat_seconds,
         stalled_worker_timeout=settings.worker_stalled_after_seconds,
         additional_context={RUNTIME_KEY: runtime},
-        worker_middleware=[observe_job],
+        # Tracing outermost: the job log lines carry its trace id.
+        worker_middleware=[trace_job, observe_job],
     )
 
 

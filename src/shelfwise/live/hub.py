@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
+from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -47,6 +48,7 @@ from shelfwise.identity.principal import Principal
 from shelfwise.live.channels import ChannelSet
 from shelfwise.live.subscription import Closed, Subscription
 from shelfwise.observability.metrics import LIVE_RESUMES
+from shelfwise.observability.trace_events import batch_span
 
 if TYPE_CHECKING:  # live.auth needs the app context, which needs this module
     from shelfwise.live.auth import Credential, Reauthorization
@@ -178,7 +180,15 @@ class Hub:
             while True:
                 async with self._sessions() as session:
                     events = await read_stream(session, self.head, self._batch)
-                self.publish(events)
+                # The span links to each event's writer (nothing when tracing is off).
+                with batch_span(
+                    "live fan-out",
+                    events,
+                    destination="live",
+                    operation="process",
+                    kind=SpanKind.CONSUMER,
+                ):
+                    self.publish(events)
                 delivered += len(events)
                 if len(events) < self._batch:
                     return delivered

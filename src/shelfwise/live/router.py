@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 
 from shelfwise.config import Settings
 from shelfwise.context import AppContext
@@ -36,6 +37,7 @@ from shelfwise.observability.metrics import (
     LIVE_EVENTS_SENT,
     LIVE_FANOUT_LATENCY,
 )
+from shelfwise.observability.trace_events import batch_span
 
 router = APIRouter(prefix="/v1", tags=["live"])
 Channels = Annotated[
@@ -123,8 +125,18 @@ async def _sse_body(
             if not events:
                 yield b": ping\n\n"
                 continue
-            # Everything queued since the last wake-up, in one write.
-            yield b"".join([hub.encoded(event, "sse", _sse_frame) for event in events])
+            # Everything queued since the last wake-up, in one write; with tracing on, in a
+            # span of the stream's request linked to each event's writer.
+            with batch_span(
+                "live send",
+                events,
+                destination="sse",
+                operation="send",
+                kind=SpanKind.PRODUCER,
+                root=False,
+                current=False,
+            ):
+                yield b"".join([hub.encoded(event, "sse", _sse_frame) for event in events])
             _SENT.inc(len(events))
             _LATENCY.observe(hub.lag_seconds(events[0]))  # the oldest event of the write
     finally:

@@ -87,11 +87,17 @@ def configure_tracing(default_service_name: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from shelfwise.observability.trace_sampling import sampler_from_env
+
     detected = OTELResourceDetector().detect()
     defaults = {} if SERVICE_NAME in detected.attributes else {SERVICE_NAME: default_service_name}
-    # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (default: parent-based, always on).
     # The provider flushes its batch at interpreter exit (SIGTERM ends our loops normally).
-    provider = TracerProvider(resource=Resource.create(defaults))
+    provider = TracerProvider(
+        resource=Resource.create(defaults),
+        # OTEL_TRACES_SAMPLER / _ARG decide (default: parent-based, always on), except
+        # for client calls made outside any operation (below).
+        sampler=sampler_from_env(),
+    )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     # psycopg at the driver, not SQLAlchemy's engine events: SQLAlchemy, the driver pool,
@@ -124,6 +130,14 @@ def inject_context() -> dict[str, str] | None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier or None
+
+
+def with_trace(args: dict[str, Any], carrier: Mapping[str, str] | None) -> dict[str, Any]:
+    """A job's `args` carrying `carrier` (an event's stored context) for its span to link
+    to, instead of the deferring code's own context (`jobs/defer.py`)."""
+    if carrier is None or not _state["enabled"]:
+        return args
+    return {**args, TRACE_KEY: dict(carrier)}
 
 
 def link_from(

@@ -17,6 +17,7 @@ from shelfwise.errors import Conflict, InvalidCursor, NotFound
 from shelfwise.events.models import OutboxEvent
 from shelfwise.events.outbox import emit
 from shelfwise.jobs.defer import defer_in_transaction, defer_many_in_transaction
+from shelfwise.observability.tracing import with_trace
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
 from shelfwise.webhooks.metrics import WEBHOOKS_DISABLED
 from shelfwise.webhooks.models import (
@@ -266,15 +267,19 @@ async def fan_out(session: AsyncSession, *, batch_size: int = 200) -> int:
             if matches(sub, event.type)
         ]
         if rows:
-            inserted = await session.scalars(
+            inserted = await session.execute(
                 insert(WebhookDelivery)
                 .values(rows)
                 .on_conflict_do_nothing()
-                .returning(WebhookDelivery.id)
+                .returning(WebhookDelivery.id, WebhookDelivery.event_id)
             )
+            # Each delivery's job links to the trace its event was written in.
+            traces = {event.id: event.trace_context for event in events}
             # One statement for the whole pass, not one per delivery.
             await defer_many_in_transaction(
-                session, DELIVER_TASK, [{"delivery_id": d} for d in inserted.all()]
+                session,
+                DELIVER_TASK,
+                [with_trace({"delivery_id": d}, traces[e]) for d, e in inserted.all()],
             )
         cursor.position = events[-1].position or cursor.position
     return len(events)

@@ -4,6 +4,7 @@ loop the worker runs next to the relay."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import structlog
 from procrastinate import JobContext
@@ -14,6 +15,7 @@ from shelfwise.events.relay import AfterPublish
 from shelfwise.jobs.registry import task
 from shelfwise.jobs.retry import Backoff
 from shelfwise.jobs.runtime import runtime_of
+from shelfwise.observability import tracing
 from shelfwise.webhooks import service
 from shelfwise.webhooks.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY
 from shelfwise.webhooks.models import DeliveryStatus, SubscriptionStatus
@@ -47,6 +49,15 @@ async def deliver_webhook(context: JobContext, delivery_id: int) -> str:
             )
         WEBHOOK_DELIVERIES.labels("cancelled").inc()
         return DeliveryStatus.CANCELLED.value
+    if tracing.enabled():  # what this job's span is about: the event and its aggregate
+        aggregate = json.loads(pending.body)["aggregate"]
+        tracing.annotate(
+            {
+                tracing.EVENT_TYPE: pending.event_type,
+                tracing.AGGREGATE_TYPE: aggregate["type"],
+                tracing.AGGREGATE_ID: aggregate["id"],
+            }
+        )
     settings = rt.settings
     attempt = await send(
         pending.url,
