@@ -269,6 +269,44 @@ def worker(
     asyncio.run(main())
 
 
+@app.command()
+def consume(
+    queue: Annotated[str, typer.Option(help="Queue to declare, bind and consume")],
+    events: Annotated[list[str], typer.Option(help="Binding pattern, e.g. 'order.*' (repeat)")],
+    handler: Annotated[
+        str | None, typer.Option(help="module:function to run per event (default: log it)")
+    ] = None,
+) -> None:
+    """Example inbox consumer of the event bus (docs/events.md); SIGTERM stops it."""
+    from shelfwise.broker.example import load_handler, run_consumer
+
+    settings = load_settings()
+    configure_logging(settings)
+    if not settings.broker_url:
+        raise typer.BadParameter("set SHELFWISE_BROKER_URL (amqp://...)")
+    url = _database_url(settings)
+    work = run_consumer(
+        settings, url, queue=queue, patterns=events, handler=load_handler(handler)
+    )
+    asyncio.run(work)
+
+
+@app.command("replay-dead-letters")
+def replay_dead_letters_command(
+    queue: Annotated[str, typer.Option(help="The queue whose <queue>.dead to replay")],
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many")] = None,
+) -> None:
+    """Send a consumer queue's dead letters back to it (after fixing the cause)."""
+    from shelfwise.broker.consumer import replay_dead_letters
+
+    settings = load_settings()
+    configure_logging(settings)
+    if not settings.broker_url:
+        raise typer.BadParameter("set SHELFWISE_BROKER_URL (amqp://...)")
+    count = asyncio.run(replay_dead_letters(settings.broker_url, queue=queue, limit=limit))
+    console.print(f"replayed {count} dead letters to {queue}")
+
+
 def _start_metrics_server(host: str, port: int | None) -> None:
     if not port:
         return

@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     outbox_retention_days: int = Field(default=7, ge=1)
     low_stock_threshold: int = Field(default=5, ge=0)
 
+    # Event bus (docs/events.md): the worker publishes the stream to RabbitMQ when set.
+    broker_url: str | None = None  # amqp://user:password@host:5672/vhost
+    broker_exchange: str = "shelfwise.events"
+    broker_batch_size: int = Field(default=500, ge=1)
+    broker_window: int = Field(default=200, ge=1)  # unconfirmed messages in flight
+    broker_poll_seconds: float = Field(default=0.5, gt=0)  # safety net behind NOTIFY
+    broker_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    broker_prefetch: int = Field(default=50, ge=1)  # `shelfwise consume`
+    broker_delivery_limit: int = Field(default=5, ge=1)  # then dead-lettered
+
     # Live updates (SSE, WebSocket, long-poll).
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     live_recheck_seconds: float = Field(default=15.0, gt=0)  # re-authorize open streams
@@ -214,6 +224,8 @@ class Settings(BaseSettings):
             problems.append("DATABASE_URL is required (no embedded database in production)")
         if self.db_echo:
             problems.append("db_echo logs SQL parameters")
+        if self.broker_url and "//guest:guest@" in self.broker_url:
+            problems.append("broker_url uses RabbitMQ's default guest account")
         if not self.cookie_secure:
             problems.append("cookie_secure must be on")
         if "*" in self.cors_origins:

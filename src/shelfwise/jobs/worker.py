@@ -23,6 +23,8 @@ import structlog
 from procrastinate import App
 from procrastinate.app import WorkerOptions
 
+from shelfwise.broker.publisher import BrokerPublisher
+from shelfwise.broker.wiring import publisher_from_settings
 from shelfwise.clock import Clock, SystemClock
 from shelfwise.config import Settings
 from shelfwise.db import Database, libpq_url, open_database
@@ -89,11 +91,15 @@ async def run_worker(
             redis_publisher(settings.redis_url) if settings.redis_url else None
         ),
     )
+    # Off unless SHELFWISE_BROKER_URL is set; one active across workers, like the relay.
+    publisher = publisher_from_settings(
+        settings, direct_url, name=name, alerts=runtime.alerts, rng=rng
+    )
     INSTANCE_INFO.labels(instance_id=settings.instance_name, role="worker").set(1)
     log.info("worker_starting", worker=name, tasks=sorted(job_app.tasks))
     try:
         async with job_app.open_async():
-            await _supervise(job_app, relay, runtime, stop, name, fanout_wake)
+            await _supervise(job_app, relay, runtime, stop, name, fanout_wake, publisher)
     finally:
         await db.dispose()
         log.info("worker_stopped", worker=name)
@@ -124,6 +130,7 @@ async def _supervise(
     stop: asyncio.Event,
     name: str,
     fanout_wake: FanoutWake,
+    publisher: BrokerPublisher | None = None,
 ) -> None:
     async with asyncio.TaskGroup() as group:
         jobs = group.create_task(
@@ -133,6 +140,8 @@ async def _supervise(
         # If the worker ends on its own (a side task of it failed), stop the rest too.
         jobs.add_done_callback(lambda _: stop.set())
         group.create_task(relay.run(stop), name="outbox-relay")
+        if publisher is not None:
+            group.create_task(publisher.run(stop), name="broker-publisher")
         group.create_task(_refresh_gauges(runtime.db, stop), name="queue-gauges")
         group.create_task(
             run_fanout(runtime.db, runtime.settings, stop, fanout_wake), name="webhook-fanout"

@@ -1,0 +1,242 @@
+"""A private RabbitMQ node for tests: free ports, its own directories, no orphans.
+
+`RabbitNode.start()` runs `rabbitmq-server` (the real script under /usr/lib/rabbitmq/bin,
+not Debian's wrapper, which switches to the `rabbitmq` user and the system directories)
+with every path under the test's tmp directory and every port picked free:
+
+- RABBITMQ_NODE_PORT (AMQP), RABBITMQ_DIST_PORT (Erlang distribution) and ERL_EPMD_PORT
+  (the port mapper), so two xdist workers — or a developer's own broker — never collide;
+- a unique RABBITMQ_NODENAME (`shelfwise-<port>@localhost`) and HOME (the Erlang cookie);
+- its own config, plugins, mnesia (data) and log directories.
+
+`epmd` is started first by us, in the node's process group, so that the node does not
+daemonise one of its own that would outlive the test. `stop()` kills the whole group.
+Never run `rabbitmq-server --version`: that starts a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.broker.envelope import BrokerEvent
+from tests.support import require_binary
+
+REAL_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RabbitNode:
+    def __init__(self, base: Path) -> None:
+        wrapper = require_binary("rabbitmq-server")
+        self.script = str(REAL_SCRIPT) if REAL_SCRIPT.exists() else wrapper
+        self.epmd = require_binary("epmd")
+        self.base = base
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.nodename = f"shelfwise-{self.port}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._epmd: subprocess.Popen[bytes] | None = None
+        self._write_config()
+
+    def _write_config(self) -> None:
+        for sub in ("home", "mnesia", "log", "etc"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        etc = self.base / "etc"
+        (etc / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "disk_free_limit.absolute = 10MB\n"
+            "log.console = false\n"
+            "log.file.level = warning\n"
+        )
+        (etc / "enabled_plugins").write_text("[].\n")
+        (etc / "rabbitmq-env.conf").write_text("")
+
+    @property
+    def env(self) -> dict[str, str]:
+        etc = self.base / "etc"
+        return {
+            **os.environ,
+            "HOME": str(self.base / "home"),
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_CONF_ENV_FILE": str(etc / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(etc / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(etc / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(etc / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base / "log"),
+            "RABBITMQ_PID_FILE": str(self.base / "rabbit.pid"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.base / "plugins-expand"),
+        }
+
+    def start(self) -> None:
+        """Start (or restart, keeping the data) and wait until AMQP answers."""
+        if self._epmd is None or self._epmd.poll() is not None:
+            self._epmd = subprocess.Popen(
+                [self.epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        with (self.base / "log" / "stdout.log").open("ab") as out:
+            self._process = subprocess.Popen(
+                [self.script],
+                cwd=self.base,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop() kills all of it
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.answers():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                log = self.log_tail()
+                self.stop()
+                raise RuntimeError(f"rabbitmq-server did not start:\n{log}")
+            time.sleep(0.1)  # polling the condition, with the deadline above
+
+    def answers(self) -> bool:
+        async def probe() -> bool:
+            try:
+                connection = await aio_pika.connect(self.url, timeout=1)
+            except Exception:  # not listening yet, or still booting
+                return False
+            await connection.close()
+            return True
+
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", self.port)) != 0:
+                return False
+        return asyncio.run(probe())
+
+    def kill(self) -> None:
+        """kill -9 the node (its data stays for the next `start()`); epmd stays up."""
+        _kill_group(self._process, signal.SIGKILL)
+        self._process = None
+
+    def stop(self) -> None:
+        _kill_group(self._process, signal.SIGTERM)
+        self._process = None
+        _kill_group(self._epmd, signal.SIGKILL)
+        self._epmd = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = []
+        for path in sorted((self.base / "log").glob("*.log")):
+            text += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(text)
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _kill_group(process: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
+    if process is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    # Children of the group that outlived the leader (erl_child_setup, inet_gethost).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_node(base: Path) -> Iterator[RabbitNode]:
+    """A started node, stopped (with its epmd) however the block ends."""
+    node = RabbitNode(base)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+
+
+class Received:
+    """What an inbox consumer's handler saw (only first processings: the inbox drops
+    duplicates before the handler runs)."""
+
+    def __init__(self) -> None:
+        self.events: list[BrokerEvent] = []
+
+    async def handle(self, session: AsyncSession, event: BrokerEvent) -> None:
+        del session
+        self.events.append(event)
+
+    @property
+    def positions(self) -> list[int]:
+        return [event.position for event in self.events]
+
+
+async def dead_letters(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(f"{queue}.dead", passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def stamped_positions(database_url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT position FROM outbox_events WHERE position IS NOT NULL ORDER BY position"
+        )
+        return [int(row[0]) for row in await cur.fetchall()]
+
+
+async def unstamped(database_url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM outbox_events WHERE position IS NULL")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def confirmed_position(database_url: str, exchange: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            "SELECT position FROM broker_publisher_positions WHERE exchange = %s", (exchange,)
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def insert_events(database_url: str, count: int, type: str = "order.reserved") -> None:
+    """`count` committed outbox events without going through the API (backlogs)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload)"
+            " SELECT %s, 'order', g::text, jsonb_build_object('n', g)"
+            " FROM generate_series(1, %s) AS g",
+            (type, count),
+        )

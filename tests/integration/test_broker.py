@@ -1,0 +1,322 @@
+"""The event bus against a real RabbitMQ node (one per module, tests/broker_support.py).
+
+The relay, the publisher and the inbox consumers run in the test's event loop; each test
+uses its own exchange and queues, so tests sharing the node never see each other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.broker import metrics
+from shelfwise.broker.consumer import ConsumerConfig, InboxConsumer, replay_dead_letters
+from shelfwise.broker.envelope import BrokerEvent
+from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
+from shelfwise.context import AppContext
+from shelfwise.db import libpq_url
+from shelfwise.events.relay import Relay, RelayConfig
+from shelfwise.jobs.alerts import Alerts
+from tests.broker_support import (
+    RabbitNode,
+    Received,
+    confirmed_position,
+    dead_letters,
+    insert_events,
+    running_node,
+    stamped_positions,
+    unstamped,
+)
+from tests.support import create_location, create_product, receive_stock, wait_until
+
+pytestmark = pytest.mark.e2e  # starts rabbitmq-server
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    with running_node(tmp_path_factory.mktemp("rabbitmq")) as node:
+        yield node
+
+
+@pytest.fixture
+def exchange() -> str:
+    return f"shelfwise.events.test-{uuid.uuid4().hex[:8]}"
+
+
+class Bus:
+    """Relay + publisher + consumers as tasks of this loop, stopped at the end."""
+
+    def __init__(self, database_url: str, rabbit: RabbitNode, exchange: str) -> None:
+        self.database_url = libpq_url(database_url)
+        self.rabbit = rabbit
+        self.exchange = exchange
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start_relay(self) -> None:
+        relay = Relay(self.database_url, RelayConfig(batch_size=100, poll_interval=0.1))
+        self.tasks.append(asyncio.create_task(relay.run(self.stop)))
+
+    def start_publisher(self, alerts: Alerts | None = None, **config: Any) -> BrokerPublisher:
+        settings = {"batch_size": 50, "window": 20, "poll_interval": 0.1, "backoff_max": 0.5}
+        publisher = BrokerPublisher(
+            self.database_url,
+            self.rabbit.url,
+            PublisherConfig(exchange=self.exchange, **{**settings, **config}),
+            alerts=alerts,
+            rng=random.Random(3),
+        )
+        self.tasks.append(asyncio.create_task(publisher.run(self.stop)))
+        return publisher
+
+    async def start_consumer(
+        self,
+        ctx: AppContext,
+        queue: str,
+        patterns: tuple[str, ...],
+        handler: Callable[[AsyncSession, BrokerEvent], Awaitable[None]],
+        **config: Any,
+    ) -> InboxConsumer:
+        consumer = InboxConsumer(
+            ctx.db.sessions,
+            self.rabbit.url,
+            ConsumerConfig(
+                queue=queue,
+                patterns=patterns,
+                exchange=self.exchange,
+                backoff_max=0.5,
+                **config,
+            ),
+            handler,
+            rng=random.Random(5),
+        )
+        self.tasks.append(asyncio.create_task(consumer.run(self.stop)))
+        await wait_until(_is_set(consumer.consuming), timeout=10, what="consumer subscribed")
+        return consumer
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=15)
+
+
+def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return event.is_set()
+
+    return check
+
+
+@pytest.fixture
+async def bus(database_url: str, rabbit: RabbitNode, exchange: str) -> AsyncIterator[Bus]:
+    running = Bus(database_url, rabbit, exchange)
+    try:
+        yield running
+    finally:
+        with contextlib.suppress(TimeoutError):
+            await running.close()
+
+
+async def _shop(client: httpx.AsyncClient, staff: dict[str, Any]) -> dict[str, Any]:
+    """Two locations, four products with stock at the first."""
+    north = await create_location(client, staff["headers"])
+    south = await create_location(client, staff["headers"])
+    products = [await create_product(client, staff["headers"]) for _ in range(4)]
+    for product in products:
+        done = await receive_stock(client, staff["headers"], product["id"], north["id"], 500)
+        assert done.status_code == 201, done.text
+    return {"north": north["id"], "south": south["id"], "products": [p["id"] for p in products]}
+
+
+async def _burst(
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    customer: dict[str, Any],
+    shop: dict[str, Any],
+    rounds: int,
+    seed: int,
+) -> None:
+    """Orders, adjustments and transfers from concurrent clients, `rounds` of each."""
+    rng = random.Random(seed)
+
+    async def order() -> None:
+        body = {
+            "lines": [{"product_id": rng.choice(shop["products"]), "quantity": 1}],
+            "location_id": shop["north"],
+        }
+        headers = {**customer["headers"], "Idempotency-Key": uuid.uuid4().hex}
+        response = await client.post("/v1/orders", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+
+    async def adjust() -> None:
+        response = await receive_stock(
+            client, staff["headers"], rng.choice(shop["products"]), shop["north"], 3
+        )
+        assert response.status_code == 201, response.text
+
+    async def transfer() -> None:
+        body = {
+            "product_id": rng.choice(shop["products"]),
+            "from_location_id": shop["north"],
+            "to_location_id": shop["south"],
+            "quantity": 1,
+            "reason": "rebalance",
+        }
+        headers = {**staff["headers"], "Idempotency-Key": uuid.uuid4().hex}
+        response = await client.post("/v1/stock/transfers", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+
+    writes = [make() for _ in range(rounds) for make in (order, adjust, transfer)]
+    rng.shuffle(writes)
+    await asyncio.gather(*writes)
+
+
+async def _all_delivered(bus: Bus, received: Received, timeout: float = 30.0) -> list[int]:
+    """Wait until every stamped event was published, confirmed and processed."""
+
+    async def done() -> bool:
+        if await unstamped(bus.database_url):
+            return False
+        stamped = await stamped_positions(bus.database_url)
+        return len(received.events) >= len(stamped) and stamped[-1:] == received.positions[-1:]
+
+    await wait_until(done, timeout=timeout, interval=0.1, what="every event consumed")
+    return await stamped_positions(bus.database_url)
+
+
+async def test_a_concurrent_burst_arrives_in_position_order_exactly_once(
+    bus: Bus,
+    ctx: AppContext,
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    customer: dict[str, Any],
+) -> None:
+    shop = await _shop(client, staff)
+    received = Received()
+    await bus.start_consumer(ctx, "audit-" + uuid.uuid4().hex[:6], ("#",), received.handle)
+    bus.start_relay()
+    publisher = bus.start_publisher()
+    await _burst(client, staff, customer, shop, rounds=15, seed=1)
+
+    stamped = await _all_delivered(bus, received)
+    assert received.positions == stamped == list(range(1, len(stamped) + 1))
+    assert len({e.message_id for e in received.events}) == len(stamped)
+    kinds = {e.type for e in received.events}
+    assert {"order.reserved", "stock.changed", "product.created"} <= kinds
+    await wait_until(
+        lambda: _equals(confirmed_position(bus.database_url, bus.exchange), stamped[-1]),
+        what="stored position at the end of the stream",
+    )
+    assert publisher.position == stamped[-1]
+    order = next(e for e in received.events if e.type == "order.reserved")
+    assert order.aggregate_type == "order"
+    assert order.payload["order_id"] == order.aggregate_id
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_broker_killed_and_restarted_mid_burst_loses_and_repeats_nothing(
+    bus: Bus,
+    ctx: AppContext,
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    customer: dict[str, Any],
+) -> None:
+    shop = await _shop(client, staff)
+    received = Received()
+    await bus.start_consumer(ctx, "restart-" + uuid.uuid4().hex[:6], ("#",), received.handle)
+    bus.start_relay()
+    bus.start_publisher()
+    failures_before = metrics.CONNECTION_FAILURES.labels("publisher")._value.get()
+
+    writing = asyncio.create_task(_burst(client, staff, customer, shop, rounds=20, seed=2))
+    await wait_until(lambda: _at_least(received, 20), timeout=20, what="part of the burst consumed")
+    bus.rabbit.kill()  # kill -9: in-flight publishes and unacked deliveries are cut off
+    await writing  # the API does not depend on the broker
+    await _burst(client, staff, customer, shop, rounds=5, seed=3)  # written while it is down
+    await asyncio.to_thread(bus.rabbit.start)
+
+    stamped = await _all_delivered(bus, received, timeout=40)
+    assert received.positions == list(range(1, len(stamped) + 1))
+    assert metrics.CONNECTION_FAILURES.labels("publisher")._value.get() > failures_before
+
+
+async def _at_least(received: Received, count: int) -> bool:
+    return len(received.events) >= count
+
+
+async def test_unroutable_events_are_counted_alerted_and_do_not_block_the_stream(
+    bus: Bus, ctx: AppContext, database_url: str
+) -> None:
+    posted: list[dict[str, Any]] = []
+
+    def on_alert(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    alerts = Alerts("https://alerts.test/hook", transport=httpx.MockTransport(on_alert))
+    received = Received()
+    await bus.start_consumer(ctx, "orders-" + uuid.uuid4().hex[:6], ("order.*",), received.handle)
+    await insert_events(database_url, 3, type="order.reserved")
+    await insert_events(database_url, 2, type="stock.audited")  # no queue binds it
+    await insert_events(database_url, 3, type="order.cancelled")
+    returned_before = metrics.RETURNED.labels("stock.audited")._value.get()
+    bus.start_relay()
+    bus.start_publisher(alerts=alerts)
+
+    await wait_until(lambda: _at_least(received, 6), timeout=20, what="order events consumed")
+    await wait_until(
+        lambda: _equals(confirmed_position(bus.database_url, bus.exchange), 8),
+        what="the position past the unroutable events",
+    )
+    assert received.positions == [1, 2, 3, 6, 7, 8]
+    assert metrics.RETURNED.labels("stock.audited")._value.get() - returned_before == 2
+    # One alert per type per process, naming the first unroutable event.
+    assert [(p["alert"], p["type"], p["position"]) for p in posted] == [
+        ("broker_event_unroutable", "stock.audited", 4)
+    ]
+
+
+async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_can_be_replayed(
+    bus: Bus, ctx: AppContext, database_url: str
+) -> None:
+    queue = "poison-" + uuid.uuid4().hex[:6]
+    attempts: dict[int, int] = {}
+    fixed = asyncio.Event()
+    received = Received()
+
+    async def fragile(session: AsyncSession, event: BrokerEvent) -> None:
+        attempts[event.position] = attempts.get(event.position, 0) + 1
+        if event.position == 2 and not fixed.is_set():
+            raise ValueError("cannot handle this one")
+        await received.handle(session, event)
+
+    await bus.start_consumer(ctx, queue, ("order.*",), fragile, delivery_limit=2)
+    await insert_events(database_url, 4)
+    bus.start_relay()
+    bus.start_publisher()
+
+    await wait_until(lambda: _dead(bus.rabbit.url, queue, 1), timeout=20, what="a dead letter")
+    await wait_until(lambda: _at_least(received, 3), timeout=10, what="the others consumed")
+    assert received.positions == [1, 3, 4]  # the poison message did not block the queue
+    assert attempts[2] == 3  # delivery limit 2: the third failed delivery dead-letters it
+
+    fixed.set()
+    assert await replay_dead_letters(bus.rabbit.url, queue=queue) == 1
+    await wait_until(lambda: _at_least(received, 4), timeout=10, what="the replayed message")
+    assert received.positions == [1, 3, 4, 2]
+    assert await dead_letters(bus.rabbit.url, queue) == 0
+
+
+async def _dead(url: str, queue: str, count: int) -> bool:
+    return await dead_letters(url, queue) >= count
