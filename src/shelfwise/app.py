@@ -154,6 +154,7 @@ def build_context(
         max_size=settings.db_pool_size,
         timeout=settings.db_pool_timeout_seconds,
         prepare=not settings.db_transaction_pooling,
+        breaker=db.breaker,  # one view per process of whether the database is up
     )
     return AppContext(
         settings=settings,

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, relationship
 
+from shelfwise.availability import DatabaseBreaker, guard_engine
 from shelfwise.config import Settings
 from shelfwise.events.doorbell import DOORBELL, Doorbell
 
@@ -71,10 +72,12 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     doorbell: Doorbell  # wakes the outbox relay after commits that wrote events
+    breaker: DatabaseBreaker  # fail fast while the database is unreachable (availability.py)
 
     async def dispose(self) -> None:
         await self.doorbell.close()
         await self.engine.dispose()
+        await self.breaker.close()
 
 
 def connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
@@ -108,7 +111,9 @@ def open_database(settings: Settings, url: str) -> Database:
     sessions = async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, info={DOORBELL: doorbell}
     )
-    return Database(engine=engine, sessions=sessions, doorbell=doorbell)
+    breaker = DatabaseBreaker(libpq_url(url))
+    guard_engine(engine, breaker)
+    return Database(engine=engine, sessions=sessions, doorbell=doorbell, breaker=breaker)
 
 
 @asynccontextmanager

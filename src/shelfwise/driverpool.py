@@ -10,6 +10,9 @@ a few executions. Everything else keeps using SQLAlchemy.
 
 `transaction()` lends a connection inside an explicit transaction, for the one write
 that is measured to need it: placing an order (docs/decisions/0013).
+
+An unreachable database is `DatabaseUnavailable` here, at the door (503 at the HTTP
+edge), and refused at once while the breaker knows it is down (`availability.py`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from shelfwise.availability import (
+    CONNECT_TIMEOUT_SECONDS,
+    RECONNECT_GIVE_UP_SECONDS,
+    DatabaseBreaker,
+    is_connection_failure,
+)
 
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -46,8 +57,16 @@ async def fetch_rows(
 
 class DriverPool:
     def __init__(
-        self, url: str, *, max_size: int = 10, timeout: float = 5.0, prepare: bool = True
+        self,
+        url: str,
+        *,
+        max_size: int = 10,
+        timeout: float = 5.0,
+        prepare: bool = True,
+        breaker: DatabaseBreaker | None = None,
+        connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
+        self.breaker = breaker or DatabaseBreaker(url)
         # prepare=False behind a transaction-pooling pgbouncer: a statement prepared on
         # one server connection is missing on the next (db.connect_args).
         self._pool: AsyncConnectionPool = AsyncConnectionPool(
@@ -56,8 +75,10 @@ class DriverPool:
             max_size=max_size,
             timeout=timeout,
             open=False,
+            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
             kwargs={
                 "autocommit": True,
+                "connect_timeout": connect_timeout,
                 "row_factory": dict_row,
                 "application_name": "shelfwise-driver",
                 **({} if prepare else {"prepare_threshold": None}),
@@ -70,15 +91,33 @@ class DriverPool:
 
     async def close(self) -> None:
         await self._pool.close()
+        await self.breaker.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection; connection failures (also inside the block) become
+        `DatabaseUnavailable`."""
+        self.breaker.check()
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if not is_connection_failure(exc):
+                raise
+            raise self.breaker.failed(exc, "driver") from exc
+        except PoolTimeout as exc:
+            if self.breaker.is_open:  # no connection could be made, not a busy pool
+                raise self.breaker.unavailable() from exc
+            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A connection inside BEGIN ... COMMIT (ROLLBACK if the block raises)."""
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             yield conn
 
     async def fetch_one(self, sql: LiteralString, params: tuple[Any, ...]) -> dict[str, Any] | None:
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cursor = await conn.execute(sql, params)
-            row: dict[str, Any] | None = await cursor.fetchone()  # type: ignore[assignment]
+            row: dict[str, Any] | None = await cursor.fetchone()
             return row

@@ -104,3 +104,17 @@ class PositionTooOld(ShelfwiseError):
 class Unavailable(ShelfwiseError):
     code = "unavailable"
     title = "Temporarily unavailable"
+
+class DatabaseUnavailable(Unavailable):
+    """PostgreSQL cannot be reached (restarting, network down): retry shortly."""
+
+    code = "database_unavailable"
+    title = "The database is temporarily unreachable"
+
+
+class SessionStoreUnavailable(Unavailable):
+    """Redis, which holds browser sessions when configured, cannot be reached. Sessions
+    fail closed: a session that cannot be checked is not trusted."""
+
+    code = "session_store_unavailable"
+    title = "Sign-in sessions are temporarily unavailable"

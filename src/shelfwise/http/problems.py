@@ -14,12 +14,15 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout as DriverPoolTimeout
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shelfwise import errors
+from shelfwise.availability import is_connection_failure
 from shelfwise.http.request_id import request_id_of
 from shelfwise.observability.metrics import UNHANDLED_ERRORS
 from shelfwise.observability.tracing import current_trace_id
@@ -27,6 +30,7 @@ from shelfwise.observability.tracing import current_trace_id
 log = structlog.get_logger("shelfwise.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+RETRY_SOON = {"Retry-After": "2"}  # outages of a dependency (DB restart, Redis gone)
 
 STATUS_BY_ERROR: dict[type[errors.ShelfwiseError], int] = {
     errors.NotFound: 404,
@@ -140,6 +144,20 @@ def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
             "The service is busy; retry shortly.",
             scope,
             headers={"Retry-After": "1"},
+        )
+    if is_connection_failure(exc):
+        # The safety net behind the doors (driverpool.py, db.py): a connection that failed
+        # where nothing wrapped it is still an outage, not a bug.
+        log.warning("database_unreachable", path=scope.get("path"), error=type(exc).__name__)
+        return problem_for_exception(errors.DatabaseUnavailable(headers=RETRY_SOON), scope)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        log.warning("redis_unreachable", path=scope.get("path"), error=type(exc).__name__)
+        return problem(
+            503,
+            "redis_unavailable",
+            "A dependency is unreachable; retry shortly.",
+            scope,
+            headers=RETRY_SOON,
         )
     UNHANDLED_ERRORS.labels(type(exc).__name__).inc()
     log.error("unhandled_exception", exc_info=exc, path=scope.get("path"))

@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 from procrastinate import App, PsycopgConnector
 
+from shelfwise.availability import CONNECT_TIMEOUT_SECONDS, RECONNECT_GIVE_UP_SECONDS
 from shelfwise.clock import Clock
 from shelfwise.config import Settings
 from shelfwise.db import libpq_url
@@ -37,7 +38,11 @@ def build_job_app(
         conninfo=libpq_url(database_url),
         min_size=1,
         max_size=pool_size,
-        kwargs={"application_name": "shelfwise-worker"},
+        reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
+        # Not psycopg_pool's 30 s: when the database goes away, Procrastinate's own stop
+        # (unregistering the worker) waits this long before `run_jobs` can restart it.
+        timeout=settings.db_pool_timeout_seconds,
+        kwargs={"application_name": "shelfwise-worker", "connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
     app = App(connector=connector)
     for spec in load_tasks(settings.jobs_extra_modules).values():

@@ -2,7 +2,9 @@
 
 Structured concurrency: one TaskGroup owns the worker, the relay and the gauge refresher.
 If any of them crashes, the others are cancelled and the process exits non-zero (a
-supervisor restarts it) instead of limping on half-alive.
+supervisor restarts it) instead of limping on half-alive. A database outage is not a
+crash: the relay reconnects, and Procrastinate's worker, which stops itself when its
+connections fail, is started again by `run_jobs` once the database answers.
 
 Shutdown (SIGTERM/SIGINT sets `stop`): the worker stops fetching, waits up to
 `worker_shutdown_timeout_seconds` for running jobs, then aborts the rest, which go back
@@ -18,6 +20,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 
 import structlog
 from procrastinate import App
@@ -34,12 +37,16 @@ from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
 from shelfwise.live.feeds import redis_publisher
-from shelfwise.observability.metrics import INSTANCE_INFO
+from shelfwise.observability.metrics import INSTANCE_INFO, JOB_WORKER_RESTARTS
 from shelfwise.observability.trace_jobs import trace_job
 from shelfwise.webhooks.tasks import FanoutWake, run_fanout
 
 log = structlog.get_logger("shelfwise.worker")
 GAUGE_REFRESH_SECONDS = 15.0
+# Restarting Procrastinate after it stopped on its own (run_jobs).
+JOBS_RESTART_FIRST_SECONDS = 0.5
+JOBS_RESTART_MAX_SECONDS = 10.0
+JOBS_HEALTHY_RUN_SECONDS = 60.0
 
 
 def worker_name() -> str:
@@ -123,6 +130,53 @@ def worker_options(runtime: JobRuntime, name: str) -> WorkerOptions:
     )
 
 
+async def run_jobs(
+    job_app: App,
+    runtime: JobRuntime,
+    name: str,
+    stop: asyncio.Event,
+    *,
+    first_delay: float = JOBS_RESTART_FIRST_SECONDS,
+    max_delay: float = JOBS_RESTART_MAX_SECONDS,
+) -> None:
+    """Procrastinate's worker, started again whenever it stops on its own.
+
+    Procrastinate stops its worker when one of its side tasks fails (the LISTEN
+    connection, the heartbeat, the periodic deferrer), which is exactly what a database
+    restart does to all of them. Exiting would leave jobs, cron and webhooks stopped until
+    a person restarted the process; instead this probes the database (every `first_delay`
+    seconds, doubling up to `max_delay`) and starts Procrastinate again once it answers.
+    The new run registers a new worker id; a job the old run left in `doing` is re-queued
+    by `recover_stalled_jobs` once its heartbeat is stale, like a killed worker's.
+    Cancellation is the graceful stop.
+    """
+    quick_failures = 0  # runs in a row that ended soon after starting
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await job_app.run_worker_async(**worker_options(runtime, name))
+            reason = "stopped"
+        except Exception as exc:  # connector errors while the database is gone
+            reason = type(exc).__name__
+        if stop.is_set():
+            return
+        JOB_WORKER_RESTARTS.inc()
+        log.warning("job_worker_stopped", worker=name, reason=reason)
+        ran_briefly = time.monotonic() - started < JOBS_HEALTHY_RUN_SECONDS
+        quick_failures = quick_failures + 1 if ran_briefly else 0
+        # A run that keeps failing soon after starting is restarted less eagerly.
+        delay = min(first_delay * 2**quick_failures, max_delay)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set() or await runtime.db.breaker.reachable():
+                break
+            log.info("job_worker_waiting_for_database", worker=name, retry_in=delay)
+            delay = min(delay * 2, max_delay)
+        if not stop.is_set():
+            log.info("job_worker_restarting", worker=name)
+
+
 async def _supervise(
     job_app: App,
     relay: Relay,
@@ -134,10 +188,9 @@ async def _supervise(
 ) -> None:
     async with asyncio.TaskGroup() as group:
         jobs = group.create_task(
-            job_app.run_worker_async(**worker_options(runtime, name)),
-            name="procrastinate-worker",
+            run_jobs(job_app, runtime, name, stop), name="procrastinate-worker"
         )
-        # If the worker ends on its own (a side task of it failed), stop the rest too.
+        # It restarts Procrastinate itself; should it still end, stop the rest too.
         jobs.add_done_callback(lambda _: stop.set())
         group.create_task(relay.run(stop), name="outbox-relay")
         if publisher is not None:

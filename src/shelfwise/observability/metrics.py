@@ -203,3 +203,24 @@ CACHE_EVICTIONS = Counter(
     "Application cache entries removed, by cache and reason (invalidated, size).",
     ["cache", "reason"],
 )
+# Resilience: what this process sees of its dependencies (src/shelfwise/availability.py).
+DEPENDENCY_UP = Gauge(
+    "shelfwise_dependency_up",
+    "1 while this process reaches the dependency, 0 while it is known down (fail fast).",
+    ["dependency"],
+)
+DEPENDENCY_FAILURES = Counter(
+    "shelfwise_dependency_failures_total",
+    "Operations that failed because a dependency was unreachable, by what degraded.",
+    ["dependency", "component"],
+)
+DEPENDENCY_FAST_FAILS = Counter(
+    "shelfwise_dependency_fast_fails_total",
+    "Requests answered 503 at once because the circuit breaker knew the dependency down.",
+    ["dependency"],
+)
+JOB_WORKER_RESTARTS = Counter(
+    "shelfwise_job_worker_restarts_total",
+    "Times the worker process restarted Procrastinate after it stopped on its own "
+    "(its database connections failed).",
+)

@@ -1,0 +1,129 @@
+"""A throw-away PostgreSQL server that a test may stop and start (`pg_ctl stop -m immediate`).
+
+The suite's shared server must never be stopped, so a failure test gets its own: initdb
+of a fresh cluster under a temporary directory with the binaries the `pgserver` wheel
+ships (the same ones `shelfwise.embedded` runs), listening on a free TCP port on
+127.0.0.1. As root (CI containers), the server runs as pgserver's system user, as
+initdb refuses root. `fsync=off`: the data is thrown away afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.redis_support import free_port
+
+BIN = (
+    Path(__file__).resolve().parents[1]
+    / ".venv/lib/python3.11/site-packages/pgserver/pginstall/bin"
+)
+SYSTEM_USER = "pgserver"  # what pgserver itself runs as under root
+
+
+class DisposablePostgres:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.log = root / "postgres.log"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> None:
+        options: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            options["user"] = SYSTEM_USER
+        subprocess.run(
+            args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options
+        )
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(SYSTEM_USER)  # created by pgserver on first use as root
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self._run(
+            str(BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            str(BIN / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-o",
+            options,
+        )
+
+    def stop_immediately(self) -> None:
+        """No shutdown checkpoint, every connection cut: what a crash or a kill looks like."""
+        self._run(str(BIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # a constant name from the test
+        return self.url(name)
+
+
+def _ensure_system_user() -> None:
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-s", "/bin/false", SYSTEM_USER], check=True)
+
+
+@contextmanager
+def disposable_postgres() -> Iterator[DisposablePostgres]:
+    """A running server; stopped (immediately) and deleted afterwards, also on failure."""
+    _ensure_system_user()
+    # Under /tmp rather than pytest's tmp_path: its parents are 0700 root-owned, which
+    # the server's own user could not traverse.
+    root = Path(tempfile.mkdtemp(prefix="shelfwise-pg-"))
+    root.chmod(0o755)
+    server = DisposablePostgres(root)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        if server.running():
+            # Already gone is fine: the directory goes anyway.
+            with contextlib.suppress(subprocess.CalledProcessError):
+                server.stop_immediately()
+        shutil.rmtree(root, ignore_errors=True)
