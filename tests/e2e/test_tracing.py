@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from shelfwise.context import AppContext
+from shelfwise.db import libpq_url
 from shelfwise.identity.models import Role
 from tests.live_support import sse_events, take
 from tests.redis_support import free_port
@@ -279,6 +281,48 @@ async def test_one_order_is_followed_through_its_traces(
             line.get("request_id") == request_id and line.get("trace_id") == server.trace_id
             for line in log_lines
         )
+
+
+COMMENT_PROBE = """
+import asyncio, json, os, psycopg
+from opentelemetry import trace
+from shelfwise.observability.tracing import configure_tracing
+
+assert configure_tracing("probe")
+ACTIVITY = "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+
+async def main():
+    # Autocommit: pg_stat_activity is read once per transaction, then cached.
+    dsn = os.environ["PROBE_DSN"]
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        with trace.get_tracer("probe").start_as_current_span("a request") as span:
+            traced = (await (await conn.execute(ACTIVITY)).fetchone())[0]
+            trace_id = format(span.get_span_context().trace_id, "032x")
+        background = (await (await conn.execute(ACTIVITY)).fetchone())[0]
+    print(json.dumps({"traced": traced, "background": background, "trace_id": trace_id}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_statement_names_its_trace_in_pg_stat_activity(database_url: str) -> None:
+    """The sqlcommenter `traceparent` reaches PostgreSQL: the query text a DBA sees in
+    `pg_stat_activity` names the trace (and the statement's span) that runs it."""
+    with otlp_receiver() as (endpoint, _):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "PROBE_DSN": libpq_url(database_url)}
+        run = subprocess.run(
+            [sys.executable, "-c", COMMENT_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert f"/*traceparent='00-{seen['trace_id']}-" in seen["traced"]
+    # Outside any operation nothing is sampled and nothing is appended.
+    assert "traceparent" not in seen["background"]
 
 
 def _follow(spans: list[Span], order_id: str, request_id: str) -> dict[str, Any] | None:
