@@ -174,6 +174,17 @@ class Settings(BaseSettings):
     # CSV imports: streamed to <data_dir>/imports, at most this many bytes.
     import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
+    # Signals (docs/observability.md): event-loop lag, slow statements, pool leaks, debug.
+    loop_lag_sample_seconds: float = Field(default=0.1, gt=0)
+    loop_blocked_threshold_seconds: float = Field(default=0.5, gt=0)  # then the stack is logged
+    db_slow_statement_ms: float = Field(default=250.0, ge=0)
+    db_connection_held_warn_seconds: float = Field(default=30.0, gt=0)  # then: leaked?
+    db_long_transaction_seconds: float = Field(default=60.0, gt=0)
+    # /v1/admin/debug/*: None means on outside production, off in production.
+    debug_endpoints_enabled: bool | None = None
+    rate_limit_debug: str = "10/minute"
+    debug_profile_max_seconds: int = Field(default=30, ge=1, le=300)
+
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, console otherwise
     access_log: bool = True

@@ -27,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase, relationship
 from shelfwise.availability import DatabaseBreaker, guard_engine
 from shelfwise.config import Settings
 from shelfwise.events.doorbell import DOORBELL, Doorbell
+from shelfwise.observability.pools import ObservedQueuePool, observe_engine_pool
+from shelfwise.observability.statements import time_engine_statements
 
 # Explicit constraint names: migrations can refer to them, and errors can be mapped by name.
 NAMING_CONVENTION = {
@@ -105,8 +107,11 @@ def open_database(settings: Settings, url: str) -> Database:
         pool_pre_ping=False,  # a dead connection fails one request; pre-ping taxes them all
         pool_recycle=1800,
         echo=settings.db_echo,
+        poolclass=ObservedQueuePool,  # wait time, waiters, timeouts, held-too-long
         connect_args=connect_args(settings, "shelfwise"),
     )
+    time_engine_statements(engine, settings.db_slow_statement_ms)
+    observe_engine_pool(engine.sync_engine.pool, settings.db_connection_held_warn_seconds)
     doorbell = Doorbell(libpq_url(settings.direct_url(url)))  # NOTIFY is a session thing
     sessions = async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, info={DOORBELL: doorbell}

@@ -32,6 +32,8 @@ from shelfwise.availability import (
     DatabaseBreaker,
     is_connection_failure,
 )
+from shelfwise.observability.pools import observe_driver_pool
+from shelfwise.observability.statements import timed_cursor_class
 
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -63,6 +65,8 @@ class DriverPool:
         max_size: int = 10,
         timeout: float = 5.0,
         prepare: bool = True,
+        slow_statement_ms: float = 250.0,
+        held_warn_seconds: float = 30.0,
         breaker: DatabaseBreaker | None = None,
         connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
@@ -80,11 +84,14 @@ class DriverPool:
                 "autocommit": True,
                 "connect_timeout": connect_timeout,
                 "row_factory": dict_row,
+                "cursor_factory": timed_cursor_class("driver", slow_statement_ms),
                 "application_name": "shelfwise-driver",
                 **({} if prepare else {"prepare_threshold": None}),
             },
             name="shelfwise-driver",
         )
+        # Wait time, waiters, timeouts and held-too-long checkouts (observability/pools.py).
+        observe_driver_pool(self._pool, "driver", held_warn_seconds)
 
     async def open(self) -> None:
         await self._pool.open(wait=True, timeout=10)

@@ -37,6 +37,8 @@ from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.observe import observe_job, refresh_queue_gauges
 from shelfwise.jobs.runtime import RUNTIME_KEY, JobRuntime
 from shelfwise.live.feeds import redis_publisher
+from shelfwise.observability.activity import watch_database
+from shelfwise.observability.loop import LoopWatch
 from shelfwise.observability.metrics import INSTANCE_INFO, JOB_WORKER_RESTARTS
 from shelfwise.observability.trace_jobs import trace_job
 from shelfwise.webhooks.tasks import FanoutWake, run_fanout
@@ -105,7 +107,7 @@ async def run_worker(
     INSTANCE_INFO.labels(instance_id=settings.instance_name, role="worker").set(1)
     log.info("worker_starting", worker=name, tasks=sorted(job_app.tasks))
     try:
-        async with job_app.open_async():
+        async with job_app.open_async(), LoopWatch.from_settings(settings):
             await _supervise(job_app, relay, runtime, stop, name, fanout_wake, publisher)
     finally:
         await db.dispose()
@@ -196,6 +198,9 @@ async def _supervise(
         if publisher is not None:
             group.create_task(publisher.run(stop), name="broker-publisher")
         group.create_task(_refresh_gauges(runtime.db, stop), name="queue-gauges")
+        group.create_task(
+            watch_database(runtime.db, runtime.settings, stop), name="database-gauges"
+        )
         group.create_task(
             run_fanout(runtime.db, runtime.settings, stop, fanout_wake), name="webhook-fanout"
         )

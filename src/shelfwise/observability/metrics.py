@@ -203,6 +203,77 @@ CACHE_EVICTIONS = Counter(
     "Application cache entries removed, by cache and reason (invalidated, size).",
     ["cache", "reason"],
 )
+
+# -- signals (issue 11): event loop, database, reservations ------------------------------
+LOOP_LAG = Histogram(
+    "shelfwise_event_loop_lag_seconds",
+    "How late the event loop ran a timer due now (sampled continuously).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+LOOP_BLOCKED = Counter(
+    "shelfwise_event_loop_blocked_total",
+    "Stalls of the event loop longer than the threshold (each logged as event_loop_blocked).",
+)
+DB_SLOW_STATEMENTS = Counter(
+    "shelfwise_db_slow_statements_total",
+    "Statements slower than the threshold (each logged as db_slow_statement), by pool.",
+    ["pool"],
+)
+DB_STATEMENT_DURATION = Histogram(
+    "shelfwise_db_statement_duration_seconds",
+    "Statement execution time as the application saw it, by pool.",
+    ["pool"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+DB_POOL_WAIT = Histogram(
+    "shelfwise_db_pool_wait_seconds",
+    "Time spent waiting for a pooled connection (sqlalchemy or driver pool).",
+    ["pool"],
+    buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+DB_POOL_TIMEOUTS = Counter(
+    "shelfwise_db_pool_timeouts_total",
+    "Connection requests that gave up waiting for the pool (answered 503), by pool.",
+    ["pool"],
+)
+DB_CONNECTION_LEAKS = Counter(
+    "shelfwise_db_connections_held_too_long_total",
+    "Checkouts held past db_connection_held_warn_seconds (each logged with the stack that "
+    "took the connection as db_connection_held_too_long), by pool.",
+    ["pool"],
+)
+DB_IDLE_IN_TRANSACTION = Gauge(
+    "shelfwise_db_idle_in_transaction_sessions",
+    "Sessions of this database idle inside an open transaction (pg_stat_activity).",
+)
+DB_IDLE_IN_TRANSACTION_AGE = Gauge(
+    "shelfwise_db_idle_in_transaction_max_age_seconds",
+    "How long the longest idle-in-transaction session has been idle.",
+)
+DB_LONG_TRANSACTIONS = Gauge(
+    "shelfwise_db_long_transactions",
+    "Transactions open longer than db_long_transaction_seconds (pg_stat_activity).",
+)
+DB_OLDEST_TRANSACTION_AGE = Gauge(
+    "shelfwise_db_oldest_transaction_age_seconds",
+    "Age of the oldest open transaction on this database (0 when none).",
+)
+RESERVATIONS_OUTSTANDING = Gauge(
+    "shelfwise_reservations_outstanding",
+    "Orders holding a reservation (status reserved).",
+)
+RESERVATIONS_OLDEST_AGE = Gauge(
+    "shelfwise_reservations_oldest_age_seconds",
+    "Age of the oldest outstanding reservation.",
+)
+RESERVATIONS_OVERDUE = Gauge(
+    "shelfwise_reservations_overdue",
+    "Reservations past their expiry not yet released (the expiry job's backlog).",
+)
+STOCK_OUT_LEVELS = Gauge(
+    "shelfwise_stock_out_levels",
+    "Stock levels with nothing available (on_hand - reserved <= 0).",
+)
 # Resilience: what this process sees of its dependencies (src/shelfwise/availability.py).
 DEPENDENCY_UP = Gauge(
     "shelfwise_dependency_up",
