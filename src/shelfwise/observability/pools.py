@@ -45,7 +45,15 @@ from shelfwise.observability.metrics import DB_CONNECTION_LEAKS, DB_POOL_TIMEOUT
 
 log = structlog.get_logger("shelfwise.db")
 STACK_LIMIT = 60
-_LIBRARY_MARKERS = ("/site-packages/", "/asyncio/", "/contextlib.py", "/threading.py")
+_LIBRARY_MARKERS = (
+    "/site-packages/",
+    "/asyncio/",
+    "/contextlib.py",
+    "/threading.py",
+    __file__,  # this module's own checkout hooks
+    "/shelfwise/driverpool.py",
+    "/shelfwise/db.py",
+)
 
 
 def _frames_of_caller(start: FrameType | None) -> list[tuple[FrameType, int]]:
@@ -67,7 +75,8 @@ def capture_stack() -> traceback.StackSummary:
 def application_frame(summary: traceback.StackSummary) -> str | None:
     """The innermost frame outside libraries: the code to blame."""
     for frame in reversed(summary):
-        if not any(marker in frame.filename for marker in _LIBRARY_MARKERS):
+        generated = frame.filename.startswith("<")  # SQLAlchemy's compiled wrappers
+        if not generated and not any(marker in frame.filename for marker in _LIBRARY_MARKERS):
             return f"{frame.name} ({frame.filename}:{frame.lineno})"
     return None
 
