@@ -8,15 +8,23 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import psycopg
 
+from shelfwise.clock import SystemClock
+from shelfwise.config import Environment, Settings
 from shelfwise.context import AppContext
+from shelfwise.db import open_database
 from shelfwise.identity.models import Role
+from shelfwise.identity.passwords import PasswordHasher
+from shelfwise.identity.tokens import TokenIssuer
 from tests.support import create_location, create_product, make_user, receive_stock
 
 # Generous application limits: these tests are about the topology, not the limits.
@@ -27,12 +35,34 @@ LOAD_APP_ENV = {
 }
 
 
-async def wall_clock_user(ctx: AppContext, role: Role) -> dict[str, Any]:
-    """A user whose token is signed for the servers' wall clock (not the test's fixed one)."""
-    user = await make_user(ctx, role)
-    token, _ = ctx.tokens.issue(user_id=user["id"], role=role, now=datetime.now(UTC))
-    user["headers"] = {"Authorization": f"Bearer {token}"}
-    return user
+@asynccontextmanager
+async def user_maker(
+    database_url: str,
+) -> AsyncIterator[Callable[[Role], Awaitable[dict[str, Any]]]]:
+    """Makes users (and wall-clock access tokens the cluster's instances accept, signed with
+    the same development key) straight in the database: no in-process app, whose hub and
+    feeds these tests do not need."""
+    settings = Settings(_env_file=None, env=Environment.TEST, database_url=database_url)  # type: ignore[call-arg]
+    db = open_database(settings, database_url)
+    hasher = PasswordHasher(memory_kib=settings.argon2_memory_kib, time_cost=1, parallelism=1)
+    tokens = TokenIssuer(
+        keys={settings.jwt_key_id: settings.jwt_secret.get_secret_value().encode()},
+        signing_kid=settings.jwt_key_id,
+        issuer=settings.jwt_issuer,
+        ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+    )
+    ctx = cast(
+        AppContext, SimpleNamespace(db=db, hasher=hasher, tokens=tokens, clock=SystemClock())
+    )
+
+    async def make(role: Role) -> dict[str, Any]:
+        return await make_user(ctx, role)
+
+    try:
+        yield make
+    finally:
+        hasher.close()
+        await db.dispose()
 
 
 @dataclass
@@ -43,9 +73,10 @@ class Shop:
     location_id: str
 
 
-async def open_shop(client: httpx.AsyncClient, ctx: AppContext, *, products: int = 3) -> Shop:
-    staff = await wall_clock_user(ctx, Role.STAFF)
-    customer = await wall_clock_user(ctx, Role.CUSTOMER)
+async def open_shop(client: httpx.AsyncClient, database_url: str, *, products: int = 3) -> Shop:
+    async with user_maker(database_url) as make:
+        staff = await make(Role.STAFF)
+        customer = await make(Role.CUSTOMER)
     location = await create_location(client, staff["headers"])
     ids = []
     for _ in range(products):

@@ -13,19 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from shelfwise.context import AppContext
 from tests.cluster_support import running_cluster
 from tests.e2e.cluster_load import LOAD_APP_ENV, open_shop, orders_per_id, reconcile, steady_load
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_rolling_restart_under_load_drops_nothing(
-    database_url: str, tmp_path: Path, ctx: AppContext
-) -> None:
+async def test_rolling_restart_under_load_drops_nothing(database_url: str, tmp_path: Path) -> None:
     async with running_cluster(database_url, tmp_path, apis=3, app_env=LOAD_APP_ENV) as cluster:
         async with cluster.client(timeout=20.0) as client:
-            shop = await open_shop(client, ctx)
+            shop = await open_shop(client, database_url)
             stop = asyncio.Event()
             load = asyncio.create_task(steady_load(client, shop, stop))
             try:

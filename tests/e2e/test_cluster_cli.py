@@ -1,0 +1,132 @@
+"""`shelfwise cluster` (what `make cluster` runs): it starts, serves through nginx, and
+Ctrl-C stops every process it started, leaving no orphan behind. Also: `nginx -t` accepts
+the configuration the runner renders, and production's `deploy/nginx/shelfwise.conf`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shelfwise.cluster.nginx import DEPLOY_DIR, check_config, render_nginx
+from shelfwise.cluster.tls import ensure_self_signed
+from shelfwise.cluster.topology import free_port
+from tests.support import require_binary, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SHELFWISE = ROOT / ".venv" / "bin" / "shelfwise"
+
+pytestmark = pytest.mark.e2e
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root` (children in their own process groups included)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, tmp_path: Path) -> None:
+    for name in ("nginx", "pgbouncer", "redis-server", "openssl"):
+        require_binary(name)
+    http_port, https_port = free_port(), free_port()
+    log_path = tmp_path / "cluster.log"
+    with log_path.open("wb") as log:
+        runner = subprocess.Popen(
+            [
+                str(SHELFWISE), "cluster", "--run-dir", str(tmp_path / "cluster"),
+                "--http-port", str(http_port), "--https-port", str(https_port),
+                "--apis", "2", "--workers", "1", "--products", "3",
+            ],
+            env={**os.environ, "DATABASE_URL": database_url, "SHELFWISE_ENV": "test"},
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own foreground group, like a terminal's
+        )  # fmt: skip
+    started: set[int] = set()
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+
+            async def serving() -> bool:
+                assert runner.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                try:
+                    ready = await client.get(f"http://127.0.0.1:{http_port}/readyz")
+                except httpx.TransportError:
+                    return False
+                return ready.status_code == 200 and "Ctrl-C stops" in log_path.read_text()
+
+            await wait_until(serving, timeout=120, interval=0.2, what="the cluster through nginx")
+        async with httpx.AsyncClient(timeout=5.0, verify=False) as tls_client:  # self-signed
+            tls = await tls_client.get(f"https://127.0.0.1:{https_port}/healthz")
+        assert tls.status_code == 200
+        assert tls.headers["strict-transport-security"].startswith("max-age=")
+        started = descendants(runner.pid)
+        # redis, pgbouncer, 2 instances, 1 worker, nginx master + worker
+        assert len(started) >= 7, started
+
+        os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground group
+        assert runner.wait(timeout=60) == 0
+        left = {pid for pid in started if alive(pid)}
+        assert left == set(), left
+        assert "cluster stopped" in log_path.read_text(errors="replace")
+    finally:
+        # On failure: children die with the runner (PR_SET_PDEATHSIG), except a pgbouncer
+        # that switched user (a credential change clears that flag), so kill them all.
+        started |= descendants(runner.pid)
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait(timeout=10)
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_nginx_accepts_the_rendered_and_the_production_configuration(tmp_path: Path) -> None:
+    nginx = require_binary("nginx")
+    tls = ensure_self_signed(tmp_path / "tls", require_binary("openssl"))
+    rendered = render_nginx(
+        tmp_path / "local",
+        http_port=free_port(),
+        https_port=free_port(),
+        api_ports=[1, 2, 3],
+        tls=tls,
+    )
+    checked = check_config(nginx, rendered)
+    assert checked.returncode == 0, checked.stderr
+
+    # Production's layout: conf.d/shelfwise.conf beside shelfwise/{maps,upstreams,locations}.
+    prod = tmp_path / "prod"
+    render_nginx(prod, http_port=1, https_port=2, api_ports=[8000], tls=tls)  # the shelfwise/ dir
+    (prod / "conf.d").mkdir()
+    (prod / "conf.d" / "shelfwise.conf").write_text((DEPLOY_DIR / "shelfwise.conf").read_text())
+    main = prod / "nginx.conf"
+    main.write_text(
+        "pid nginx.pid;\nerror_log logs/error.log;\nevents {}\n"
+        "http {\n  client_body_temp_path temp/body;\n  proxy_temp_path temp/proxy;\n"
+        "  include conf.d/shelfwise.conf;\n}\n"
+    )
+    checked = check_config(nginx, main)
+    assert checked.returncode == 0, checked.stderr
