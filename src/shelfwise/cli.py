@@ -24,6 +24,7 @@ from shelfwise.db import Database, open_database
 from shelfwise.embedded import start_embedded
 from shelfwise.identity.models import Role
 from shelfwise.identity.passwords import PasswordHasher
+from shelfwise.observability.dbtop import db_app
 from shelfwise.observability.logging import configure_logging
 
 log = structlog.get_logger("shelfwise.cli")
@@ -457,6 +458,9 @@ def cluster(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
     raise typer.Exit(code)
+
+
+app.add_typer(db_app, name="db")  # shelfwise db top
 
 
 if __name__ == "__main__":

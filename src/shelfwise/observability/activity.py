@@ -24,6 +24,7 @@ from shelfwise.observability.metrics import (
     RESERVATIONS_OLDEST_AGE,
     RESERVATIONS_OUTSTANDING,
     RESERVATIONS_OVERDUE,
+    RESERVATIONS_OVERDUE_AGE,
     STOCK_OUT_LEVELS,
 )
 
@@ -49,7 +50,9 @@ RESERVATIONS_SQL = text(
     """
     SELECT count(*) AS outstanding,
            coalesce(max(extract(epoch FROM now() - created_at)), 0)::float8 AS oldest,
-           count(*) FILTER (WHERE expires_at <= now()) AS overdue
+           count(*) FILTER (WHERE expires_at <= now()) AS overdue,
+           coalesce(max(extract(epoch FROM now() - expires_at))
+                    FILTER (WHERE expires_at <= now()), 0)::float8 AS overdue_age
       FROM orders
      WHERE status = 'reserved'
     """
@@ -62,15 +65,17 @@ async def refresh_database_gauges(session: AsyncSession, *, long_after_seconds: 
         idle, idle_age, long_tx, oldest = (
             await session.execute(ACTIVITY_SQL, {"long_after": long_after_seconds})
         ).one()
-        outstanding, oldest_reservation, overdue = (await session.execute(RESERVATIONS_SQL)).one()
+        reservations = (await session.execute(RESERVATIONS_SQL)).one()
         stock_outs = await session.scalar(STOCK_OUTS_SQL)
     DB_IDLE_IN_TRANSACTION.set(idle)
     DB_IDLE_IN_TRANSACTION_AGE.set(idle_age)
     DB_LONG_TRANSACTIONS.set(long_tx)
     DB_OLDEST_TRANSACTION_AGE.set(oldest)
+    outstanding, oldest_reservation, overdue, overdue_age = reservations
     RESERVATIONS_OUTSTANDING.set(outstanding)
     RESERVATIONS_OLDEST_AGE.set(oldest_reservation)
     RESERVATIONS_OVERDUE.set(overdue)
+    RESERVATIONS_OVERDUE_AGE.set(overdue_age)
     STOCK_OUT_LEVELS.set(stock_outs or 0)
 
 

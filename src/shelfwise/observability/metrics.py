@@ -270,6 +270,10 @@ RESERVATIONS_OVERDUE = Gauge(
     "shelfwise_reservations_overdue",
     "Reservations past their expiry not yet released (the expiry job's backlog).",
 )
+RESERVATIONS_OVERDUE_AGE = Gauge(
+    "shelfwise_reservations_overdue_max_age_seconds",
+    "How long past its expiry the most overdue unreleased reservation is (0 when none).",
+)
 STOCK_OUT_LEVELS = Gauge(
     "shelfwise_stock_out_levels",
     "Stock levels with nothing available (on_hand - reserved <= 0).",

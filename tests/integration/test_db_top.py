@@ -1,0 +1,41 @@
+"""`shelfwise db top`: the heaviest statements, or a clear refusal without the extension."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from shelfwise.cli import app
+from shelfwise.observability.dbtop import StatementStats, statements_table
+
+
+def _has_pg_stat_statements(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"
+        ).fetchone()
+        preload = conn.execute("SHOW shared_preload_libraries").fetchone()
+    return row is not None and preload is not None and "pg_stat_statements" in preload[0]
+
+
+def test_db_top_prints_the_heaviest_statements_or_says_why_not(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    result = CliRunner().invoke(app, ["db", "top", "--limit", "5"])
+    if _has_pg_stat_statements(database_url):
+        assert result.exit_code == 0, result.output
+        assert "calls" in result.output
+        assert "total ms" in result.output
+    else:  # the embedded pgserver ships no contrib modules
+        assert result.exit_code == 1
+        assert "pg_stat_statements is not available" in result.output
+
+
+def test_statements_table_shows_calls_mean_total_and_rows() -> None:
+    table = statements_table(
+        [StatementStats(calls=1200, mean_ms=2.5, total_ms=3000.0, rows=1200, query="SELECT ?")]
+    )
+    cells = [list(column.cells) for column in table.columns]
+    assert cells == [["1,200"], ["2.50"], ["3,000.0"], ["1,200"], ["SELECT ?"]]
