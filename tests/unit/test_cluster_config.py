@@ -1,0 +1,76 @@
+"""The topology's settings and rendered configuration, without starting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from shelfwise.cluster.binaries import MissingBinaryError
+from shelfwise.cluster.nginx import DEPLOY_DIR, upstream_servers
+from shelfwise.cluster.pgbouncer import pooled_url, render_pgbouncer
+from shelfwise.config import Environment, Settings
+from shelfwise.db import connect_args
+
+UPSTREAM = "postgresql://shop:s3cret@db.internal:5433/shelfwise"
+
+
+def settings(**overrides: object) -> Settings:
+    return Settings(_env_file=None, env=Environment.TEST, **overrides)  # type: ignore[arg-type]
+
+
+def test_pooling_without_a_direct_dsn_is_refused() -> None:
+    with pytest.raises(ValidationError, match="SHELFWISE_DIRECT_DATABASE_URL"):
+        settings(database_url=UPSTREAM, db_transaction_pooling=True)
+
+
+def test_session_features_use_the_direct_dsn_and_fall_back_to_the_main_one() -> None:
+    pooled = settings(
+        database_url="postgresql://shop@127.0.0.1:6432/shelfwise",
+        direct_database_url=UPSTREAM,
+        db_transaction_pooling=True,
+    )
+    assert pooled.direct_url("postgresql://shop@127.0.0.1:6432/shelfwise") == UPSTREAM
+    assert settings().direct_url(UPSTREAM) == UPSTREAM
+
+
+def test_no_prepared_statements_or_startup_options_through_pgbouncer() -> None:
+    pooled = settings(direct_database_url=UPSTREAM, db_transaction_pooling=True)
+    assert connect_args(pooled, "shelfwise") == {
+        "application_name": "shelfwise",
+        "prepare_threshold": None,
+    }
+    direct = connect_args(settings(db_statement_timeout_ms=1234), "shelfwise")
+    assert direct["options"] == "-c statement_timeout=1234"
+    assert "prepare_threshold" not in direct
+
+
+def test_instance_name_is_the_setting_or_host_and_pid() -> None:
+    assert settings(instance_id="api-2").instance_name == "api-2"
+    assert settings().instance_name.endswith(f"-{__import__('os').getpid()}")
+
+
+def test_pgbouncer_pools_transactions_and_sets_the_statement_timeout(tmp_path: Path) -> None:
+    ini = render_pgbouncer(tmp_path, UPSTREAM, 6499, statement_timeout_ms=15000).read_text()
+    assert "pool_mode = transaction" in ini
+    assert "listen_addr = 127.0.0.1" in ini
+    assert "listen_port = 6499" in ini
+    assert (
+        "* = host='db.internal' port='5433' user='shop' password='s3cret'"
+        " connect_query='SET statement_timeout = 15000'" in ini
+    )
+    assert pooled_url(UPSTREAM, 6499) == "postgresql://shop@127.0.0.1:6499/shelfwise"
+
+
+def test_upstream_template_has_one_server_per_instance() -> None:
+    template = (DEPLOY_DIR / "upstreams.conf").read_text()
+    rendered = template.replace("@SERVERS@", upstream_servers([8001, 8002, 8003]))
+    assert rendered.count("    server 127.0.0.1:80") == 3
+    assert "least_conn;" in rendered
+    assert "@" not in rendered
+
+
+def test_a_missing_program_names_its_package() -> None:
+    error = MissingBinaryError(["redis-server", "nginx"])
+    assert "apt-get install -y nginx redis-server" in str(error)
