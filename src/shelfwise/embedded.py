@@ -45,6 +45,7 @@ def start_embedded(
             data_dir.resolve() / "pg", cleanup_mode=None if keep_running else "stop"
         )
         ensure_database(server.get_uri("postgres"), database)
+        preload_statement_statistics(server.get_uri("postgres"))
     url: str = server.get_uri(database)
     return url
 
@@ -57,6 +58,28 @@ def _exclusive(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def preload_statement_statistics(admin_url: str) -> bool:
+    """Ask for `pg_stat_statements` at the next start when this build ships it.
+
+    `shelfwise db top` reads it. It must be preloaded, which takes a restart, so this
+    only records the wish (`ALTER SYSTEM`); the cluster picks it up the next time it
+    starts. pgserver 0.1.4 ships no contrib modules: then this does nothing, and
+    `shelfwise db top` explains why it cannot answer."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"
+        ).fetchone()
+        row = conn.execute("SHOW shared_preload_libraries").fetchone()
+        current = [name.strip() for name in (row[0] if row else "").split(",") if name.strip()]
+        if not available or "pg_stat_statements" in current:
+            return False
+        wanted = ", ".join([*current, "pg_stat_statements"])
+        conn.execute(
+            sql.SQL("ALTER SYSTEM SET shared_preload_libraries = {}").format(sql.Literal(wanted))
+        )
+        return True
 
 
 def ensure_database(admin_url: str, database: str) -> None:

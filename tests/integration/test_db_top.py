@@ -39,3 +39,17 @@ def test_statements_table_shows_calls_mean_total_and_rows() -> None:
     )
     cells = [list(column.cells) for column in table.columns]
     assert cells == [["1,200"], ["2.50"], ["3,000.0"], ["1,200"], ["SELECT ?"]]
+
+
+def test_the_embedded_cluster_asks_for_pg_stat_statements_only_when_shipped(
+    server_url: str,
+) -> None:
+    from shelfwise.embedded import preload_statement_statistics
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        shipped = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"
+        ).fetchone()
+    if shipped:
+        pytest.skip("this server ships pg_stat_statements; ALTER SYSTEM would persist")
+    assert preload_statement_statistics(server_url) is False
