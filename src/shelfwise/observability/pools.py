@@ -9,12 +9,13 @@ Both pools of a process are watched the same way:
 Waiters are the requests inside that wait right now. On the event loop a request that
 is inside it at scrape time is necessarily suspended — waiting — so the count is exact.
 
-Each checkout records when it happened and the stack that took it (frames only; source
-lines are read when reported). A daemon thread scans the checkouts: one held longer than
-`db_connection_held_warn_seconds` is logged once as `db_connection_held_too_long` with
-that stack, and counted. In SQLAlchemy a checkout runs inside a greenlet whose own stack
-starts at SQLAlchemy's internals, so the awaiting coroutines are read from the parent
-greenlet's frame: the stack names the code that called `session.execute`.
+Each checkout records when it happened and the stack that took it (code objects only,
+~6 µs at 25 frames; lines are read when reported). A daemon thread scans the checkouts:
+one held longer than `db_connection_held_warn_seconds` is logged once as
+`db_connection_held_too_long` with that stack, and counted. In SQLAlchemy a checkout
+runs inside a greenlet whose own stack starts at SQLAlchemy's internals, so the awaiting
+coroutines are read from the parent greenlet's frame: the stack names the code that
+called `session.execute`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import traceback
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import greenlet  # type: ignore[import-untyped]
@@ -56,35 +57,53 @@ _LIBRARY_MARKERS = (
 )
 
 
-def _frames_of_caller(start: FrameType | None) -> list[tuple[FrameType, int]]:
-    frames = list(traceback.walk_stack(start))
-    parent = greenlet.getcurrent().parent
-    if parent is not None and parent.gr_frame is not None:
-        frames.extend(traceback.walk_stack(parent.gr_frame))
-    return frames[:STACK_LIMIT]
+# (code, f_lasti) pairs, innermost first. Line numbers are computed only when reported:
+# `f_lineno` costs a line-table search per frame, `f_lasti` is a plain read.
+RawStack = list[tuple[CodeType, int]]
 
 
-def capture_stack() -> traceback.StackSummary:
+def _walk(frame: FrameType | None, into: RawStack) -> None:
+    while frame is not None and len(into) < STACK_LIMIT:
+        into.append((frame.f_code, frame.f_lasti))
+        frame = frame.f_back
+
+
+def capture_stack() -> RawStack:
     """The stack of the code taking a connection, cheap enough for every checkout."""
-    frames = _frames_of_caller(sys._getframe(2))
-    summary = traceback.StackSummary.extract(iter(frames), lookup_lines=False)
-    summary.reverse()  # outermost first, as tracebacks read
-    return summary
+    stack: RawStack = []
+    _walk(sys._getframe(2), stack)
+    parent = greenlet.getcurrent().parent  # SQLAlchemy: the coroutines awaiting the greenlet
+    if parent is not None:
+        _walk(parent.gr_frame, stack)
+    return stack
 
 
-def application_frame(summary: traceback.StackSummary) -> str | None:
+def _line(code: CodeType, lasti: int) -> int:
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
+def format_stack(stack: RawStack) -> traceback.StackSummary:
+    frames = [(code.co_filename, _line(code, at), code.co_qualname, None) for code, at in stack]
+    return traceback.StackSummary.from_list(frames[::-1])  # outermost first
+
+
+def application_frame(stack: RawStack) -> str | None:
     """The innermost frame outside libraries: the code to blame."""
-    for frame in reversed(summary):
-        generated = frame.filename.startswith("<")  # SQLAlchemy's compiled wrappers
-        if not generated and not any(marker in frame.filename for marker in _LIBRARY_MARKERS):
-            return f"{frame.name} ({frame.filename}:{frame.lineno})"
+    for code, at in stack:
+        filename = code.co_filename
+        generated = filename.startswith("<")  # SQLAlchemy's compiled wrappers
+        if not generated and not any(marker in filename for marker in _LIBRARY_MARKERS):
+            return f"{code.co_qualname} ({filename}:{_line(code, at)})"
     return None
 
 
 @dataclass(slots=True)
 class Checkout:
     started: float
-    stack: traceback.StackSummary
+    stack: RawStack
     reported: bool = False
 
 
@@ -115,7 +134,7 @@ class HeldConnections:
                 held_seconds=round(held_for, 1),
                 threshold_seconds=self.warn_after,
                 taken_by=application_frame(checkout.stack),
-                stack="".join(checkout.stack.format()),
+                stack="".join(format_stack(checkout.stack).format()),
             )
 
 
