@@ -23,10 +23,18 @@ function draw(svg, series) {
   const max = Math.max(1, ...series);
   const step = 120 / (SAMPLES - 1);
   const offset = SAMPLES - series.length;
-  const points = series.map((v, i) => `${((offset + i) * step).toFixed(1)},${(30 - (28 * v) / max).toFixed(1)}`);
+  const y = (v) => (30 - (28 * v) / max).toFixed(1);
+  const points = series.map((v, i) => `${((offset + i) * step).toFixed(1)},${y(v)}`);
+  // One sample is a point: draw it as a short level segment so it shows.
+  if (series.length === 1) points.unshift(`${(120 - step).toFixed(1)},${y(series[0])}`);
+  const base = document.createElementNS(SVG, "line");
+  for (const [name, value] of Object.entries({ x1: 0, y1: 30.5, x2: 120, y2: 30.5 })) {
+    base.setAttribute(name, String(value));
+  }
+  base.setAttribute("class", "axis");
   const line = document.createElementNS(SVG, "polyline");
   line.setAttribute("points", points.join(" "));
-  svg.replaceChildren(line);
+  svg.replaceChildren(base, line);
 }
 
 export class OpsPanel {
