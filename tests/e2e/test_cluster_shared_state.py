@@ -44,6 +44,12 @@ async def test_limits_sessions_and_revocation_hold_across_three_instances(
             for name in cluster.apis
         ]
 
+        # 0. Each instance names itself in its metrics and in every log line.
+        for name, instance in zip(cluster.apis, api, strict=True):
+            metrics = (await instance.get("/metrics")).text
+            assert f'shelfwise_instance_info{{instance_id="{name}",role="api"}} 1.0' in metrics
+            assert f'"instance": "{name}"' in cluster.log(name)
+
         # 1. One login budget for the client, whichever instance it reaches.
         flooder = {"X-Forwarded-For": "203.0.113.10"}
         statuses = []
