@@ -1,7 +1,8 @@
 """Three instances behind one load balancer share every piece of client state, so no
 sticky sessions are needed: a rate limit is the client's total (Redis), a browser session
 and a refresh token made on one instance work on the others, and revoking either on any
-instance ends it on all of them.
+instance ends it on all of them. Meanwhile 50 connections that never finish their headers
+are closed by nginx (`client_header_timeout`).
 
 Requests go to each instance directly, in turn, so which instance answers is certain; the
 client address comes from X-Forwarded-For, as nginx sends it (the instances trust
@@ -10,6 +11,8 @@ client address comes from X-Forwarded-For, as nginx sends it (the instances trus
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -25,6 +28,12 @@ from tests.support import PASSWORD
 pytestmark = pytest.mark.e2e
 
 LOGIN_LIMIT = 6
+SLOW_CLIENTS = 50
+
+
+async def read_until_closed(readers: list[asyncio.StreamReader]) -> list[bytes]:
+    """What each connection received before the server closed it (30 s at most)."""
+    return await asyncio.wait_for(asyncio.gather(*(reader.read() for reader in readers)), 30)
 
 
 async def test_limits_sessions_and_revocation_hold_across_three_instances(
@@ -43,6 +52,15 @@ async def test_limits_sessions_and_revocation_hold_across_three_instances(
             )
             for name in cluster.apis
         ]
+
+        # Meanwhile, slow clients that never finish their headers: nginx closes them.
+        port = int(cluster.http_url.rsplit(":", 1)[1])
+        slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(SLOW_CLIENTS)]
+        for _, writer in slow:
+            writer.write(b"GET /v1/products HTTP/1.1\r\nHost: shelfwise\r\nX-Slow: ")
+        slow_started = time.monotonic()
+        readers = [reader for reader, _ in slow]
+        slow_closed = asyncio.create_task(read_until_closed(readers))
 
         # 0. Each instance names itself in its metrics and in every log line.
         for name, instance in zip(cluster.apis, api, strict=True):
@@ -126,3 +144,10 @@ async def test_limits_sessions_and_revocation_hold_across_three_instances(
                 "/v1/auth/token/refresh", json={"refresh_token": refresh_token}
             )
             assert again.status_code == 401, again.text
+
+        # nginx's client_header_timeout (10 s) closed every half-sent request.
+        answers = await slow_closed
+        assert all(b" 200 " not in answer for answer in answers)
+        assert time.monotonic() - slow_started < 25
+        for _, writer in slow:
+            writer.close()
