@@ -56,7 +56,7 @@ from shelfwise.http.openapi import install_problem_docs
 from shelfwise.http.ops import router as ops_router
 from shelfwise.http.pagination import CursorCodec
 from shelfwise.http.problems import ErrorBoundaryMiddleware, install_problem_handlers
-from shelfwise.http.ratelimit import RateLimiter, RateLimitMiddleware
+from shelfwise.http.ratelimit import RateLimiter, RateLimitMiddleware, bearer_subject
 from shelfwise.http.request_id import RequestIdMiddleware
 from shelfwise.http.security_headers import SecurityHeadersMiddleware
 from shelfwise.http.timeouts import RequestTimeoutMiddleware
@@ -78,7 +78,7 @@ from shelfwise.jobs.router import admin_router as jobs_admin_router
 from shelfwise.jobs.router import router as jobs_router
 from shelfwise.live.auth import Reauthorization, recheck_for
 from shelfwise.live.drain import on_drain
-from shelfwise.live.feeds import postgres_feed, redis_feed
+from shelfwise.live.feeds import failover_feed, postgres_feed, redis_feed
 from shelfwise.live.hub import Hub
 from shelfwise.live.router import router as live_router
 from shelfwise.live.streaming import StreamSendMiddleware
@@ -88,6 +88,7 @@ from shelfwise.observability.metrics import INSTANCE_INFO
 from shelfwise.observability.trace_http import RequestIdSpanMiddleware
 from shelfwise.observability.tracing import configure_tracing
 from shelfwise.orders.router import router as orders_router
+from shelfwise.shared_state import FailClosedSessions, redis_client
 from shelfwise.uploads.router import is_streamed_upload
 from shelfwise.uploads.router import router as images_router
 from shelfwise.web.router import install_dashboard
@@ -140,7 +141,7 @@ def _session_store(settings: Settings, db: Database, redis: Redis | None) -> Ses
         absolute=timedelta(hours=settings.session_absolute_hours),
     )
     if redis is not None:
-        return RedisSessionStore(redis, policy)
+        return FailClosedSessions(RedisSessionStore(redis, policy))  # shared_state.py
     return PostgresSessionStore(db.sessions, policy)
 
 
@@ -148,7 +149,7 @@ def build_context(
     settings: Settings, database_url: str, clock: Clock, limiter: RateLimiter
 ) -> AppContext:
     db = open_database(settings, database_url)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     driver = DriverPool(
         libpq_url(database_url),
         max_size=settings.db_pool_size,
@@ -191,10 +192,11 @@ async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
         rechecks=Reauthorization(recheck_for(ctx), interval=settings.live_recheck_seconds),
     )
     poll = settings.live_feed_poll_seconds
+    notify = postgres_feed(libpq_url(settings.direct_url(database_url)), poll_seconds=poll)
     wake = (
-        redis_feed(ctx.redis, poll_seconds=poll)
+        failover_feed(redis_feed(ctx.redis, poll_seconds=poll), notify)  # Redis down: NOTIFY
         if ctx.redis is not None
-        else postgres_feed(libpq_url(settings.direct_url(database_url)), poll_seconds=poll)
+        else notify
     )
     await hub.start(wake)
     return hub
@@ -283,6 +285,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 anonymous=policies.anonymous,
                 max_concurrent=settings.max_concurrent_requests_per_client,
                 enabled=settings.rate_limit_enabled,
+                identify=bearer_subject(_token_issuer(settings)),  # cap per user, not per NAT
             ),
             Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
             Middleware(

@@ -88,7 +88,8 @@ async def test_sign_in_sets_a_host_session_cookie_and_returns_a_csrf_token(
     client: httpx.AsyncClient, ctx: AppContext, staff: dict[str, Any], clock: FixedClock
 ) -> None:
     expected_store = RedisSessionStore if ctx.settings.redis_url else PostgresSessionStore
-    assert isinstance(ctx.session_store, expected_store)
+    # Redis sessions are wrapped to fail closed (shared_state.FailClosedSessions).
+    assert isinstance(getattr(ctx.session_store, "inner", ctx.session_store), expected_store)
 
     response = await sign_in(client, staff["email"], headers=BROWSER)
     assert response.status_code == 200, response.text

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
 from sqlalchemy import text
 
 from shelfwise.http.deps import ContextDep
 from shelfwise.jobs.observe import refresh_queue_gauges
 from shelfwise.migrate import current_revisions, head_revisions
 from shelfwise.observability.metrics import DB_POOL_CHECKED_OUT
+from shelfwise.shared_state import REDIS_DOWN
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,7 +28,11 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(ctx: ContextDep) -> JSONResponse:
-    """Ready for traffic: the database answers and the schema is at the migrations' head."""
+    """Ready for traffic: the database answers and the schema is at the migrations' head.
+
+    Redis is reported but does not decide: without it an instance still serves (degraded,
+    `shared_state.py`), and failing every instance's readiness at once would turn a Redis
+    outage into a full one at the load balancer."""
     checks: dict[str, str] = {}
     try:
         async with ctx.db.engine.connect() as conn:
@@ -39,12 +47,25 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
         )
     except Exception as exc:  # readiness reports, it does not raise
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    ready = all(value == "ok" for value in checks.values())
+    if ctx.redis is not None:
+        checks["redis"] = await _redis_check(ctx.redis)
+    ready = all(value == "ok" for name, value in checks.items() if name != "redis")
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def _redis_check(redis: Redis) -> str:
+    try:
+        await asyncio.wait_for(redis.ping(), timeout=1.0)
+    except (TimeoutError, *REDIS_DOWN) as exc:
+        return (
+            f"degraded: unreachable ({type(exc).__name__}); rate limits per instance, "
+            "live fan-out via NOTIFY, browser sessions refused"
+        )
+    return "ok"
 
 
 @router.get("/metrics")
