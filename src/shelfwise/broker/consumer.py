@@ -46,6 +46,7 @@ from shelfwise.broker import metrics
 from shelfwise.broker.envelope import BrokerEvent, from_message
 from shelfwise.broker.publisher import BROKER_ERRORS
 from shelfwise.broker.topology import (
+    DECLARE_TIMEOUT,
     DEFAULT_EXCHANGE,
     dead_letter_queue_name,
     declare_consumer_queue,
@@ -127,7 +128,7 @@ class InboxConsumer:
         config = self._config
         async with await aio_pika.connect(self._url, timeout=5) as amqp:
             channel = await amqp.channel()
-            await channel.set_qos(prefetch_count=config.prefetch)
+            await channel.set_qos(prefetch_count=config.prefetch, timeout=DECLARE_TIMEOUT)
             queue = await declare_consumer_queue(
                 channel,
                 exchange=config.exchange,
@@ -231,14 +232,18 @@ async def replay_dead_letters(broker_url: str, *, queue: str, limit: int | None 
     replayed = 0
     async with await aio_pika.connect(broker_url, timeout=5) as amqp:
         channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        dead = await channel.declare_queue(dead_letter_queue_name(queue), passive=True)
+        dead = await channel.declare_queue(
+            dead_letter_queue_name(queue), passive=True, timeout=DECLARE_TIMEOUT
+        )
         waiting = dead.declaration_result.message_count or 0
         budget = waiting if limit is None else min(waiting, limit)
         while replayed < budget:
-            message = await dead.get(no_ack=False, fail=False)
+            message = await dead.get(no_ack=False, fail=False, timeout=DECLARE_TIMEOUT)
             if message is None:
                 break
-            await channel.default_exchange.publish(_copy(message), routing_key=queue)
+            await channel.default_exchange.publish(
+                _copy(message), routing_key=queue, timeout=DECLARE_TIMEOUT
+            )
             await message.ack()
             replayed += 1
             metrics.DEAD_LETTERS_REPLAYED.labels(queue).inc()

@@ -23,6 +23,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 DEFAULT_EXCHANGE = "shelfwise.events"
+# A broker that accepts connections but does not answer (a queue without its leader)
+# must fail a declaration, not hang its caller forever.
+DECLARE_TIMEOUT = 10.0
 
 
 def dead_letter_exchange_name(exchange: str) -> str:
@@ -34,7 +37,9 @@ def dead_letter_queue_name(queue: str) -> str:
 
 
 async def declare_events_exchange(channel: AbstractChannel, name: str) -> AbstractExchange:
-    return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    return await channel.declare_exchange(
+        name, aio_pika.ExchangeType.TOPIC, durable=True, timeout=DECLARE_TIMEOUT
+    )
 
 
 async def declare_consumer_queue(
@@ -48,12 +53,18 @@ async def declare_consumer_queue(
     """The queue bound to `patterns` on the events exchange, and its dead-letter queue."""
     events = await declare_events_exchange(channel, exchange)
     dead_exchange = await channel.declare_exchange(
-        dead_letter_exchange_name(exchange), aio_pika.ExchangeType.DIRECT, durable=True
+        dead_letter_exchange_name(exchange),
+        aio_pika.ExchangeType.DIRECT,
+        durable=True,
+        timeout=DECLARE_TIMEOUT,
     )
     dead = await channel.declare_queue(
-        dead_letter_queue_name(queue), durable=True, arguments={"x-queue-type": "quorum"}
+        dead_letter_queue_name(queue),
+        durable=True,
+        arguments={"x-queue-type": "quorum"},
+        timeout=DECLARE_TIMEOUT,
     )
-    await dead.bind(dead_exchange, routing_key=queue)
+    await dead.bind(dead_exchange, routing_key=queue, timeout=DECLARE_TIMEOUT)
     declared = await channel.declare_queue(
         queue,
         durable=True,
@@ -63,7 +74,8 @@ async def declare_consumer_queue(
             "x-dead-letter-exchange": dead_letter_exchange_name(exchange),
             "x-dead-letter-routing-key": queue,
         },
+        timeout=DECLARE_TIMEOUT,
     )
     for pattern in patterns:
-        await declared.bind(events, routing_key=pattern)
+        await declared.bind(events, routing_key=pattern, timeout=DECLARE_TIMEOUT)
     return declared

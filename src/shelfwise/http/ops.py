@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from shelfwise.broker.status import broker_status
 from shelfwise.http.deps import ContextDep
 from shelfwise.jobs.observe import refresh_queue_gauges
 from shelfwise.migrate import current_revisions, head_revisions
@@ -17,6 +18,9 @@ from shelfwise.observability.metrics import DB_POOL_CHECKED_OUT
 from shelfwise.shared_state import REDIS_DOWN
 
 router = APIRouter(include_in_schema=False)
+# Reported in /readyz but never a reason to leave the load balancer: the instance still
+# serves without them (degraded Redis; a broker outage only delays the event bus).
+REPORTED_ONLY = frozenset({"redis", "broker"})
 
 
 @router.get("/healthz")
@@ -49,7 +53,9 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     if ctx.redis is not None:
         checks["redis"] = await _redis_check(ctx.redis)
-    ready = all(value == "ok" for name, value in checks.items() if name != "redis")
+    if ctx.settings.broker_url:  # reported, never deciding: events wait in the outbox
+        checks["broker"] = await broker_status(ctx.db.engine, ctx.settings.broker_exchange)
+    ready = all(value == "ok" for name, value in checks.items() if name not in REPORTED_ONLY)
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,
