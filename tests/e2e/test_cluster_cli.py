@@ -40,6 +40,20 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def pid_running(root: int, command: str, *, missing_ok: bool = False) -> int | None:
+    """The pid of the process below `root` whose command line contains `command`."""
+    for pid in descendants(root):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if command in cmdline and alive(pid):
+            return pid
+    if missing_ok:
+        return None
+    raise AssertionError(f"no {command!r} below {root}")
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -83,6 +97,17 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, tmp_
             tls = await tls_client.get(f"https://127.0.0.1:{https_port}/healthz")
         assert tls.status_code == 200
         assert tls.headers["strict-transport-security"].startswith("max-age=")
+        # A child that dies is restarted by the runner (the local stand-in for Kubernetes).
+        worker = pid_running(runner.pid, "worker --name worker-1")
+        os.kill(worker, signal.SIGKILL)
+
+        async def worker_is_back() -> bool:
+            again = pid_running(runner.pid, "worker --name worker-1", missing_ok=True)
+            return again not in (None, worker)
+
+        await wait_until(worker_is_back, timeout=30, what="the runner to restart worker-1")
+        assert "cluster_child_restarted" in log_path.read_text(errors="replace")
+
         started = descendants(runner.pid)
         # redis, pgbouncer, 2 instances, 1 worker, nginx master + worker
         assert len(started) >= 7, started
