@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from shelfwise.context import AppContext
 from shelfwise.pagination import PageRequest
@@ -29,6 +29,10 @@ from tests.support import create_location, create_product, receive_stock
 pytestmark = pytest.mark.e2e
 
 WEBHOOK_URL = "https://93.184.215.14/hook"  # a public address: passes the SSRF check
+
+
+async def refuse(route: Route) -> None:
+    await route.abort("connectionrefused")
 
 
 async def one_delivered_webhook(
@@ -102,19 +106,35 @@ async def test_phone_width_and_a_customer_see_only_their_panels(
     client: httpx.AsyncClient,
     staff: dict[str, Any],
     customer: dict[str, Any],
+    database_url: str,
 ) -> None:
     product = await create_product(client, staff["headers"], sku="PHONE-1", name="Travel mug")
     location = await create_location(client, staff["headers"])
     response = await receive_stock(client, staff["headers"], product["id"], location["id"], 9)
     assert response.status_code == 201
 
-    async with serve(app) as address, chromium() as browser:
-        # Staff at 390 px: nothing wider than the screen, every cell still labelled.
+    async with running_relay(database_url), serve(app) as address, chromium() as browser:
+        # Staff at 390 px on a network where SSE never gets through (a buffering proxy):
+        # the page falls back to long-poll and still sees changes.
         watched = await open_console(browser, address, width=390, height=844)
         page = watched.page
+        await page.route("**/v1/stream*", refuse)
         await sign_in(watched, staff["email"])
         stock_row = page.locator("#stock tbody tr", has_text="PHONE-1")
         await expect(stock_row).to_contain_text("Travel mug")
+        await expect(stock_row.locator(".on_hand")).to_have_text("9")
+        response = await receive_stock(client, staff["headers"], product["id"], location["id"], 2)
+        assert response.status_code == 201
+        await expect(stock_row.locator(".on_hand")).to_have_text("11")
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "polling")
+        refused = [f for f in watched.failed if "/v1/stream" in f]
+        assert refused
+        assert all("ERR_CONNECTION_REFUSED" in f for f in refused)
+        watched.failed[:] = [f for f in watched.failed if f not in refused]
+        watched.console_errors[:] = [
+            e for e in watched.console_errors if "ERR_CONNECTION_REFUSED" not in e
+        ]
+        # Nothing wider than the screen, every cell still labelled.
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width} px wide at a 390 px viewport"
         violations = await axe_violations(page)
