@@ -27,10 +27,14 @@ Probe = Callable[[], Awaitable[bool]]
 PR_SET_PDEATHSIG = 1
 
 
+# Loaded here, once, not between fork and exec: dlopen there could deadlock on a lock
+# another thread of the parent held at fork time.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform == "linux":
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
