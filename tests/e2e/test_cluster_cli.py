@@ -4,9 +4,12 @@ the configuration the runner renders, and production's `deploy/nginx/shelfwise.c
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
@@ -15,6 +18,7 @@ import pytest
 from shelfwise.cluster.nginx import DEPLOY_DIR, check_config, render_nginx
 from shelfwise.cluster.tls import ensure_self_signed
 from shelfwise.cluster.topology import free_port
+from tests.live_support import sse_events
 from tests.support import require_binary, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +66,39 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+async def change_reaches_a_stream_through_nginx(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as lb:
+        login = await lb.post(
+            "/v1/auth/login",
+            json={"email": "staff@shelfwise.local", "password": "staff-demo-password"},
+        )
+        assert login.status_code == 200, login.text
+        staff = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        product = (await lb.get("/v1/products", params={"limit": 1})).json()["data"][0]["id"]
+        location = (await lb.get("/v1/locations", headers=staff)).json()["data"][0]["id"]
+        async with lb.stream(
+            "GET", f"/v1/stream?channels=stock:{product}", headers=staff
+        ) as stream:
+            assert stream.status_code == 200
+            events = sse_events(stream)
+            adjusted = await lb.post(
+                "/v1/stock/adjustments",
+                json={
+                    "product_id": product,
+                    "location_id": location,
+                    "kind": "receipt",
+                    "quantity": 7,
+                    "reason": "through nginx",
+                },
+                headers={**staff, "Idempotency-Key": f"cli-{uuid.uuid4().hex}"},
+            )
+            assert adjusted.status_code == 201, adjusted.text
+            async with asyncio.timeout(15):
+                async for event in events:
+                    if event.id is not None and product in json.dumps(event.data):
+                        break
+
+
 async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, tmp_path: Path) -> None:
     for name in ("nginx", "pgbouncer", "redis-server", "openssl"):
         require_binary(name)
@@ -97,6 +134,11 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, tmp_
             tls = await tls_client.get(f"https://127.0.0.1:{https_port}/healthz")
         assert tls.status_code == 200
         assert tls.headers["strict-transport-security"].startswith("max-age=")
+        # Live through the load balancer: an SSE stream held by one instance (nginx does not
+        # buffer it) receives a change written through whichever instance nginx picks,
+        # published by the worker's relay and fanned out over Redis.
+        await change_reaches_a_stream_through_nginx(f"http://127.0.0.1:{http_port}")
+
         # A child that dies is restarted by the runner (the local stand-in for Kubernetes).
         worker = pid_running(runner.pid, "worker --name worker-1")
         os.kill(worker, signal.SIGKILL)
