@@ -35,6 +35,14 @@ async def refuse(route: Route) -> None:
     await route.abort("connectionrefused")
 
 
+async def unavailable(route: Route) -> None:
+    await route.fulfill(
+        status=503,
+        headers={"Content-Type": "application/problem+json", "Retry-After": "1"},
+        body='{"status": 503, "title": "Unavailable", "detail": "The database is restarting"}',
+    )
+
+
 async def one_delivered_webhook(
     ctx: AppContext, client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
@@ -45,7 +53,10 @@ async def one_delivered_webhook(
         headers=headers,
     )
     assert response.status_code == 201, response.text
-    await create_product(client, headers, sku="HOOK-1", name="Hooked lamp")
+    product = await create_product(client, headers, sku="HOOK-1", name="Hooked lamp")
+    location = await create_location(client, headers)
+    stocked = await receive_stock(client, headers, product["id"], location["id"], 3)
+    assert stocked.status_code == 201, stocked.text
     await settle(ctx)
     async with ctx.db.sessions() as session:
         assert await webhooks.fan_out(session) > 0
@@ -73,6 +84,29 @@ async def test_admins_work_webhooks_and_ops_and_sign_out(
         watched = await open_console(browser, address)
         page = watched.page
         await sign_in(watched, admin["email"])
+
+        # Keyboard: "/" jumps to the stock search; a tab opens with Enter and its heading
+        # takes the focus, so a screen reader announces where the user is.
+        await expect(page.locator("#stock tbody tr", has_text="HOOK-1")).to_be_visible()
+        await page.keyboard.press("/")
+        await expect(page.get_by_label("Search SKU or name")).to_be_focused()
+        await page.get_by_role("link", name="Orders").focus()
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name="Orders", exact=True)).to_be_focused()
+
+        # An error state: the stock list cannot be loaded; the panel says so, and recovers.
+        await page.get_by_role("link", name="Stock").click()
+        await page.route("**/v1/stock/overview*", unavailable)
+        await page.get_by_label("Search SKU or name").fill("hook")
+        await expect(page.locator("#stock-message")).to_have_text(
+            "Stock could not be loaded: The database is restarting"
+        )
+        await page.unroute("**/v1/stock/overview*")
+        await page.get_by_label("Search SKU or name").fill("hooked")
+        await expect(page.locator("#stock tbody tr")).to_have_count(1)
+        await expect(page.locator("#stock-message")).to_have_text("")
+        watched.statuses[:] = [s for s in watched.statuses if s[0] != 503]
+        watched.console_errors[:] = [e for e in watched.console_errors if "503" not in e]
 
         await page.get_by_role("link", name="Webhooks").click()
         await expect(page.locator("#webhooks li")).to_contain_text(WEBHOOK_URL)
