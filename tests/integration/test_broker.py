@@ -241,7 +241,15 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_can_be_r
             raise ValueError("cannot handle this one")
         await received.handle(session, event)
 
-    await bus.start_consumer(ctx.db.sessions, queue, ("order.*",), fragile, delivery_limit=2)
+    await bus.start_consumer(
+        ctx.db.sessions,
+        queue,
+        ("order.*",),
+        fragile,
+        delivery_limit=2,
+        tries_per_delivery=2,
+        retry_delay=0.01,
+    )
     await insert_events(database_url, 4)
     bus.start_relay()
     bus.start_publisher()
@@ -249,7 +257,9 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_can_be_r
     await wait_until(lambda: _dead(bus.rabbit.url, queue, 1), timeout=20, what="a dead letter")
     await wait_until(lambda: _at_least(received, 3), timeout=10, what="the others consumed")
     assert received.positions == [1, 3, 4]  # the poison message did not block the queue
-    assert attempts[2] == 3  # delivery limit 2: the third failed delivery dead-letters it
+    # Two tries in place per delivery; delivery limit 2: the third delivery's failure
+    # dead-letters it.
+    assert attempts[2] == 3 * 2
 
     fixed.set()
     assert await replay_dead_letters(bus.rabbit.url, queue=queue) == 1

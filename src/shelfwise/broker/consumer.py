@@ -9,23 +9,26 @@ For each message, in the order the queue delivers them, one database transaction
 3. COMMIT — and only then `basic.ack`. Dying before the ack means a redelivery, which
    step 1 turns into an ack without a second processing.
 
-A handler that raises rolls the transaction back (the claim too) and the message is
-nacked back to the queue. The queue is a quorum queue with `x-delivery-limit`: after that
-many deliveries RabbitMQ moves it to `<queue>.dead` (topology.py), where
-`replay_dead_letters` can send it back once the bug is fixed. A message that is not a
-Shelfwise event at all is rejected straight to the dead letters.
+A handler that raises rolls the transaction back (the claim too) and is tried again in
+place (`tries_per_delivery`, with a doubling delay), so a transient failure does not
+reorder anything; after the last try the message is nacked back to the queue. The queue
+is a quorum queue with `x-delivery-limit`: after that many deliveries RabbitMQ moves it
+to `<queue>.dead` (topology.py), where `replay_dead_letters` can send it back once the
+bug is fixed. A message that is not a Shelfwise event at all is rejected straight to the
+dead letters.
 
 Ordering: RabbitMQ delivers one queue's messages in the order they were published, and
 the publisher publishes in stream order on one channel, so ONE consumer of a queue
 processing messages one by one (as here) sees positions increasing — duplicates aside,
-which the inbox drops. Redeliveries break that only for the message being redelivered:
-a nacked message goes back to the head of a quorum queue, but a message whose consumer
-died is redelivered after nothing else of the queue was processed by that consumer
-(prefetched messages come back too, in order). With SEVERAL consumers on one queue,
-messages are spread round-robin and processed concurrently: no order at all, not even
-per aggregate. Per-aggregate order with parallelism needs one queue per partition (the
-consistent-hash exchange keyed on `aggregate_id`), or a per-aggregate version check in
-the handler (`stock.changed` carries `level_version`).
+which the inbox drops. A consumer that dies gives back its unacked messages, which are
+redelivered to the next consumer in order. A nacked message is not: it is redelivered
+after the messages already prefetched (measured: position 788 came back after 886),
+which is why failures are retried in place first; one that still fails has lost its
+place. With SEVERAL consumers on one queue, messages are spread round-robin and
+processed concurrently: no order at all, not even per aggregate. Per-aggregate order
+with parallelism needs one queue per partition (the consistent-hash exchange keyed on
+`aggregate_id`), or a per-aggregate version check in the handler (`stock.changed`
+carries `level_version`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class ConsumerConfig:
     exchange: str = DEFAULT_EXCHANGE
     prefetch: int = 50
     delivery_limit: int = 5  # deliveries before a message is dead-lettered
+    # Tries of one delivery before it is nacked: a transient failure (the database
+    # restarting) is retried in place, so the messages behind it keep their order.
+    tries_per_delivery: int = 3
+    retry_delay: float = 0.2  # doubling between tries
     backoff_initial: float = 0.2
     backoff_max: float = 30.0
     inbox_name: str | None = None  # the inbox key; the queue name by default
@@ -175,19 +182,29 @@ class InboxConsumer:
             await message.reject(requeue=False)  # straight to the dead letters
             return
         link = link_from(event.trace, {EVENT_TYPE: event.type})
-        try:
-            with linked_span(f"consume {event.type}", [link] if link else []):
-                fresh = await self._process(event)
-        except Exception as exc:  # the handler's bug or the database: try again later
-            log.warning(
-                "broker_message_failed",
-                queue=queue,
-                message_id=event.message_id,
-                position=event.position,
-                deliveries=message.headers.get("x-delivery-count", 0),
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
-            metrics.CONSUMED.labels(queue, "failed").inc()
+        delay = self._config.retry_delay
+        for attempt in range(1, self._config.tries_per_delivery + 1):
+            try:
+                with linked_span(f"consume {event.type}", [link] if link else []):
+                    fresh = await self._process(event)
+                break
+            except Exception as exc:  # the handler's bug or the database: try again
+                log.warning(
+                    "broker_message_failed",
+                    queue=queue,
+                    message_id=event.message_id,
+                    position=event.position,
+                    attempt=attempt,
+                    deliveries=message.headers.get("x-delivery-count", 0),
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+                metrics.CONSUMED.labels(queue, "failed").inc()
+            if attempt < self._config.tries_per_delivery:
+                await asyncio.sleep(delay)
+                delay *= 2
+        else:
+            # Back to the queue, behind what this consumer already prefetched: from here
+            # on its order is lost (the delivery limit will dead-letter it if it persists).
             await message.nack(requeue=True)
             return
         await message.ack()

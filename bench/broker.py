@@ -1,0 +1,436 @@
+"""Event bus benchmark: publisher throughput with confirms, and commit → consumer lag
+while orders run at full speed.
+
+    .venv/bin/python -m bench.broker [--backlog 20000] [--duration 10] [--connections 64]
+
+Needs `rabbitmq-server` (a private node on free ports, as in the tests) and uses
+`var/bench` (10,000 products, demo users) like bench.issues. Two parts:
+
+- publish: a scratch database holding a backlog of already-stamped events; one
+  `BrokerPublisher` (batch 500, window 200) sends them to the topic exchange, routed to a
+  durable quorum queue; events/s until the last confirm is stored.
+- orders: `shelfwise serve` + `shelfwise worker` with SHELFWISE_BROKER_URL; a closed loop of
+  `--connections` clients places orders (one line, quantity 1, random product of 10,000,
+  unique Idempotency-Key) for `--duration` seconds. Two consumers in this process:
+  `all` (every event, plain auto-ack: what the bus itself delivers) and `inbox` (an
+  `InboxConsumer` on `order.*`: claim + commit + ack per message). Lag = receive time -
+  the event's `created_at` header (its insert, within ms of its commit; one clock).
+  The same load also runs once with the broker off, to show the order path does not wait.
+
+Results: bench/results/<timestamp>-broker.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bench.issues import BIN, CUSTOMER, login, stop
+from bench.loadgen import _read_response, percentile
+from bench.servers import ROOT, free_port, prepare_database, shelfwise_server
+from shelfwise.broker.consumer import ConsumerConfig, InboxConsumer
+from shelfwise.broker.envelope import BrokerEvent
+from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
+from shelfwise.config import load_settings
+from shelfwise.db import libpq_url, open_database
+from shelfwise.migrate import upgrade
+from tests.broker_support import RabbitNode, running_node
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(percentile(ordered, 0.50) * 1000, 1),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 1),
+        "max_ms": round((ordered[-1] if ordered else 0.0) * 1000, 1),
+    }
+
+
+# -- part 1: publisher throughput -----------------------------------------------------------
+
+
+async def publish_backlog(url: str, rabbit: RabbitNode, events: int) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, position,"
+            " published_at) SELECT 'stock.changed', 'stock_level', g::text,"
+            " jsonb_build_object('stock_level_id', g, 'on_hand', 10, 'reserved', 1),"
+            " g, clock_timestamp() FROM generate_series(1, %s) AS g",
+            (events,),
+        )
+    exchange = "shelfwise.events.bench"
+    amqp = await aio_pika.connect(rabbit.url)
+    async with amqp:
+        channel = await amqp.channel()
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(
+            "bench-all", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(ex, routing_key="#")
+        stop_event = asyncio.Event()
+        publisher = BrokerPublisher(url, rabbit.url, PublisherConfig(exchange=exchange))
+        started = time.perf_counter()
+        task = asyncio.create_task(publisher.run(stop_event))
+        while publisher.position < events:
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        stop_event.set()
+        await task
+        await queue.purge()
+    return {
+        "events": events,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(events / elapsed),
+        "batch": 500,
+        "window": 200,
+    }
+
+
+def scratch_database(server: str) -> tuple[str, str]:
+    name = f"bench_broker_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(libpq_url(server)).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return name, url
+
+
+def drop_database(server: str, name: str) -> None:
+    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+# -- part 2: orders at full speed, lag to consumers -----------------------------------------
+
+
+async def order_load(
+    port: int, token: str, location: str, products: list[str], seconds: float, connections: int
+) -> dict[str, Any]:
+    """Closed loop: each connection posts an order, waits for the answer, posts the next."""
+    rng = random.Random(7)
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    def request() -> bytes:
+        body = json.dumps(
+            {
+                "lines": [{"product_id": rng.choice(products), "quantity": 1}],
+                "location_id": location,
+            }
+        )
+        head = (
+            f"POST /v1/orders HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nIdempotency-Key: {uuid.uuid4().hex}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return (head + body).encode()
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                writer.write(request())
+                status, close = await asyncio.wait_for(_read_response(reader), 10)
+                latencies.append(time.perf_counter() - sent)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if close:
+                    break
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)), return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    return {
+        "orders_per_s": round(statuses.get("201", 0) / elapsed, 1),
+        "statuses": statuses,
+        **_summary(latencies),
+    }
+
+
+async def order_load_process(
+    port: int,
+    token: str,
+    location: str,
+    products: list[str],
+    seconds: float,
+    connections: int,
+    tmp: Path,
+) -> dict[str, Any]:
+    """`order_load` in its own process: the consumers measured here must not share an
+    event loop (or a GIL) with the load."""
+    spec = tmp / f"load-{time.monotonic_ns()}.json"
+    spec.write_text(json.dumps({"token": token, "location": location, "products": products}))
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "python"),
+        "-m",
+        "bench.broker",
+        "load",
+        str(port),
+        str(spec),
+        str(seconds),
+        str(connections),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+class Lags:
+    def __init__(self) -> None:
+        self.values: list[tuple[int, float]] = []  # (position, seconds)
+
+    def add(self, position: int, created_at: datetime | None) -> None:
+        if created_at is not None:
+            self.values.append((position, (datetime.now(UTC) - created_at).total_seconds()))
+
+
+async def orders_part(
+    url: str, rabbit: RabbitNode, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    exchange = "shelfwise.events"
+    env = {"SHELFWISE_RATE_LIMIT_ENABLED": "false"}
+    server = shelfwise_server(url, free_port(), tmp / "serve.log", log_json=True, extra_env=env)
+    server.start()
+    server.wait_ready()
+    out: dict[str, Any] = {}
+    try:
+        token = login(server.port, CUSTOMER)
+        with psycopg.connect(url) as conn:
+            location = str(
+                conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()[0]
+            )
+            products = [str(r[0]) for r in conn.execute("SELECT id FROM products LIMIT 10000")]
+        plain = start_broker_worker(url, None, tmp / "worker-plain.log")  # relay only
+        try:
+            await _settled(url)  # seeding's backlog stamped and fanned out, as in steady state
+            out["broker_off"] = await order_load_process(
+                server.port, token, location, products, args.duration, args.connections, tmp
+            )
+            await asyncio.sleep(2)  # the relay stamps the tail
+        finally:
+            stop(plain)
+        print(f"  orders, broker off: {json.dumps(out['broker_off'])}", flush=True)
+
+        all_lags, inbox_lags = Lags(), Lags()
+        amqp = await aio_pika.connect(rabbit.url)
+        channel = await amqp.channel()
+        await channel.set_qos(prefetch_count=500)
+        ex = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(
+            f"bench-all-{uuid.uuid4().hex[:6]}",
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        await queue.bind(ex, routing_key="#")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            created = message.headers.get("created_at")
+            position = int(str(message.headers.get("position", 0)))
+            if isinstance(created, str):
+                all_lags.add(position, datetime.fromisoformat(created))
+            await message.ack()
+
+        await queue.consume(on_message)
+        db = open_database(load_settings(database_url=url), url)
+
+        async def inbox_handler(session: AsyncSession, event: BrokerEvent) -> None:
+            del session
+            inbox_lags.add(event.position, event.created_at)
+
+        stop_event = asyncio.Event()
+        consumer = InboxConsumer(
+            db.sessions,
+            rabbit.url,
+            ConsumerConfig(queue=f"bench-orders-{uuid.uuid4().hex[:6]}", patterns=("order.*",)),
+            inbox_handler,
+        )
+        consuming = asyncio.create_task(consumer.run(stop_event))
+        await asyncio.wait_for(consumer.consuming.wait(), 20)
+        with psycopg.connect(url) as conn:
+            start_position = int(
+                conn.execute("SELECT coalesce(max(position), 0) FROM outbox_events").fetchone()[0]
+            )
+        # Publish from the current end: var/bench's seeding left tens of thousands of
+        # events that a fresh publisher would otherwise send first (as it should in real
+        # life: everything retained in the outbox), which is not what is measured here.
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "INSERT INTO broker_publisher_positions (exchange, position) VALUES (%s, %s)"
+                " ON CONFLICT (exchange) DO UPDATE SET position = excluded.position",
+                (exchange, start_position),
+            )
+        worker = start_broker_worker(url, rabbit.url, tmp / "worker.log")
+        try:
+            await _wait_connected(url, exchange)
+            out["broker_on"] = await order_load_process(
+                server.port, token, location, products, args.duration, args.connections, tmp
+            )
+            print(f"  orders, broker on:  {json.dumps(out['broker_on'])}", flush=True)
+            with psycopg.connect(url) as conn:
+                end = int(
+                    conn.execute("SELECT coalesce(max(position), 0) FROM outbox_events").fetchone()[
+                        0
+                    ]
+                )
+            drained = time.perf_counter() + 60
+            while time.perf_counter() < drained and (
+                max((p for p, _ in all_lags.values), default=0) < end
+            ):
+                await asyncio.sleep(0.1)
+        finally:
+            stop(worker)
+            stop_event.set()
+            await consuming
+            await db.dispose()
+            await amqp.close()
+        window = [lag for p, lag in all_lags.values if p > start_position]
+        inbox = [lag for p, lag in inbox_lags.values if p > start_position]
+        out["events_in_window"] = len(window)
+        out["events_per_s"] = round(len(window) / args.duration, 1)
+        out["lag_all_events_autoack"] = _summary(window)
+        out["lag_inbox_consumer_order_events"] = _summary(inbox)
+        out["stream_end_position"] = end
+        out["last_received_position"] = max((p for p, _ in all_lags.values), default=0)
+    finally:
+        server.stop()
+    return out
+
+
+def start_broker_worker(url: str, broker_url: str | None, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        return subprocess.Popen(
+            [str(BIN / "shelfwise"), "worker", "--metrics-port", str(free_port())],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "DATABASE_URL": url,
+                "SHELFWISE_ENV": "development",
+                "SHELFWISE_LOG_JSON": "true",
+                **({"SHELFWISE_BROKER_URL": broker_url} if broker_url else {}),
+            },
+        )
+
+
+async def _settled(url: str) -> None:
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM outbox_events WHERE position IS NULL")
+            waiting = row.fetchone()
+        if waiting and waiting[0] == 0:
+            await asyncio.sleep(5)  # what follows the stamping (webhook fan-out) settles too
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the relay did not stamp the backlog")
+
+
+async def _wait_connected(url: str, exchange: str) -> None:
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT connected FROM broker_publisher_positions WHERE exchange = %s", (exchange,)
+            ).fetchone()
+        if row and row[0]:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the worker's publisher did not connect")
+
+
+def load_main(argv: list[str]) -> int:
+    port, spec_path, seconds, connections = argv
+    spec = json.loads(Path(spec_path).read_text())
+    import uvloop
+
+    result = uvloop.run(
+        order_load(
+            int(port),
+            spec["token"],
+            spec["location"],
+            spec["products"],
+            float(seconds),
+            int(connections),
+        )
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["load"]:
+        return load_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    results: dict[str, Any] = {
+        "stamp": stamp,
+        "args": vars(args),
+        "loadavg_start": os.getloadavg(),
+    }
+    print("preparing var/bench ...", flush=True)
+    url, _ = prepare_database(10_000)
+    subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "shelfwise"), "seed", "--products", "0"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+    )
+    server = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+    with running_node() as rabbit:
+        name, scratch = scratch_database(server)
+        try:
+            print("== publish", flush=True)
+            results["publish"] = asyncio.run(publish_backlog(scratch, rabbit, args.backlog))
+            print(f"  {json.dumps(results['publish'])}", flush=True)
+        finally:
+            drop_database(server, name)
+        print("== orders", flush=True)
+        tmp = RESULTS / f"{stamp}-broker-logs"
+        tmp.mkdir()
+        results["orders"] = asyncio.run(orders_part(url, rabbit, args, tmp))
+        print(f"  {json.dumps(results['orders'])}", flush=True)
+    results["loadavg_end"] = os.getloadavg()
+    out = RESULTS / f"{stamp}-broker.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
