@@ -10,6 +10,7 @@ CSP does not govern, so the page is tested under its real policy.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class Watched:
     console_errors: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     statuses: list[tuple[int, str]] = field(default_factory=list)
+    writes: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         refused = [f"{status} {url}" for status, url in self.statuses if status >= 400]
@@ -88,6 +90,12 @@ async def open_console(
     page.on("pageerror", lambda error: watched.console_errors.append(f"pageerror: {error}"))
     page.on("requestfailed", on_failed)
     page.on("response", on_response)
+    page.on(
+        "request",
+        lambda r: (
+            watched.writes.append((r.method, r.url, r.headers)) if r.method != "GET" else None
+        ),
+    )
     await page.goto(watched.base + "/")
     return watched
 
@@ -103,7 +111,10 @@ async def sign_in(watched: Watched, email: str) -> None:
 async def axe_violations(page: Page) -> list[str]:
     """Serious and critical axe-core violations on the page as it is now."""
     if not AXE.exists():
-        pytest.skip(f"{AXE} is missing (run npm ci)")
+        reason = f"{AXE} is missing (run npm ci)"
+        if os.environ.get("SHELFWISE_TEST_REQUIRE") == "all":
+            pytest.fail(reason + " and SHELFWISE_TEST_REQUIRE=all")
+        pytest.skip(reason)
     await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
     result = await page.evaluate(
         "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map("

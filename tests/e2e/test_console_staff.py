@@ -191,6 +191,13 @@ async def test_staff_work_stock_and_orders_in_the_console(
         watched.statuses[:] = [s for s in watched.statuses if s not in refused]
         watched.console_errors[:] = [e for e in watched.console_errors if "409" not in e]
         await page.get_by_role("button", name="Cancel").click()
+        # Every stock write carried the session's CSRF token and its own Idempotency-Key.
+        stock_writes = [w for w in watched.writes if "/v1/stock/" in w[1]]
+        assert len(stock_writes) == 3
+        assert all(w[2].get("x-csrf-token") for w in stock_writes)
+        keys = {w[2].get("idempotency-key") for w in stock_writes}
+        assert None not in keys
+        assert len(keys) == 3
         await page.get_by_label("Search SKU or name").fill("SKU-003")
         await page.get_by_label("Location", exact=True).select_option(
             label="High Street store (ST-HIGH)"
