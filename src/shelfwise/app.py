@@ -38,7 +38,6 @@ import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -50,6 +49,7 @@ from shelfwise.context import AppContext, RatePolicies
 from shelfwise.db import Database, libpq_url, open_database
 from shelfwise.driverpool import DriverPool
 from shelfwise.embedded import start_embedded
+from shelfwise.http.cors import ProblemCORSMiddleware
 from shelfwise.http.limits import BodySizeLimitMiddleware
 from shelfwise.http.observe import AccessLogMiddleware, MetricsMiddleware
 from shelfwise.http.openapi import install_problem_docs
@@ -266,7 +266,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             *(
                 [
                     Middleware(
-                        CORSMiddleware,
+                        ProblemCORSMiddleware,
                         allow_origins=settings.cors_origins,
                         allow_credentials=True,
                         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

@@ -105,6 +105,19 @@ class Unavailable(ShelfwiseError):
     code = "unavailable"
     title = "Temporarily unavailable"
 
+
+class MalformedRequest(ShelfwiseError):
+    """The request cannot be read at all (e.g. a body that is not the JSON it claims)."""
+
+    code = "malformed_request"
+    title = "The request is malformed"
+
+
+class UnsupportedMediaType(ShelfwiseError):
+    code = "unsupported_media_type"
+    title = "The request body's media type is not accepted here"
+
+
 class DatabaseUnavailable(Unavailable):
     """PostgreSQL cannot be reached (restarting, network down): retry shortly."""
 

@@ -22,7 +22,12 @@ def storable_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(storable_text)]
+# Documented in the OpenAPI document as a pattern; enforced by `storable_text`.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+_NO_NUL_DOC = Field(json_schema_extra={"pattern": NO_NUL_PATTERN})
+# Stripped names and reasons: also at least one character that is not whitespace.
+_NOT_BLANK_DOC = Field(json_schema_extra={"pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"})
+Text = Annotated[str, AfterValidator(storable_text), _NO_NUL_DOC]
 # Constraints sit on `str` itself (not on `Text`) so whitespace is stripped *before* the
 # length is checked: on top of an AfterValidator pydantic checks lengths first and strips
 # afterwards, which let "   " through as an empty name.
@@ -30,6 +35,7 @@ Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(storable_text),
+    _NOT_BLANK_DOC,
 ]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -41,4 +47,5 @@ Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
     AfterValidator(storable_text),
+    _NOT_BLANK_DOC,
 ]

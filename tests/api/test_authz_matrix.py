@@ -445,7 +445,11 @@ async def _get_image(w: World, role: str) -> Call:
 
 
 async def _start_import(w: World, role: str) -> Call:
-    return Call("/v1/imports", content=b"sku,name,price_minor,currency\nM-1,Mug,1,EUR\n")
+    return Call(
+        "/v1/imports",
+        content=b"sku,name,price_minor,currency\nM-1,Mug,1,EUR\n",
+        headers={"Content-Type": "text/csv"},
+    )
 
 
 # (method, path template) -> (expected status per caller, how to build a valid request)

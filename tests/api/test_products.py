@@ -164,7 +164,7 @@ async def test_patch_with_stale_etag_is_412_and_changes_nothing(
     assert (await client.get(url)).json()["name"] == "First writer"
 
 
-@pytest.mark.parametrize("if_match", ['W/"v1"', "*", "v1", "garbage"])
+@pytest.mark.parametrize("if_match", ['W/"v1"', "v1", "garbage"])
 async def test_patch_with_weak_or_malformed_if_match_is_412(
     client: httpx.AsyncClient, staff: dict[str, Any], if_match: str
 ) -> None:
@@ -175,6 +175,20 @@ async def test_patch_with_weak_or_malformed_if_match_is_412(
         headers={**staff["headers"], "If-Match": if_match},
     )
     assert response.status_code == 412
+
+
+async def test_patch_with_if_match_star_updates_any_current_version(
+    client: httpx.AsyncClient, staff: dict[str, Any]
+) -> None:
+    product = await create_product(client, staff["headers"])
+    url = f"/v1/products/{product['id']}"
+    for name in ("First", "Second"):  # `*` matches v1, then v2 (RFC 9110 §13.1.1)
+        response = await client.patch(
+            url, json={"name": name}, headers={**staff["headers"], "If-Match": "*"}
+        )
+        assert response.status_code == 200, response.text
+    assert response.headers["etag"] == '"v3"'
+    assert (await client.get(url)).json()["name"] == "Second"
 
 
 async def test_patch_unknown_product_is_404(

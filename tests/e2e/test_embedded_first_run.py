@@ -7,6 +7,7 @@ block on stdin until the parent closes it), and both must get a working database
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,10 +34,8 @@ def _stop_leftover_server(pgdata: Path) -> None:
     pid_file = pgdata / "postmaster.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text().splitlines()[0])
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)  # fast shutdown
-        except ProcessLookupError:
-            pass
 
 
 @pytest.mark.e2e

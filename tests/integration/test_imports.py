@@ -188,7 +188,9 @@ async def test_too_large_upload_is_413_and_leaves_nothing(
     client: httpx.AsyncClient, staff: dict[str, Any], settings: Settings, ctx: AppContext
 ) -> None:
     response = await client.post(
-        "/v1/imports", content=body_chunks(40_000), headers=staff["headers"]
+        "/v1/imports",
+        content=body_chunks(40_000),
+        headers={**staff["headers"], "Content-Type": "text/csv"},
     )
     assert response.status_code == 413, response.text
     leftovers = [p for p in (settings.data_dir / "imports").rglob("*") if p.is_file()]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
-from shelfwise.errors import PreconditionRequired, VersionMismatch
-from shelfwise.http.conditional import etag_for, expected_version, is_not_modified
+from shelfwise.errors import PreconditionRequired
+from shelfwise.http.conditional import NO_VERSION, etag_for, expected_version, is_not_modified
 
 
 def request_with(**headers: str) -> Request:
@@ -101,9 +101,9 @@ def test_strong_tag_gives_its_version(tag: str) -> None:
         ", ,",
     ],
 )
-def test_weak_or_garbage_if_match_is_version_mismatch(header: str) -> None:
-    with pytest.raises(VersionMismatch):
-        expected_version(request_with(if_match=header))
+def test_weak_or_garbage_if_match_expects_no_version(header: str) -> None:
+    # No row has it: the write fails with 412 when the resource exists, 404 when not.
+    assert expected_version(request_with(if_match=header)) == NO_VERSION
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,7 @@ def test_list_picks_the_strong_match(header: str, version: int) -> None:
     assert expected_version(request_with(if_match=header)) == version
 
 
-def test_if_match_star_is_refused() -> None:
-    # `*` would mean "any version" and so defeat lost-update protection; the API asks
-    # for the concrete ETag instead.
-    with pytest.raises(VersionMismatch):
-        expected_version(request_with(if_match="*"))
+@pytest.mark.parametrize("header", ["*", " * ", '"v3", *'])
+def test_if_match_star_matches_any_current_version(header: str) -> None:
+    # RFC 9110 §13.1.1: `*` matches any current representation.
+    assert expected_version(request_with(if_match=header)) is None

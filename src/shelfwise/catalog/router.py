@@ -108,7 +108,20 @@ async def get_product(product_id: uuid.UUID, request: Request, ctx: ContextDep) 
     return _cached_response(cached, ctx.settings.catalog_cache_max_age, status_code=status_code)
 
 
-@router.patch("/{product_id}", responses={412: {}, 428: {}})
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "schema": {"type": "string", "minLength": 1},
+    "description": 'The ETag of your last read (`"v3"`), or `*` for any current version '
+    "(RFC 9110). A stale, weak or unusable tag is 412.",
+}
+
+
+@router.patch(
+    "/{product_id}",
+    responses={412: {}, 428: {}},
+    openapi_extra={"parameters": [{**IF_MATCH, "required": True}]},
+)
 async def update_product(
     product_id: uuid.UUID,
     body: ProductPatch,
@@ -127,7 +140,12 @@ async def update_product(
     return ProductOut.model_validate(product)
 
 
-@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={412: {}},
+    openapi_extra={"parameters": [{**IF_MATCH, "required": False}]},
+)
 async def delete_product(
     product_id: uuid.UUID,
     _: CatalogWriter,

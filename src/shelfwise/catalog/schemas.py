@@ -5,6 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from shelfwise.types import Category, Currency, Description, MinorUnits, Name, Sku
 
@@ -33,13 +34,15 @@ class ProductIn(BaseModel):
 class ProductPatch(BaseModel):
     """Partial update; only the fields sent change. `null` is not a value for any of them."""
 
-    model_config = ConfigDict(extra="forbid")
-    sku: Sku | None = None
-    name: Name | None = None
-    description: Description | None = None
-    category: Category | None = None
-    price_minor: MinorUnits | None = None
-    currency: Currency | None = None
+    # The document says what the validator enforces: no field is nullable (the `None`
+    # default only means "not sent") and at least one field is sent.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    sku: Sku | SkipJsonSchema[None] = None
+    name: Name | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    category: Category | SkipJsonSchema[None] = None
+    price_minor: MinorUnits | SkipJsonSchema[None] = None
+    currency: Currency | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _no_nulls_and_not_empty(self) -> ProductPatch:

@@ -143,13 +143,17 @@ async def update_product(
     session: AsyncSession,
     product_id: uuid.UUID,
     *,
-    expected_version: int,
+    expected_version: int | None,
     changes: dict[str, Any],
 ) -> Product:
-    """Optimistic concurrency: the UPDATE only matches the version the caller last read."""
+    """Optimistic concurrency: the UPDATE only matches the version the caller last read
+    (None: `If-Match: *`, any version)."""
+    conditions = [Product.id == product_id]
+    if expected_version is not None:
+        conditions.append(Product.version == expected_version)
     stmt = (
         update(Product)
-        .where(Product.id == product_id, Product.version == expected_version)
+        .where(*conditions)
         .values(**changes, version=Product.version + 1, updated_at=func.now())
         .returning(Product)
         .execution_options(populate_existing=True)

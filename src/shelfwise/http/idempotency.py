@@ -23,18 +23,56 @@ from shelfwise.identity.principal import Principal
 T = TypeVar("T")
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-_WELL_FORMED = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII
+# RFC 8941 §3.3.3 sf-string: printable ASCII in quotes, `\"` and `\\` the only escapes;
+# or the same key bare (what most clients send): 1-255 visible ASCII, not starting with `"`.
+# One pattern, used both to parse and in the OpenAPI document, so the two cannot differ.
+KEY_PATTERN = (
+    r"^(?:[\x21\x23-\x7e][\x21-\x7e]{0,254}"
+    r'|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]){1,255}")$'
+)
+_KEY = re.compile(KEY_PATTERN)
+_SF_ESCAPE = re.compile(r'\\(["\\])')
+KEY_DESCRIPTION = (
+    "Unique per logical operation; retries reuse it. An RFC 8941 Structured Field "
+    'string (`"order-7f3a"`, as the IETF Idempotency-Key draft defines it) or the same '
+    "characters bare (`order-7f3a`); 1-255 characters of visible ASCII, never empty."
+)
 
+# Where it is required, the route still declares it optional so that a missing key is
+# the documented `400 idempotency_key_missing`, not a generic 422; the marker makes the
+# OpenAPI document say `required: true` (`http/openapi.py`).
+REQUIRED_MARKER = "x-shelfwise-required"
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias=HEADER, description="Unique per logical operation; retries reuse it."),
+    Header(alias=HEADER, description=KEY_DESCRIPTION, pattern=KEY_PATTERN),
+]
+RequiredIdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description=KEY_DESCRIPTION + " Required: without it the answer is 400.",
+        pattern=KEY_PATTERN,
+        json_schema_extra={REQUIRED_MARKER: True},
+    ),
 ]
 
 
-def _checked(key: str) -> str:
-    if not _WELL_FORMED.fullmatch(key):
+def parse_key(value: str) -> str | None:
+    """The key an `Idempotency-Key` header carries, or None when it is malformed.
+    `"abc"` (the draft's sf-string) and `abc` are the same key; `""` is refused."""
+    if _KEY.fullmatch(value) is None:
+        return None
+    if value.startswith('"'):
+        return _SF_ESCAPE.sub(r"\1", value[1:-1])
+    return value
+
+
+def _checked(header: str) -> str:
+    key = parse_key(header)
+    if key is None:
         raise InvalidInput(
-            "Idempotency-Key must be 1-255 visible ASCII characters",
+            "Idempotency-Key must be a non-empty Structured Field string (or bare token) "
+            "of at most 255 visible ASCII characters",
             errors=[
                 {
                     "field": "header.Idempotency-Key",

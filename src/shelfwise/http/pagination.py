@@ -65,8 +65,15 @@ class Page(BaseModel, Generic[T]):
 
 
 LimitParam = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
+# What `CursorCodec.encode` writes: base64url payload, a dot, base64url signature.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
 CursorParam = Annotated[
-    str | None, Query(max_length=2048, description="Opaque cursor from `next_cursor`.")
+    str | None,
+    Query(
+        max_length=2048,
+        pattern=CURSOR_PATTERN,
+        description="Opaque cursor from `next_cursor` (a tampered or foreign one is 422).",
+    ),
 ]
 
 

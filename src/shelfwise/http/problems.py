@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shelfwise import errors
 from shelfwise.availability import is_connection_failure
+from shelfwise.http.media import JSON_MEDIA_TYPE, accept_header, body_error_status
+from shelfwise.http.methods import allow_header
 from shelfwise.http.request_id import request_id_of
 from shelfwise.observability.metrics import UNHANDLED_ERRORS
 from shelfwise.observability.tracing import current_trace_id
@@ -47,6 +49,8 @@ STATUS_BY_ERROR: dict[type[errors.ShelfwiseError], int] = {
     errors.RateLimited: 429,
     errors.PositionTooOld: 410,
     errors.Unavailable: 503,
+    errors.MalformedRequest: 400,
+    errors.UnsupportedMediaType: 415,
 }
 
 CODE_BY_STATUS = {
@@ -121,6 +125,17 @@ def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
             status, exc.code, exc.detail, scope, title=exc.title, headers=headers, **exc.extra
         )
     if isinstance(exc, RequestValidationError):
+        unreadable = body_error_status(exc.errors(), scope)
+        if unreadable == 415:
+            return problem(
+                415,
+                "unsupported_media_type",
+                f"Send the body as {JSON_MEDIA_TYPE}",
+                scope,
+                headers=accept_header(scope),
+            )
+        if unreadable == 400:
+            return problem(400, "malformed_json", "The body is not valid JSON", scope)
         return problem(
             422,
             "validation_failed",
@@ -131,9 +146,10 @@ def problem_for_exception(exc: Exception, scope: Scope) -> ProblemResponse:
         )
     if isinstance(exc, StarletteHTTPException):
         code = CODE_BY_STATUS.get(exc.status_code, "http_error")
-        return problem(
-            exc.status_code, code, str(exc.detail), scope, headers=dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the resource, not one route's
+            headers["Allow"] = allow_header(scope) or headers.get("Allow", "")
+        return problem(exc.status_code, code, str(exc.detail), scope, headers=headers)
     if isinstance(exc, PoolTimeout | DriverPoolTimeout):
         # Every database connection stayed busy for `db_pool_timeout_seconds`: overload,
         # not a bug. Shed the request with a retryable answer instead of a bare 500.

@@ -7,19 +7,37 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from shelfwise.identity.models import Role
-from shelfwise.identity.passwords import MAX_PASSWORD_LENGTH
+from shelfwise.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from shelfwise.identity.scopes import Scope
 from shelfwise.types import Text
 
 # Length is checked by the password policy (a clear problem), not here, so the policy
 # has one home. The upper bound here only stops absurd inputs early.
 Password = Annotated[Text, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+# A password being set: the document states the policy's bounds (12-128), which
+# `identity.service.check_password_policy` enforces with its own problem.
+NewPassword = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        max_length=MAX_PASSWORD_LENGTH,
+        json_schema_extra={"minLength": MIN_PASSWORD_LENGTH},
+        description=f"{MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters, not a "
+        "commonly used password.",
+    ),
+]
 
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: EmailStr
-    password: Password
+    email: Annotated[
+        EmailStr,
+        Field(
+            description="An address at a real domain (special-use names such as .local "
+            "or .test are refused)."
+        ),
+    ]
+    password: NewPassword
     full_name: Annotated[Text, Field(max_length=200)] = ""
 
 

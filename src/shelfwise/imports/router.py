@@ -15,6 +15,7 @@ from shelfwise.http.deps import ContextDep
 from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.identity.scopes import Scope
 from shelfwise.imports.service import IMPORT_TASK
+from shelfwise.imports.upload import EmptyImport, check_import_request
 from shelfwise.jobs.defer import defer_in_transaction
 from shelfwise.jobs.schemas import JobOut
 from shelfwise.jobs.service import get_job
@@ -41,6 +42,8 @@ async def stream_to_file(request: Request, directory: Path, max_bytes: int) -> P
                 if size > max_bytes:
                     raise UploadTooLarge(max_bytes)
                 await out.write(chunk)
+        if size == 0:
+            raise EmptyImport("The request has no CSV body")
         if declared is not None and size != declared:
             raise IncompleteUpload(f"Received {size} of {declared} bytes: truncated upload")
         await anyio.to_thread.run_sync(os.replace, temp, final)
@@ -55,11 +58,15 @@ async def stream_to_file(request: Request, directory: Path, max_bytes: int) -> P
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={400: {}, 413: {}},
+    responses={400: {}, 413: {}, 415: {}},
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string", "minLength": 1, "description": "UTF-8 CSV"}
+                }
+            },
         }
     },
 )
@@ -69,7 +76,9 @@ async def start_import(
     """Products CSV (UTF-8; header `sku,name,price_minor,currency[,category,description]`,
     plus `location,on_hand` to set absolute stock, which needs `stock:write`). Rows are
     upserted by SKU (stock through the ledger) in batches; bad rows are reported with their
-    line numbers in the job's progress (`GET /v1/jobs/{id}`) and good rows are kept."""
+    line numbers in the job's progress (`GET /v1/jobs/{id}`) and good rows are kept.
+    Another media type is 415 and an empty body 400, before anything is stored."""
+    check_import_request(request.headers)
     path = await stream_to_file(
         request, ctx.settings.data_dir / "imports", ctx.settings.import_max_bytes
     )
@@ -79,7 +88,7 @@ async def start_import(
                 session,
                 IMPORT_TASK,
                 {
-                    "path": str(path),
+                    "file": path.name,
                     "stock_allowed": Scope.STOCK_WRITE in writer.scopes,
                     "actor_id": str(writer.user_id) if writer.user_id else None,
                 },

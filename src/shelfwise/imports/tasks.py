@@ -11,6 +11,7 @@ from procrastinate import JobContext
 
 from shelfwise.imports.parser import NotUtf8
 from shelfwise.imports.service import IMPORT_TASK, run_import
+from shelfwise.imports.upload import stored_file
 from shelfwise.jobs.registry import task
 from shelfwise.jobs.retry import Backoff
 from shelfwise.jobs.runtime import runtime_of
@@ -24,11 +25,21 @@ ONCE = Backoff(attempts=1)
 
 @task(IMPORT_TASK, queue="imports", backoff=ONCE)
 async def import_products(
-    context: JobContext, path: str, stock_allowed: bool = False, actor_id: str | None = None
+    context: JobContext,
+    file: str | None = None,
+    stock_allowed: bool = False,
+    actor_id: str | None = None,
+    path: str | None = None,
 ) -> dict[str, int]:
-    """`stock_allowed`: the caller held `stock:write` (jobs queued before stock columns
+    """`file`: the upload's name under `<data_dir>/imports` (job arguments are shown to
+    clients, so they never carry a server path; `path` is what older jobs carried).
+    `stock_allowed`: the caller held `stock:write` (jobs queued before stock columns
     existed lack it, and had none). `actor_id`: the user, recorded on ledger rows."""
     rt = runtime_of(context)
+    if file is not None:
+        path = str(stored_file(rt.settings.data_dir, file))
+    if path is None:
+        raise ValueError("the job names no file")
     job_id = int(context.job.id or 0)
     try:
         summary = await run_import(

@@ -50,11 +50,18 @@ Quantity = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
 class AdjustmentIn(BaseModel):
     """A receipt adds stock that arrived; an adjustment corrects a count (either sign)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The document states the validator's rules: never zero; a receipt only adds.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "receipt"}}, "required": ["kind"]},
+            "then": {"properties": {"quantity": {"minimum": 1}}},
+        },
+    )
     product_id: uuid.UUID
     location_id: uuid.UUID
     kind: Literal["receipt", "adjustment"]
-    quantity: Quantity
+    quantity: Annotated[Quantity, Field(json_schema_extra={"not": {"const": 0}})]
     reason: Reason
     reference: Annotated[Text, Field(max_length=200)] | None = None
 

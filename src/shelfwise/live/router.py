@@ -40,10 +40,15 @@ from shelfwise.observability.metrics import (
 from shelfwise.observability.trace_events import batch_span
 
 router = APIRouter(prefix="/v1", tags=["live"])
+_CHANNEL = r"[a-z]+(?::[0-9A-Za-z-]+)?"
+CHANNEL_LIST_PATTERN = rf"^[\s,]*{_CHANNEL}(?:\s*,[\s,]*{_CHANNEL})*[\s,]*$"
 Channels = Annotated[
     list[str],
     Query(
-        description="stock, stock:<product_id>, orders, imports:<job_id>; repeat or comma-separate"
+        description="stock, stock:<product_id>, orders, imports:<job_id>; repeat or "
+        "comma-separate; at least one (an empty `channels=` is refused)",
+        min_length=1,
+        json_schema_extra={"items": {"type": "string", "pattern": CHANNEL_LIST_PATTERN}},
     ),
 ]
 Since = Annotated[int | None, Query(ge=0, description="Resume after this stream position")]

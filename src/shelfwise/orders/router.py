@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from shelfwise.http.deps import ClockDep, ContextDep, PagingDep, SessionDep
 from shelfwise.http.idempotency import (
-    IdempotencyKeyHeader,
+    RequiredIdempotencyKeyHeader,
     idempotent_request,
     render_model,
     respond,
@@ -61,7 +61,7 @@ async def place_order(
     principal: OrderWriter,
     request: Request,
     ctx: ContextDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    idempotency_key: RequiredIdempotencyKeyHeader = None,
 ) -> JSONResponse:
     idem = idempotent_request(request, principal, idempotency_key, body, _render, required=True)
     command = service.PlaceOrder(

@@ -19,7 +19,14 @@ class OrderLineIn(BaseModel):
 
 class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lines: Annotated[list[OrderLineIn], Field(min_length=1, max_length=MAX_LINES)]
+    lines: Annotated[
+        list[OrderLineIn],
+        Field(
+            min_length=1,
+            max_length=MAX_LINES,
+            description="One line per product (two for one product are refused: merge them).",
+        ),
+    ]
     location_id: uuid.UUID | None = Field(
         default=None,
         description="Serve every line from this location. Omitted: the single location "

@@ -23,6 +23,7 @@ from shelfwise.http.deps import ContextDep
 from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.uploads import service as images
 from shelfwise.uploads.models import ProductImage
+from shelfwise.uploads.storage import TYPES as IMAGE_TYPES
 from shelfwise.uploads.storage import ImageStore
 
 log = structlog.get_logger("shelfwise.uploads")
@@ -99,7 +100,18 @@ async def put_image(
     return ImageOut(product_id=product_id, url=_url(product_id, stored.sha256), **values)
 
 
-@router.get("/{product_id}/image", responses={304: {}, 404: {}})
+IMAGE_CONTENT = {t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}
+
+
+@router.get(
+    "/{product_id}/image",
+    response_class=Response,
+    responses={
+        200: {"description": "The image, in the type it was uploaded as", "content": IMAGE_CONTENT},
+        304: {"description": "Not modified (If-None-Match)"},
+        404: {},
+    },
+)
 async def get_image(
     product_id: uuid.UUID,
     request: Request,

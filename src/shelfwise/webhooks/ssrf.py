@@ -64,7 +64,10 @@ def refusal(address: IPAddress, allowed: Sequence[Network]) -> str | None:
 
 
 def split_url(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise UnsafeWebhookTarget("The URL cannot be parsed") from exc
     if parts.scheme not in ("http", "https"):
         raise UnsafeWebhookTarget("Only http and https URLs are allowed")
     if not parts.hostname:
@@ -78,6 +81,20 @@ def split_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
+def check_host_name(host: str) -> None:
+    """A host name must encode to a valid DNS name (IDNA): no empty label (`a..b`), no
+    label over 63 octets, at most 253 in all, nothing that the resolver cannot encode."""
+    try:
+        encoded = host.rstrip(".").encode("idna")
+    except UnicodeError as exc:
+        raise UnsafeWebhookTarget(f"The host {host!r} is not a valid DNS name") from exc
+    labels = encoded.split(b".")
+    if len(encoded) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+        raise UnsafeWebhookTarget(f"The host {host!r} is not a valid DNS name")
+    if any(byte < 0x21 or byte > 0x7E for byte in encoded):
+        raise UnsafeWebhookTarget(f"The host {host!r} is not a valid DNS name")
+
+
 async def resolve_target(url: str, allowed: Sequence[Network]) -> Target:
     """Resolve and check `url`'s host; raises `UnsafeWebhookTarget`."""
     scheme, host, port = split_url(url)
@@ -88,10 +105,13 @@ async def resolve_target(url: str, allowed: Sequence[Network]) -> Target:
     if literal is not None:
         addresses: tuple[IPAddress, ...] = (literal,)
     else:
+        check_host_name(host)
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError, ValueError) as exc:
+            # UnicodeError: the resolver's IDNA encoding refused the name; ValueError: a
+            # NUL byte. Both are the caller's URL, not our failure: a 422, never a 500.
             raise UnsafeWebhookTarget(f"The host {host!r} does not resolve") from exc
         addresses = tuple(
             dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
