@@ -20,7 +20,7 @@ export function metricValues(text, name) {
 const sum = (values) => Object.values(values).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
 
 function draw(svg, series) {
-  const max = Math.max(1, ...series);
+  const max = Math.max(1, 1.25 * Math.max(...series)); // headroom above the highest sample
   const step = 120 / (SAMPLES - 1);
   const offset = SAMPLES - series.length;
   const y = (v) => (30 - (28 * v) / max).toFixed(1);

@@ -60,6 +60,7 @@ export class OrdersPanel {
   }
 
   sayEmpty() {
+    $("orders").parentElement.hidden = this.rows.size === 0;
     if (this.rows.size > 0) this.say("");
     else if ($("orders-status").value) this.say("No orders with this status.");
     else this.say("No orders yet. New orders appear here as they are placed.");

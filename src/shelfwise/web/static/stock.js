@@ -90,6 +90,7 @@ export class StockPanel {
     $("stock-prev").disabled = this.cursors.length <= 1;
     $("stock-page").textContent = `Page ${this.cursors.length}`;
     const filtered = $("stock-q").value.trim() || $("stock-location").value || $("stock-low").checked;
+    $("stock").parentElement.hidden = body.data.length === 0;
     if (body.data.length === 0) {
       this.say(filtered ? "No stock matches these filters." : "No stock yet: receive some with the API or an import.");
     } else {
