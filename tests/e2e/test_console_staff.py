@@ -100,6 +100,10 @@ async def test_staff_work_stock_and_orders_in_the_console(
         ).to_be_visible()
         assert not [url for _, url in watched.statuses if "/v1/" in url]
         await sign_in(watched, staff["email"])
+        # The production cookie settings work over http://127.0.0.1 (a secure context).
+        cookies = {c["name"]: c for c in await page.context.cookies()}
+        assert cookies["__Host-session"]["secure"]
+        assert cookies["__Host-session"]["httpOnly"]
 
         # Stock by SKU, product name and location name; pages of 25; low stock marked.
         await expect(page.locator("#stock tbody tr")).to_have_count(25)
