@@ -44,10 +44,9 @@ class RequestTimeoutMiddleware:
         async def receive_tracked() -> Message:
             nonlocal reading_body
             reading_body = True
-            try:
-                return await receive()
-            finally:
-                reading_body = False
+            message = await receive()
+            reading_body = False  # not in a `finally`: a cancelled wait must stay True
+            return message
 
         try:
             async with asyncio.timeout(self.seconds):
