@@ -298,9 +298,18 @@ async def orders_part(
                         0
                     ]
                 )
-            drained = time.perf_counter() + 60
+            with psycopg.connect(url) as conn:
+                orders_total = int(
+                    conn.execute(
+                        "SELECT count(*) FROM outbox_events"
+                        " WHERE position > %s AND position <= %s AND type LIKE 'order.%%'",
+                        (start_position, end),
+                    ).fetchone()[0]
+                )
+            drained = time.perf_counter() + 90
             while time.perf_counter() < drained and (
                 max((p for p, _ in all_lags.values), default=0) < end
+                or sum(1 for p, _ in inbox_lags.values if p > start_position) < orders_total
             ):
                 await asyncio.sleep(0.1)
         finally:
@@ -315,6 +324,7 @@ async def orders_part(
         out["events_per_s"] = round(len(window) / args.duration, 1)
         out["lag_all_events_autoack"] = _summary(window)
         out["lag_inbox_consumer_order_events"] = _summary(inbox)
+        out["order_events_in_window"] = orders_total
         out["stream_end_position"] = end
         out["last_received_position"] = max((p for p, _ in all_lags.values), default=0)
     finally:
