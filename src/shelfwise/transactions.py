@@ -65,7 +65,7 @@ async def in_transaction(
                 await session.connection(execution_options={"isolation_level": isolation.value})
             return await work()
 
-    return await _retrying(once, use_case=use_case, attempts=attempts)
+    return await retrying(once, use_case=use_case, attempts=attempts)
 
 
 async def in_driver_transaction(
@@ -81,10 +81,10 @@ async def in_driver_transaction(
         async with pool.transaction() as conn:
             return await work(conn)
 
-    return await _retrying(once, use_case=use_case, attempts=attempts)
+    return await retrying(once, use_case=use_case, attempts=attempts)
 
 
-async def _retrying(once: Callable[[], Awaitable[T]], *, use_case: str, attempts: int) -> T:
+async def retrying(once: Callable[[], Awaitable[T]], *, use_case: str, attempts: int) -> T:
     for attempt in range(1, attempts + 1):
         try:
             return await once()

@@ -12,15 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Integer, String, any_, bindparam, cast, func, literal, select
-from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from shelfwise.catalog.models import Product
-from shelfwise.events.doorbell import outbox_written
-from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import Event, trace_context_value
-from shelfwise.inventory.models import StockLevel
+from shelfwise.events.outbox import Event
 
 
 class EventType(StrEnum):
@@ -36,48 +29,6 @@ class EventType(StrEnum):
     PRODUCT_DELETED = "product.deleted"
 
 
-async def stock_changed(
-    session: AsyncSession, level_ids: Iterable[int], *, cause: str, reference: str | None = None
-) -> None:
-    """One `stock.changed` per level, with the counters as they are now in this transaction.
-
-    Called after the UPDATEs, which hold the rows' locks until commit: the values read
-    here are exactly the values this transaction commits, and a later writer of the same
-    level inserts its event after ours (so per-level order survives into positions).
-    """
-    ids = sorted(set(level_ids))
-    if not ids:
-        return
-    payload = func.jsonb_build_object(
-        "stock_level_id", StockLevel.id,
-        "product_id", StockLevel.product_id,
-        "location_id", StockLevel.location_id,
-        "on_hand", StockLevel.on_hand,
-        "reserved", StockLevel.reserved,
-        "available", StockLevel.on_hand - StockLevel.reserved,
-        "level_version", StockLevel.version,
-        "cause", cause,
-        "reference", reference,
-    )  # fmt: skip
-    rows = (
-        select(
-            literal(EventType.STOCK_CHANGED.value),
-            literal("stock_level"),
-            cast(StockLevel.id, String),
-            payload,
-            literal(1, Integer),
-            trace_context_value(),
-        )
-        # One array parameter, not an IN list: the statement text (and its compiled
-        # form) stays the same for 1 level or 1,000 (an import batch).
-        .where(StockLevel.id == any_(bindparam("level_ids", ids, type_=ARRAY(BigInteger))))
-        .order_by(StockLevel.id)
-    )
-    columns = ["type", "aggregate_type", "aggregate_id", "payload", "version", "trace_context"]
-    await session.execute(insert(OutboxEvent).from_select(columns, rows))
-    outbox_written(session)
-
-
 def stock_changed_event(
     *,
     stock_level_id: int,
@@ -89,8 +40,8 @@ def stock_changed_event(
     cause: str,
     reference: str | None,
 ) -> Event:
-    """`stock.changed` from counters the caller already holds (an UPDATE's RETURNING);
-    the same payload `stock_changed` builds in SQL."""
+    """`stock.changed` for a level's counters as the writing transaction leaves them
+    (the only builder of this payload; `inventory/store.py` calls it)."""
     payload = {
         "stock_level_id": stock_level_id,
         "product_id": str(product_id),

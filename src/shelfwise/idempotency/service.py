@@ -77,14 +77,10 @@ async def run_idempotent(
     return await run_idempotent_on(await driver_connection(session), request, effect)
 
 
-async def run_idempotent_on(
-    conn: AsyncConnection[Any],
-    request: IdempotentRequest[T] | None,
-    effect: Callable[[], Awaitable[T]],
-) -> Outcome[T]:
-    """Run `effect` at most once per key. `conn` must be inside an open transaction."""
-    if request is None:
-        return Outcome(result=await effect(), replay=None)
+async def claim(conn: AsyncConnection[Any], request: IdempotentRequest[T]) -> StoredResponse | None:
+    """Take the key for this transaction: the stored response to replay, or None when the
+    effect is to run now (then `record` its response before commit). `conn` must be
+    inside an open transaction."""
     # Two statements, not one: the lookup's snapshot must be taken after the lock is
     # held, or a first request committing in between would go unseen.
     locked = await fetch_row(conn, TRY_LOCK, (request.principal + "\x1f" + request.key,))
@@ -94,18 +90,39 @@ async def run_idempotent_on(
             "Retry once the first request has finished", headers={"Retry-After": "1"}
         )
     existing = await fetch_row(conn, FIND, (request.principal, request.key))
-    if existing is not None:
-        fingerprint, status, body = existing
-        if fingerprint != request.fingerprint:
-            raise IdempotencyKeyReused("This key was used with a different request")
-        return Outcome(result=None, replay=StoredResponse(status, body))
-    result = await effect()
+    if existing is None:
+        return None
+    fingerprint, status, body = existing
+    if fingerprint != request.fingerprint:
+        raise IdempotencyKeyReused("This key was used with a different request")
+    return StoredResponse(status, body)
+
+
+async def record(
+    conn: AsyncConnection[Any], request: IdempotentRequest[T], result: T
+) -> StoredResponse:
+    """Store the response for `result` under the key, in the effect's own transaction."""
     stored = request.render(result)
     await conn.execute(
         RECORD,
         (request.principal, request.key, request.fingerprint, stored.status, Jsonb(stored.body)),
     )
-    return Outcome(result=result, replay=None, stored=stored)
+    return stored
+
+
+async def run_idempotent_on(
+    conn: AsyncConnection[Any],
+    request: IdempotentRequest[T] | None,
+    effect: Callable[[], Awaitable[T]],
+) -> Outcome[T]:
+    """Run `effect` at most once per key: `claim`, the effect, `record`."""
+    if request is None:
+        return Outcome(result=await effect(), replay=None)
+    replay = await claim(conn, request)
+    if replay is not None:
+        return Outcome(result=None, replay=replay)
+    result = await effect()
+    return Outcome(result=result, replay=None, stored=await record(conn, request, result))
 
 
 async def prune_idempotency_keys(session: AsyncSession, *, older_than: datetime) -> int:

@@ -11,7 +11,7 @@ half-written.
 Two phases around the product upsert, in the batch's one transaction:
 `check` (before) resolves location codes, creates missing levels of existing products and
 locks every level the batch touches in ascending id order (the lock order of every
-multi-level writer, see `inventory/reservations.py`), then refuses the rows it cannot
+multi-level writer, see `store/sql.py`), then refuses the rows it cannot
 apply; `write` (after) creates the levels of the new products and applies the rest. A
 handful of set-based statements per batch, whatever its size.
 """
@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.events.payloads import stock_changed
+from shelfwise.errors import InsufficientStock
 from shelfwise.imports.parser import BadRow, ImportRow
+from shelfwise.inventory import domain, store
+from shelfwise.inventory.domain import Counters
+from shelfwise.store.unit import borrowed_unit
 
 LOCATIONS_SQL = text("SELECT code, id FROM locations WHERE code = ANY(CAST(:codes AS text[]))")
 
@@ -49,25 +52,6 @@ LOCK_LEVELS_SQL = text(
     JOIN stock_levels s ON s.product_id = p.id AND s.location_id = v.location_id
     ORDER BY s.id
     FOR UPDATE OF s
-    """
-)
-
-# The levels are locked already: the UPDATE and its ledger rows in one statement.
-APPLY_SQL = text(
-    """
-    WITH moved AS (
-        UPDATE stock_levels s
-        SET on_hand = s.on_hand + v.delta, version = s.version + 1, updated_at = now()
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS integer[]),
-                    CAST(:reasons AS text[])) AS v(id, delta, reason)
-        WHERE s.id = v.id
-        RETURNING s.id, s.product_id, s.location_id, v.delta, v.reason
-    )
-    INSERT INTO stock_movements
-        (stock_level_id, product_id, location_id, kind, on_hand_delta, reason, reference,
-         actor_id)
-    SELECT id, product_id, location_id, 'adjustment', delta, reason, :reference, :actor_id
-    FROM moved ORDER BY id
     """
 )
 
@@ -103,8 +87,13 @@ async def _lock(session: AsyncSession, pairs: list[Pair]) -> dict[Pair, Level]:
 
 
 def _refusal(row: ImportRow, level: Level | None) -> str | None:
+    """The domain's answer to "set this level to the row's count", as a report line."""
     assert row.on_hand is not None
-    if level is not None and row.on_hand < level.reserved:
+    if level is None:
+        return None
+    try:
+        domain.set_on_hand(Counters(level.on_hand, level.reserved), row.on_hand)
+    except InsufficientStock:
         return (
             f"on_hand: {row.on_hand} is below the {level.reserved} units reserved "
             f"at location {row.location!r}"
@@ -153,27 +142,27 @@ async def write(
     if new:  # levels of products this batch created: nobody else can see them yet
         await session.execute(ENSURE_LEVELS_SQL, _pairs(new))
         levels.update(await _lock(session, new))
-    ids, deltas, reasons, late = [], [], [], []
+    late: list[BadRow] = []
+    targets: list[tuple[ImportRow, Level]] = []
     for row, pair in zip(stocked, pairs, strict=True):
-        level = levels[pair]
-        if (error := _refusal(row, level)) is not None:
+        if (error := _refusal(row, levels[pair])) is not None:
             # A product committed by someone else between `check` and the upsert, with
             # a reservation already: its product columns are written, its stock is not.
             late.append(BadRow(row.line, error))
-        elif (delta := int(row.on_hand or 0) - level.on_hand) != 0:
-            ids.append(level.id)
-            deltas.append(delta)
-            reasons.append(f"CSV import, line {row.line}")
-    if ids:
-        await session.execute(
-            APPLY_SQL,
-            {
-                "ids": ids,
-                "deltas": deltas,
-                "reasons": reasons,
-                "reference": reference,
-                "actor_id": actor_id,
-            },
+        else:
+            targets.append((row, levels[pair]))
+    if not targets:
+        return 0, late
+    # The stock writer (inventory/store.py) writes the counters, the ledger rows and the
+    # `stock.changed` events, in this transaction (the levels are locked already).
+    async with borrowed_unit(session) as unit:
+        edits = store.StockEdits(await store.lock(unit, {level.id for _, level in targets}))
+        for row, level in targets:
+            change = domain.set_on_hand(edits.current[level.id], int(row.on_hand or 0))
+            if change is not None:
+                reason = f"CSV import, line {row.line}"
+                edits.record(level.id, change, reason=reason, reference=reference)
+        written = await store.write(
+            unit, edits, cause="import", reference=reference, actor_id=actor_id
         )
-        await stock_changed(session, ids, cause="import", reference=reference)
-    return len(ids), late
+    return len(written.levels), late

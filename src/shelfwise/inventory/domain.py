@@ -56,6 +56,16 @@ class LevelKey:
 
 
 @dataclass(frozen=True, slots=True)
+class LevelAvailability:
+    """What one level can still promise (placement reads these to choose a location)."""
+
+    stock_level_id: int
+    product_id: uuid.UUID
+    location_id: uuid.UUID
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
 class Counters:
     on_hand: int
     reserved: int

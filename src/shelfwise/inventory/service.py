@@ -12,29 +12,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.catalog.models import Product
 from shelfwise.catalog.service import ProductNotFound
-from shelfwise.errors import AlreadyExists, InsufficientStock, InvalidCursor, NotFound
-from shelfwise.events.payloads import stock_changed
-from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent
+from shelfwise.errors import InsufficientStock, InvalidCursor
+from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent_on
+from shelfwise.inventory import domain, store
+from shelfwise.inventory.errors import LocationCodeTaken as LocationCodeTaken
+from shelfwise.inventory.errors import LocationNotFound as LocationNotFound
 from shelfwise.inventory.models import Location, MovementKind, StockLevel, StockMovement
+from shelfwise.inventory.store import LevelRow, MovementRow
 from shelfwise.observability.metrics import STOCK_ADJUSTMENTS
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
-
-
-class LocationNotFound(NotFound):
-    code = "location_not_found"
-    title = "Location not found"
-
-
-class LocationCodeTaken(AlreadyExists):
-    code = "location_code_taken"
-    title = "Location code already in use"
+from shelfwise.store.unit import UnitOfWork, run_unit
 
 
 def _int_key(after: tuple[str, ...] | None) -> int | None:
@@ -115,83 +107,46 @@ class Adjustment:
 
 @dataclass(frozen=True, slots=True)
 class AdjustmentResult:
-    movement: StockMovement
-    level: StockLevel
+    movement: MovementRow
+    level: LevelRow
 
 
-async def ensure_level(
-    session: AsyncSession, product_id: uuid.UUID, location_id: uuid.UUID
-) -> None:
-    if await session.scalar(select(Product.id).where(Product.id == product_id)) is None:
+async def ensure_level(unit: UnitOfWork, product_id: uuid.UUID, location_id: uuid.UUID) -> None:
+    """Create the level (0/0) unless it exists; the product and the location must."""
+    product_exists, location_exists = await store.ensure_level(unit, product_id, location_id)
+    if not product_exists:
         raise ProductNotFound(f"No product with id {product_id}")
-    if await session.scalar(select(Location.id).where(Location.id == location_id)) is None:
+    if not location_exists:
         raise LocationNotFound(f"No location with id {location_id}")
-    await session.execute(
-        pg_insert(StockLevel)
-        .values(product_id=product_id, location_id=location_id, on_hand=0, reserved=0)
-        .on_conflict_do_nothing(index_elements=["product_id", "location_id"])
-    )
+
+
+def refused_at(exc: InsufficientStock, **where: str) -> InsufficientStock:
+    """The domain's refusal, with which level it concerns added to each line."""
+    lines = [{**where, **line} for line in exc.extra.get("lines", [])]
+    return InsufficientStock(exc.detail, lines=lines)
 
 
 async def _apply_adjustment(
-    session: AsyncSession, change: Adjustment, actor_id: uuid.UUID | None
+    unit: UnitOfWork, change: Adjustment, actor_id: uuid.UUID | None
 ) -> AdjustmentResult:
-    await ensure_level(session, change.product_id, change.location_id)
-    level = (
-        await session.scalars(
-            update(StockLevel)
-            .where(
-                StockLevel.product_id == change.product_id,
-                StockLevel.location_id == change.location_id,
-                StockLevel.on_hand + change.quantity >= StockLevel.reserved,
-            )
-            .values(
-                on_hand=StockLevel.on_hand + change.quantity,
-                version=StockLevel.version + 1,
-                updated_at=func.now(),
-            )
-            .returning(StockLevel)
-            .execution_options(populate_existing=True)
+    await ensure_level(unit, change.product_id, change.location_id)
+    level = await store.lock_one_at(unit, change.product_id, change.location_id)
+    edits = store.StockEdits({level.id: level})
+    try:
+        edits.apply(
+            level.id,
+            lambda counters: domain.adjust(counters, change.quantity, change.kind),
+            reason=change.reason,
+            reference=change.reference,
         )
-    ).one_or_none()
-    if level is None:
-        current = await session.scalar(
-            select(StockLevel).where(
-                StockLevel.product_id == change.product_id,
-                StockLevel.location_id == change.location_id,
-            )
-        )
-        available = current.available if current else 0
-        raise InsufficientStock(
-            f"Cannot remove {-change.quantity} units: only {available} are not reserved",
-            lines=[
-                {
-                    "product_id": str(change.product_id),
-                    "location_id": str(change.location_id),
-                    "requested": -change.quantity,
-                    "available": available,
-                }
-            ],
-        )
-    movement = (
-        await session.scalars(
-            insert(StockMovement)
-            .values(
-                stock_level_id=level.id,
-                product_id=level.product_id,
-                location_id=level.location_id,
-                kind=change.kind.value,
-                on_hand_delta=change.quantity,
-                reserved_delta=0,
-                reason=change.reason,
-                reference=change.reference,
-                actor_id=actor_id,
-            )
-            .returning(StockMovement)
-        )
-    ).one()
-    await stock_changed(session, [level.id], cause=change.kind.value, reference=change.reference)
-    return AdjustmentResult(movement=movement, level=level)
+    except InsufficientStock as exc:
+        raise refused_at(
+            exc, product_id=str(change.product_id), location_id=str(change.location_id)
+        ) from None
+    written = await store.write(
+        unit, edits, cause=change.kind.value, reference=change.reference, actor_id=actor_id
+    )
+    return AdjustmentResult(movement=written.movements[0], level=written.levels[level.id])
 
 
 async def adjust_stock(
@@ -201,10 +156,12 @@ async def adjust_stock(
     actor_id: uuid.UUID | None,
     idempotency: IdempotentRequest[AdjustmentResult] | None = None,
 ) -> Outcome[AdjustmentResult]:
-    async with session.begin():
-        outcome = await run_idempotent(
-            session, idempotency, lambda: _apply_adjustment(session, change, actor_id)
+    async def work(unit: UnitOfWork) -> Outcome[AdjustmentResult]:
+        return await run_idempotent_on(
+            unit.conn, idempotency, lambda: _apply_adjustment(unit, change, actor_id)
         )
+
+    outcome = await run_unit(session, work, use_case="adjust_stock")
     if outcome.result is not None:
         STOCK_ADJUSTMENTS.labels(change.kind.value).inc()
     return outcome

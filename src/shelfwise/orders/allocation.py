@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from shelfwise.inventory.reservations import LevelAvailability
+from shelfwise.inventory.domain import LevelAvailability
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,92 +9,32 @@ under the lock.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.events.outbox import emit_all
-from shelfwise.events.payloads import order_event, stock_changed
-from shelfwise.inventory import reservations
-from shelfwise.inventory.models import MovementKind, StockLevel
-from shelfwise.inventory.reservations import LevelChange
+from shelfwise.inventory.models import StockLevel
 from shelfwise.observability.metrics import ORDER_TRANSITIONS, RESERVATIONS_EXPIRED
+from shelfwise.orders import store
+from shelfwise.orders.lifecycle import OrderAction
 from shelfwise.orders.models import Order, OrderLine, OrderStatus
-from shelfwise.transactions import in_transaction
+from shelfwise.store.unit import UnitOfWork, run_unit
 
 log = structlog.get_logger("shelfwise.orders.expiry")
 
 
-async def _expire_batch(session: AsyncSession, now: datetime, batch_size: int) -> int:
-    order_ids = list(
-        (
-            await session.scalars(
-                select(Order.id)
-                .where(Order.status == OrderStatus.RESERVED.value, Order.expires_at <= now)
-                .order_by(Order.expires_at)
-                .limit(batch_size)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+async def _expire_batch(unit: UnitOfWork, now: datetime, batch_size: int) -> int:
+    orders = await store.lock_expired(unit, now, batch_size)
+    # One `move` for the whole batch: its levels are locked in ascending id across every
+    # order of the batch, so the global lock order holds here too.
+    await store.move(
+        unit, orders, OrderAction.EXPIRE, now=now, actor_id=None, stock_reference="expiry"
     )
-    if not order_ids:
-        return 0
-    lines = (
-        await session.execute(
-            select(
-                OrderLine.order_id,
-                OrderLine.stock_level_id,
-                OrderLine.product_id,
-                OrderLine.location_id,
-                OrderLine.quantity,
-            ).where(OrderLine.order_id.in_(order_ids))
-        )
-    ).all()
-    by_order: dict[uuid.UUID, list[LevelChange]] = {}
-    for line in lines:
-        by_order.setdefault(line.order_id, []).append(
-            LevelChange(line.stock_level_id, line.product_id, line.location_id, 0, -line.quantity)
-        )
-    # apply_changes sums per level and updates in ascending level id: lock order holds
-    # across the whole batch, not just within one order.
-    await reservations.apply_changes(
-        session, [change for changes in by_order.values() for change in changes]
-    )
-    for order_id, changes in by_order.items():
-        await reservations.record_movements(
-            session,
-            changes,
-            kind=MovementKind.RELEASE,
-            reason="reservation expired",
-            order_id=order_id,
-        )
-    expired = await session.execute(
-        update(Order)
-        .where(Order.id.in_(order_ids))
-        .values(status=OrderStatus.EXPIRED.value, version=Order.version + 1, updated_at=now)
-        .returning(
-            Order.id,
-            Order.status,
-            Order.currency,
-            Order.total_minor,
-            Order.expires_at,
-            Order.placed_by_user_id,
-            Order.placed_by_api_key_id,
-        )
-    )
-    await stock_changed(
-        session, {line.stock_level_id for line in lines}, cause="release", reference="expiry"
-    )
-    await emit_all(
-        session,
-        [order_event(row, [line for line in lines if line.order_id == row.id]) for row in expired],
-    )
-    return len(order_ids)
+    return len(orders)
 
 
 async def expire_reservations(
@@ -103,8 +43,10 @@ async def expire_reservations(
     """Expire every reservation due at `now`; returns how many orders this call expired."""
     total = 0
     while True:
-        expired = await in_transaction(
-            session, lambda: _expire_batch(session, now, batch_size), use_case="expire_reservations"
+        expired = await run_unit(
+            session,
+            lambda unit: _expire_batch(unit, now, batch_size),
+            use_case="expire_reservations",
         )
         if not expired:
             break

@@ -32,12 +32,13 @@ from shelfwise.errors import InsufficientStock
 from shelfwise.events.outbox import Event
 from shelfwise.events.payloads import EventType, order_payload, stock_changed_event
 from shelfwise.identity.principal import Principal, PrincipalKind
-from shelfwise.inventory.reservations import LevelAvailability
-from shelfwise.inventory.service import LocationNotFound
+from shelfwise.inventory.domain import LevelAvailability
+from shelfwise.inventory.errors import LocationNotFound
 from shelfwise.observability.tracing import ORDER_ID, annotate
 from shelfwise.orders.allocation import Candidate, best_availability, candidate_locations
 from shelfwise.orders.errors import MixedCurrencies, UnknownProducts
 from shelfwise.orders.models import OrderStatus
+from shelfwise.store.unit import UnitOfWork
 
 # The one-line fast path: reserve at (product, location) if enough is unreserved.
 RESERVE_AT_LOCATION = """\
@@ -144,7 +145,7 @@ class _Reserved:
 
 
 async def place(
-    conn: AsyncConnection[Any],
+    unit: UnitOfWork,
     quantities: dict[uuid.UUID, int],
     location_id: uuid.UUID | None,
     *,
@@ -153,12 +154,15 @@ async def place(
 ) -> PlacedOrder:
     """Reserve every line at one location and write the order. Runs inside an open
     transaction on `conn`; raises (and the caller rolls back) when nothing can be placed."""
+    conn = unit.conn
     reserved = None
     if location_id is not None and len(quantities) == 1:
         reserved = await _reserve_one(conn, quantities, location_id)
     if reserved is None:
         reserved = await _reserve_general(conn, quantities, location_id)
-    return await _write(conn, reserved, placer=placer, expires_at=expires_at)
+    placed = await _write(conn, reserved, placer=placer, expires_at=expires_at)
+    unit.mark_events_written()  # WRITE_ORDER inserted them: the unit wakes the relay
+    return placed
 
 
 async def _reserve_one(

@@ -23,8 +23,8 @@ from shelfwise.identity.principal import Principal
 from shelfwise.identity.scopes import Scope
 from shelfwise.orders import service
 from shelfwise.orders.models import Order, OrderStatus
-from shelfwise.orders.placement import PlacedOrder
 from shelfwise.orders.schemas import OrderIn, OrderOut
+from shelfwise.orders.service import OrderRow, PlacedOrder
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 PRIVATE = "private, no-store"
@@ -34,7 +34,7 @@ OrderWriter = Annotated[Principal, Depends(require_scope(Scope.ORDERS_WRITE))]
 OrderManager = Annotated[Principal, Depends(require_scope(Scope.ORDERS_MANAGE))]
 
 
-def _out(order: Order | PlacedOrder) -> OrderOut:
+def _out(order: Order | OrderRow | PlacedOrder) -> OrderOut:
     return OrderOut.model_validate(order)
 
 

@@ -12,33 +12,26 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
-from typing import Any
 
-from psycopg import AsyncConnection
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from shelfwise.driverpool import DriverPool
 from shelfwise.errors import InsufficientStock, InvalidCursor
 from shelfwise.events.doorbell import Doorbell
-from shelfwise.events.outbox import emit_all
-from shelfwise.events.payloads import order_event, stock_changed
-from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent_on
+from shelfwise.idempotency.service import IdempotentRequest, Outcome, claim, record
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
-from shelfwise.inventory import reservations
-from shelfwise.inventory.models import MovementKind
-from shelfwise.inventory.reservations import LevelChange
 from shelfwise.observability.metrics import ORDER_TRANSITIONS, ORDERS_PLACED
-from shelfwise.orders import placement
-from shelfwise.orders.errors import InvalidTransition, OrderNotFound, ReservationExpired
-from shelfwise.orders.models import Order, OrderLine, OrderStatus
-from shelfwise.orders.placement import PlacedOrder
+from shelfwise.orders import placement, store
+from shelfwise.orders.errors import OrderNotFound
+from shelfwise.orders.lifecycle import TARGET, OrderAction
+from shelfwise.orders.models import Order, OrderStatus
+from shelfwise.orders.placement import PlacedOrder as PlacedOrder
+from shelfwise.orders.store import OrderRow as OrderRow
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
-from shelfwise.transactions import in_driver_transaction, in_transaction
+from shelfwise.store.unit import UnitOfWork, run_unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +71,26 @@ async def place_order(
     Expiry needs no job per order: the minute sweep releases it, and confirming refuses
     it from `expires_at` on."""
 
-    async def attempt(conn: AsyncConnection[Any]) -> Outcome[PlacedOrder]:
-        effect = partial(
-            placement.place,
-            conn,
+    async def work(unit: UnitOfWork) -> Outcome[PlacedOrder]:
+        # Top to bottom, in one transaction: claim the key (or replay), place, record.
+        if idempotency is not None and (replay := await claim(unit.conn, idempotency)):
+            return Outcome(result=None, replay=replay)
+        placed = await placement.place(
+            unit,
             command.quantities,
             command.location_id,
             placer=placer,
             expires_at=now + reservation_ttl,
         )
-        return await run_idempotent_on(conn, idempotency, effect)
+        stored = await record(unit.conn, idempotency, placed) if idempotency else None
+        return Outcome(result=placed, replay=None, stored=stored)
 
     try:
-        outcome = await in_driver_transaction(driver, attempt, use_case="place_order")
+        # The unit wakes the relay after the commit (only if events were written).
+        outcome = await run_unit(driver, work, use_case="place_order", doorbell=doorbell)
     except InsufficientStock:
         ORDERS_PLACED.labels("insufficient_stock").inc()
         raise
-    if outcome.replay is None:
-        doorbell.ring()  # committed events: wake the relay (events/doorbell.py)
     ORDERS_PLACED.labels("replayed" if outcome.replay else "reserved").inc()
     return outcome
 
@@ -143,134 +138,47 @@ async def list_orders(
 # -- transitions -------------------------------------------------------------------------
 
 
-async def _lock_order(session: AsyncSession, order_id: uuid.UUID, actor: Principal) -> Order:
-    stmt = _visible_to(select(Order), actor).where(Order.id == order_id).with_for_update()
-    order = await session.scalar(stmt)
-    if order is None:
-        raise OrderNotFound(f"No order with id {order_id}")
-    lines = (
-        await session.scalars(
-            select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.id)
-        )
-    ).all()
-    set_committed_value(order, "lines", list(lines))
-    return order
-
-
-def _require_status(order: Order, target: OrderStatus, *allowed: OrderStatus) -> None:
-    if order.status not in allowed:
-        raise InvalidTransition(
-            f"Cannot move an order from {order.status} to {target.value}",
-            current_status=order.status,
-            target_status=target.value,
-        )
-
-
-def _line_changes(order: Order, *, on_hand_sign: int, reserved_sign: int) -> list[LevelChange]:
-    return [
-        LevelChange(
-            line.stock_level_id,
-            line.product_id,
-            line.location_id,
-            on_hand_delta=on_hand_sign * line.quantity,
-            reserved_delta=reserved_sign * line.quantity,
-        )
-        for line in order.lines
-    ]
-
-
-async def _move_stock(
-    session: AsyncSession,
-    order: Order,
-    changes: list[LevelChange],
-    *,
-    kind: MovementKind,
-    reason: str,
-    actor: Principal,
-) -> None:
-    await reservations.apply_changes(session, changes)
-    await reservations.record_movements(
-        session, changes, kind=kind, reason=reason, order_id=order.id, actor_id=actor.user_id
-    )
-    await stock_changed(
-        session,
-        [c.stock_level_id for c in changes],
-        cause=kind.value,
-        reference=f"order:{order.id}",
-    )
-
-
-def _set_status(order: Order, status: OrderStatus, now: datetime) -> None:
-    order.status = status.value
-    order.version += 1
-    order.updated_at = now
-    ORDER_TRANSITIONS.labels(status.value).inc()
+def _owner(principal: Principal) -> store.Owner:
+    """Object-level authorization for writes, as `_visible_to` for reads."""
+    if sees_all_orders(principal):
+        return store.Owner()
+    if principal.kind is PrincipalKind.API_KEY:
+        return store.Owner(api_key_id=principal.id)
+    return store.Owner(user_id=principal.id)
 
 
 async def _transition(
-    session: AsyncSession, order_id: uuid.UUID, actor: Principal, now: datetime, target: OrderStatus
-) -> Order:
-    async def work() -> Order:
-        order = await _lock_order(session, order_id, actor)
-        if target is OrderStatus.CONFIRMED:
-            _require_status(order, target, OrderStatus.RESERVED)
-            if order.expires_at <= now:
-                raise ReservationExpired(
-                    "The reservation expired; place the order again",
-                    expired_at=order.expires_at.isoformat(),
-                )
-            # Reserved units leave the building: both counters drop.
-            await _move_stock(
-                session,
-                order,
-                _line_changes(order, on_hand_sign=-1, reserved_sign=-1),
-                kind=MovementKind.COMMIT,
-                reason="order confirmed",
-                actor=actor,
-            )
-        elif target is OrderStatus.CANCELLED:
-            _require_status(order, target, OrderStatus.RESERVED, OrderStatus.CONFIRMED)
-            if order.status == OrderStatus.RESERVED:
-                await _move_stock(
-                    session,
-                    order,
-                    _line_changes(order, on_hand_sign=0, reserved_sign=-1),
-                    kind=MovementKind.RELEASE,
-                    reason="order cancelled",
-                    actor=actor,
-                )
-            else:
-                await _move_stock(
-                    session,
-                    order,
-                    _line_changes(order, on_hand_sign=1, reserved_sign=0),
-                    kind=MovementKind.RECEIPT,
-                    reason="restock: confirmed order cancelled",
-                    actor=actor,
-                )
-        else:
-            _require_status(order, target, OrderStatus.CONFIRMED)
-        _set_status(order, target, now)
-        await session.flush()
-        await emit_all(session, [order_event(order, order.lines)])
-        return order
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    actor: Principal,
+    now: datetime,
+    action: OrderAction,
+) -> OrderRow:
+    async def work(unit: UnitOfWork) -> OrderRow:
+        order = await store.lock_order(unit, order_id, _owner(actor))
+        if order is None:
+            raise OrderNotFound(f"No order with id {order_id}")
+        (moved,) = await store.move(unit, [order], action, now=now, actor_id=actor.user_id)
+        return moved
 
-    return await in_transaction(session, work, use_case=f"order_{target.value}")
+    order = await run_unit(session, work, use_case=f"order_{TARGET[action].value}")
+    ORDER_TRANSITIONS.labels(order.status).inc()
+    return order
 
 
 async def confirm_order(
     session: AsyncSession, order_id: uuid.UUID, *, actor: Principal, now: datetime
-) -> Order:
-    return await _transition(session, order_id, actor, now, OrderStatus.CONFIRMED)
+) -> OrderRow:
+    return await _transition(session, order_id, actor, now, OrderAction.CONFIRM)
 
 
 async def cancel_order(
     session: AsyncSession, order_id: uuid.UUID, *, actor: Principal, now: datetime
-) -> Order:
-    return await _transition(session, order_id, actor, now, OrderStatus.CANCELLED)
+) -> OrderRow:
+    return await _transition(session, order_id, actor, now, OrderAction.CANCEL)
 
 
 async def fulfil_order(
     session: AsyncSession, order_id: uuid.UUID, *, actor: Principal, now: datetime
-) -> Order:
-    return await _transition(session, order_id, actor, now, OrderStatus.FULFILLED)
+) -> OrderRow:
+    return await _transition(session, order_id, actor, now, OrderAction.FULFIL)

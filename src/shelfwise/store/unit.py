@@ -1,0 +1,142 @@
+"""The unit of work of the inventory core: one transaction on one psycopg connection.
+
+`run_unit(source, work, use_case=...)` opens a transaction, hands `work` a `UnitOfWork`,
+and commits only if `work` returned. Around it:
+
+- the connection comes from the driver pool (`DriverPool`), or is the one under a
+  SQLAlchemy session (`AsyncSession`) for callers that still hold one: either way the
+  statements run on psycopg itself, with the SQL named in `store/sql.py`;
+- serialization failures and deadlocks are retried from the start
+  (`transactions.retrying`), with backoff and full jitter;
+- a lost connection becomes `DatabaseUnavailable` (503 with Retry-After at the HTTP
+  edge) at the connection's own door (`DriverPool.connection`, the engine's handler in
+  `db.py`, both through `availability.py`): not wrapped a second time here;
+- events are buffered by `emit` and written with one INSERT just before COMMIT, in the
+  order emitted; an event type that is not an `EventType` is refused at `emit` (it would
+  otherwise reach no consumer);
+- after the commit (never after a rollback) the process's doorbell wakes the relay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shelfwise.db import driver_connection
+from shelfwise.driverpool import DriverPool
+from shelfwise.events.doorbell import DOORBELL, Doorbell, outbox_written
+from shelfwise.events.outbox import Event
+from shelfwise.events.payloads import EventType
+from shelfwise.store import sql
+from shelfwise.transactions import retrying
+
+T = TypeVar("T")
+Source = DriverPool | AsyncSession
+KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
+
+
+class UnknownEventType(ValueError):
+    """An event type missing from `EventType` (and docs/events.md): a programming error."""
+
+
+@dataclass
+class UnitOfWork:
+    conn: AsyncConnection[Any]
+    pending: list[Event] = field(default_factory=list)
+    wrote_events: bool = False
+
+    def emit(self, *events: Event) -> None:
+        for event in events:
+            if event.type not in KNOWN_EVENT_TYPES:
+                raise UnknownEventType(f"{event.type!r} is not an EventType (events/payloads.py)")
+        self.pending.extend(events)
+
+    def mark_events_written(self) -> None:
+        """For a statement that wrote its events itself (placement's WRITE_ORDER)."""
+        self.wrote_events = True
+
+    async def flush(self) -> None:
+        """Write the buffered events (one statement), in the order they were emitted."""
+        if not self.pending:
+            return
+        events, self.pending = self.pending, []
+        await self.conn.execute(
+            sql.INSERT_EVENTS,
+            {
+                "types": [e.type for e in events],
+                "aggregate_types": [e.aggregate_type for e in events],
+                "aggregate_ids": [e.aggregate_id for e in events],
+                "payloads": [Jsonb(e.payload) for e in events],
+                "versions": [e.version for e in events],
+                "trace_contexts": [
+                    Jsonb(e.trace_context) if e.trace_context else None for e in events
+                ],
+            },
+        )
+        self.wrote_events = True
+
+
+@asynccontextmanager
+async def _transaction(source: Source) -> AsyncIterator[AsyncConnection[Any]]:
+    if isinstance(source, DriverPool):
+        async with source.transaction() as conn:
+            yield conn
+    else:
+        async with source.begin():
+            yield await driver_connection(source)
+
+
+@asynccontextmanager
+async def unit_of_work(
+    source: Source, *, doorbell: Doorbell | None = None
+) -> AsyncIterator[UnitOfWork]:
+    """One transaction, no retries (for callers that own their retry policy)."""
+    async with _transaction(source) as conn:
+        unit = UnitOfWork(conn)
+        yield unit
+        await unit.flush()
+    if unit.wrote_events:
+        _ring(source, doorbell)
+
+
+@asynccontextmanager
+async def borrowed_unit(session: AsyncSession) -> AsyncIterator[UnitOfWork]:
+    """A unit of work inside a transaction the session's owner opened and will commit
+    (an import batch). Its events are written at the end of the block; the session's
+    commit wakes the relay (`events/doorbell.py`'s after-commit hook)."""
+    unit = UnitOfWork(await driver_connection(session))
+    yield unit
+    await unit.flush()
+    if unit.wrote_events:
+        outbox_written(session)
+
+
+def _ring(source: Source, doorbell: Doorbell | None) -> None:
+    if doorbell is None and isinstance(source, AsyncSession):
+        found = source.info.get(DOORBELL)
+        doorbell = found if isinstance(found, Doorbell) else None
+    if doorbell is not None:
+        doorbell.ring()  # no doorbell (a CLI tool): the relay's poll picks the events up
+
+
+async def run_unit(
+    source: Source,
+    work: Callable[[UnitOfWork], Awaitable[T]],
+    *,
+    use_case: str,
+    doorbell: Doorbell | None = None,
+    attempts: int = 5,
+) -> T:
+    """`work` in a unit of work, retried from the start on 40001/40P01."""
+
+    async def once() -> T:
+        async with unit_of_work(source, doorbell=doorbell) as unit:
+            return await work(unit)
+
+    return await retrying(once, use_case=use_case, attempts=attempts)
