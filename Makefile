@@ -29,6 +29,7 @@ cluster: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench migrations
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # layer contracts: [tool.importlinter] in pyproject.toml
 
 test: install lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
