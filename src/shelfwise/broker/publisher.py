@@ -221,8 +221,9 @@ class BrokerPublisher:
             FETCH_SQL, {"after": self.position, "limit": self._config.batch_size}
         )
         rows = [OutboxRow(*row) for row in await cur.fetchall()]
-        if rows and rows[0].position != self.position + 1:
+        if rows and self.position and rows[0].position != self.position + 1:
             # Pruned before they were published (broker down longer than the retention).
+            # Position 0 is a first start: beginning at the oldest retained event is normal.
             log.error(
                 "broker_stream_gap",
                 alert=True,
