@@ -368,6 +368,7 @@ def _raise_open_files_limit(wanted: int) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    from shelfwise.http.server_protocol import ShelfwiseHttpToolsProtocol
     # uvicorn drains on SIGTERM, then re-raises the signal. Under the default disposition
     # that kills the process (exit 143) and skips atexit handlers, such as the one that
     # stops the embedded PostgreSQL. A drained server exits normally instead.
@@ -380,7 +381,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, plus a header deadline (slowloris), a header size limit and
+        # problem+json parser errors: see http/server_protocol.py.
+        http=ShelfwiseHttpToolsProtocol,
         access_log=False,
         # The app applies X-Forwarded-* itself, from `trusted_proxies` only; uvicorn's
         # own handling would trust 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind our back.

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # connections: a worker holding 5,000 subscribers needs more than that.
     server_limit_concurrency: int = Field(default=10_000, ge=1)
     server_backlog: int = Field(default=2048, ge=1)
+    # A connection's request headers must be complete within this (slowloris), else 408;
+    # and may not exceed this many bytes (request line included), else 431.
+    server_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    server_max_header_bytes: int = Field(default=16_384, ge=1024)
     # Python's young-generation GC threshold for API processes (CPython's default: 700).
     gc_gen0_threshold: int = Field(default=20_000, ge=100)
     request_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -36,6 +36,12 @@ HTTP_REJECTED_BODIES = Counter(
     "shelfwise_http_body_too_large_total",
     "Requests refused because the body exceeded the limit.",
 )
+HTTP_PARSER_REFUSALS = Counter(
+    "shelfwise_http_connections_refused_total",
+    "Connections answered by the server protocol itself and closed: header_timeout, "
+    "headers_too_large, malformed_request.",
+    ["reason"],
+)
 UNHANDLED_ERRORS = Counter(
     "shelfwise_unhandled_errors_total",
     "Exceptions that reached the error handler unmapped (answered as 500).",
