@@ -13,13 +13,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from shelfwise.catalog.errors import ProductNotFound as ProductNotFound
 from shelfwise.catalog.models import Product
 from shelfwise.catalog.schemas import ProductSort
 from shelfwise.driverpool import DriverPool
-from shelfwise.errors import AlreadyExists, Conflict, InvalidCursor, NotFound, VersionMismatch
+from shelfwise.errors import AlreadyExists, Conflict, InvalidCursor, VersionMismatch
 from shelfwise.events.outbox import emit_all
 from shelfwise.events.payloads import EventType, product_deleted, product_event
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
+from shelfwise.uploads.service import detach_image
 
 
 class SkuTaken(AlreadyExists):
@@ -30,11 +32,6 @@ class SkuTaken(AlreadyExists):
 class ProductInUse(Conflict):
     code = "product_in_use"
     title = "Product has stock history"
-
-
-class ProductNotFound(NotFound):
-    code = "product_not_found"
-    title = "Product not found"
 
 
 # sort -> (column, parse cursor value, descending?)
@@ -154,7 +151,7 @@ async def update_product(
     stmt = (
         update(Product)
         .where(*conditions)
-        .values(**changes, version=Product.version + 1, updated_at=func.now())
+        .values(**changes, version=Product.version + 1, updated_at=func.clock_timestamp())
         .returning(Product)
         .execution_options(populate_existing=True)
     )
@@ -179,8 +176,6 @@ async def delete_product(
 ) -> str | None:
     """Returns the content hash of the product's image, if it had one: its file is to be
     released (`uploads.service.release_image`) now that the deletion has committed."""
-    from shelfwise.uploads.service import detach_image  # uploads imports catalog
-
     conditions = [Product.id == product_id]
     if expected_version is not None:
         conditions.append(Product.version == expected_version)

@@ -16,7 +16,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.catalog.service import ProductNotFound
+from shelfwise.catalog.errors import ProductNotFound
 from shelfwise.errors import InsufficientStock, InvalidCursor
 from shelfwise.idempotency.service import IdempotentRequest, Outcome, run_idempotent_on
 from shelfwise.inventory import domain, store

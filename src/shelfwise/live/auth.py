@@ -12,8 +12,6 @@ WebSocket hijacking) or with an access token in their first message.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import structlog
 from starlette.requests import HTTPConnection
@@ -23,14 +21,10 @@ from shelfwise.identity import authenticate as identity
 from shelfwise.identity.authenticate import Refused
 from shelfwise.identity.dependencies import SESSION_COOKIE
 from shelfwise.identity.principal import Principal
+from shelfwise.live.credentials import Credential as Credential
+from shelfwise.live.credentials import Reauthorization as Reauthorization
 
 log = structlog.get_logger("shelfwise.live")
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    kind: Literal["bearer", "session"]
-    value: str
 
 
 def credential_of(connection: HTTPConnection) -> Credential | None:
@@ -63,53 +57,6 @@ async def authenticate(ctx: AppContext, credential: Credential) -> Principal | N
             return None
         outcome = await identity.user_principal(ctx, record.user_id, session_id=record.id)
     return None if isinstance(outcome, Refused) else outcome
-
-
-class Revocable(Protocol):
-    def close(self, reason: str) -> None: ...
-
-
-class Reauthorization:
-    """Open connections grouped by credential; each credential is checked at most once
-    per `interval` (on a `sweep`), and a refused one closes all of its connections with
-    reason `revoked`. A connection's credential was checked when it connected, so a new
-    credential starts its interval then."""
-
-    def __init__(self, check: Callable[[Credential], Awaitable[bool]], *, interval: float):
-        self._check = check
-        self.interval = interval
-        self._open: dict[Credential, set[Revocable]] = {}
-        self._checked_at: dict[Credential, float] = {}
-
-    def watch(self, credential: Credential, connection: Revocable, *, now: float) -> None:
-        self._open.setdefault(credential, set()).add(connection)
-        self._checked_at.setdefault(credential, now)
-
-    def unwatch(self, credential: Credential, connection: Revocable) -> None:
-        connections = self._open.get(credential)
-        if connections is not None:
-            connections.discard(connection)
-            if not connections:
-                del self._open[credential]
-                self._checked_at.pop(credential, None)
-
-    async def sweep(self, *, now: float) -> int:
-        """Check every credential whose last check is `interval` old; returns how many."""
-        due = [c for c, at in self._checked_at.items() if now - at >= self.interval]
-        for credential in due:
-            try:
-                allowed = await self._check(credential)
-            except Exception as exc:  # e.g. the database is down: keep them, retry next sweep
-                log.warning("live_recheck_failed", error=type(exc).__name__)
-                continue
-            if allowed:
-                if credential in self._checked_at:
-                    self._checked_at[credential] = now
-                continue
-            self._checked_at.pop(credential, None)
-            for connection in self._open.pop(credential, set()):
-                connection.close("revoked")
-        return len(due)
 
 
 def recheck_for(ctx: AppContext) -> Callable[[Credential], Awaitable[bool]]:

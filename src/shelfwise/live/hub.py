@@ -50,8 +50,8 @@ from shelfwise.live.subscription import Closed, Subscription
 from shelfwise.observability.metrics import LIVE_RESUMES
 from shelfwise.observability.trace_events import batch_span
 
-if TYPE_CHECKING:  # live.auth needs the app context, which needs this module
-    from shelfwise.live.auth import Credential, Reauthorization
+if TYPE_CHECKING:
+    from shelfwise.live.credentials import Credential, Reauthorization
 
 __all__ = ["Closed", "Hub", "Reset", "Subscription", "lag_seconds"]
 

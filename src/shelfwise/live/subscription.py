@@ -21,7 +21,7 @@ from shelfwise.live.channels import ChannelSet, matches
 from shelfwise.observability.metrics import LIVE_SLOW_DISCONNECTS
 
 if TYPE_CHECKING:
-    from shelfwise.live.auth import Credential
+    from shelfwise.live.credentials import Credential
 
 log = structlog.get_logger("shelfwise.live")
 

@@ -21,8 +21,8 @@ from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.catalog.errors import ProductNotFound
 from shelfwise.catalog.models import Product
-from shelfwise.catalog.service import ProductNotFound
 from shelfwise.uploads.models import ProductImage
 from shelfwise.uploads.storage import ImageStore, Staged, Stored
 
