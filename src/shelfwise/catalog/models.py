@@ -43,4 +43,5 @@ class Product(Base):
     )
     version: Mapped[int] = mapped_column(server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())
-    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # clock_timestamp(), as created_at: now() is the transaction start, before it.
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.clock_timestamp())

@@ -137,7 +137,7 @@ UPSERT_PRODUCTS_SQL = text(
         ON CONFLICT (sku) DO UPDATE SET
             name = excluded.name, description = excluded.description,
             category = excluded.category, price_minor = excluded.price_minor,
-            currency = excluded.currency, version = p.version + 1, updated_at = now()
+            currency = excluded.currency, version = p.version + 1, updated_at = clock_timestamp()
         WHERE (p.name, p.description, p.category, p.price_minor, p.currency)
             IS DISTINCT FROM (excluded.name, excluded.description, excluded.category,
                               excluded.price_minor, excluded.currency)
