@@ -159,6 +159,11 @@ def guard_engine(engine: AsyncEngine, breaker: DatabaseBreaker) -> None:
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: ExceptionContext) -> BaseException | None:
+        # A task cancelled mid-query (shutdown, timeouts) also invalidates the connection
+        # (`is_disconnect`); its CancelledError must propagate, not become "database
+        # unavailable": swallowed, the task would never stop (an instance hung on SIGTERM).
+        if not isinstance(context.original_exception, Exception):
+            return None
         if context.is_pre_ping or not (
             context.is_disconnect or is_connection_failure(context.original_exception)
         ):
