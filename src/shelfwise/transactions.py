@@ -13,15 +13,13 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 import structlog
-from psycopg import AsyncConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.driverpool import DriverPool
 from shelfwise.observability.metrics import TX_RETRIES
 
 T = TypeVar("T")
@@ -64,22 +62,6 @@ async def in_transaction(
             if isolation is not Isolation.READ_COMMITTED:
                 await session.connection(execution_options={"isolation_level": isolation.value})
             return await work()
-
-    return await retrying(once, use_case=use_case, attempts=attempts)
-
-
-async def in_driver_transaction(
-    pool: DriverPool,
-    work: Callable[[AsyncConnection[Any]], Awaitable[T]],
-    *,
-    use_case: str,
-    attempts: int = 5,
-) -> T:
-    """The same, at READ COMMITTED, on a psycopg connection of the driver pool."""
-
-    async def once() -> T:
-        async with pool.transaction() as conn:
-            return await work(conn)
 
     return await retrying(once, use_case=use_case, attempts=attempts)
 

@@ -21,7 +21,6 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.db import driver_connection
 from shelfwise.driverpool import fetch_row
 from shelfwise.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from shelfwise.idempotency.models import IdempotencyRecord
@@ -64,17 +63,6 @@ RECORD = (
     "INSERT INTO idempotency_keys (principal, key, fingerprint, response_status, response_body)"
     " VALUES (%s, %s, %s, %s, %s)"
 )
-
-
-async def run_idempotent(
-    session: AsyncSession,
-    request: IdempotentRequest[T] | None,
-    effect: Callable[[], Awaitable[T]],
-) -> Outcome[T]:
-    """`run_idempotent_on` in the session's open transaction."""
-    if request is None:
-        return Outcome(result=await effect(), replay=None)
-    return await run_idempotent_on(await driver_connection(session), request, effect)
 
 
 async def claim(conn: AsyncConnection[Any], request: IdempotentRequest[T]) -> StoredResponse | None:
