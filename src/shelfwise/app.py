@@ -50,6 +50,7 @@ from shelfwise.db import Database, libpq_url, open_database
 from shelfwise.driverpool import DriverPool
 from shelfwise.embedded import start_embedded
 from shelfwise.http.cors import ProblemCORSMiddleware
+from shelfwise.http.docs import install_docs
 from shelfwise.http.limits import BodySizeLimitMiddleware
 from shelfwise.http.observe import AccessLogMiddleware, MetricsMiddleware
 from shelfwise.http.openapi import install_problem_docs
@@ -252,6 +253,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         title="Shelfwise",
         version=__version__,
         summary="Real-time inventory and orders. Errors are RFC 9457 problem+json.",
+        docs_url=None,  # http/docs.py: Swagger UI from a pinned package, not a CDN
         lifespan=lifespan,
         middleware=[
             Middleware(StreamSendMiddleware),
@@ -297,6 +299,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     install_problem_handlers(app)
     install_problem_docs(app)
+    install_docs(app)
     app.include_router(ops_router)
     app.include_router(identity_router)
     app.include_router(users_router)
