@@ -38,7 +38,7 @@ from shelfwise.cluster.supervisor import Child, Supervisor
 from shelfwise.cluster.topology import Topology, TopologyOptions, build_topology, required_binaries
 from tests.support import require_binary
 
-READY_TIMEOUT = 60.0  # five Python processes starting at once on a busy 2-core box
+READY_TIMEOUT = 90.0  # five Python processes starting at once on a busy 2-core box (load 7 seen)
 
 # Settings every test cluster gets (a test's own `app_env` wins).
 TEST_APP_ENV = {

@@ -23,6 +23,9 @@ from shelfwise.cluster.supervisor import ChildSpec, Probe
 from shelfwise.cluster.tls import ensure_self_signed
 from shelfwise.db import libpq_url
 
+# How long one readiness probe waits for its answer (a busy 2-core box: seconds).
+PROBE_SECONDS = 5.0
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -109,7 +112,7 @@ def tcp_probe(port: int, *, send: bytes = b"", expect: bytes = b"") -> Probe:
             if send:
                 writer.write(send)
                 await writer.drain()
-                return expect in await asyncio.wait_for(reader.readline(), 2.0)
+                return expect in await asyncio.wait_for(reader.readline(), PROBE_SECONDS)
             return True
         except (OSError, TimeoutError):
             return False
