@@ -68,8 +68,12 @@ def _hasher(settings: Settings) -> PasswordHasher:
 
 
 @app.command()
-def migrate(revision: str = "head") -> None:
-    """Apply database migrations (to the latest by default)."""
+def migrate(
+    revision: Annotated[
+        str, typer.Argument(help="Alembic revision to upgrade to (e.g. 0009_broker)")
+    ] = "head",
+) -> None:
+    """Apply database migrations (to the latest by default): `shelfwise migrate [REV]`."""
     from shelfwise.migrate import upgrade
 
     settings = load_settings()
