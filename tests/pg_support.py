@@ -31,6 +31,10 @@ BIN = (
 SYSTEM_USER = "pgserver"  # what pgserver itself runs as under root
 
 
+class PostgresCommandFailed(RuntimeError):
+    """initdb or pg_ctl failed; the message carries its stderr and the server log's tail."""
+
+
 class DisposablePostgres:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -49,9 +53,13 @@ class DisposablePostgres:
         options: dict[str, Any] = {}
         if os.geteuid() == 0:
             options["user"] = SYSTEM_USER
-        subprocess.run(
-            args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options
-        )
+        done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options)
+        if done.returncode != 0:
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            stderr = done.stderr.decode(errors="replace")
+            raise PostgresCommandFailed(
+                f"{Path(args[0]).name} exited {done.returncode}: {stderr}{log}"
+            )
 
     def init(self) -> None:
         if os.geteuid() == 0:
@@ -122,11 +130,19 @@ def disposable_postgres() -> Iterator[DisposablePostgres]:
     server = DisposablePostgres(root)
     try:
         server.init()
-        server.start()
+        for attempt in range(3):
+            try:
+                server.start()
+                break
+            except PostgresCommandFailed:
+                # The free port may have been taken by someone else meanwhile: another.
+                if attempt == 2:
+                    raise
+                server.port = free_port()
         yield server
     finally:
         if server.running():
             # Already gone is fine: the directory goes anyway.
-            with contextlib.suppress(subprocess.CalledProcessError):
+            with contextlib.suppress(PostgresCommandFailed):
                 server.stop_immediately()
         shutil.rmtree(root, ignore_errors=True)

@@ -141,9 +141,10 @@ class Follower:
 
 
 def cli(env: dict[str, str], workdir: Path, *args: str) -> None:
-    subprocess.run(
-        [str(SHELFWISE), *args], cwd=workdir, env=env, check=True, capture_output=True, timeout=60
+    done = subprocess.run(
+        [str(SHELFWISE), *args], cwd=workdir, env=env, capture_output=True, timeout=60
     )
+    assert done.returncode == 0, f"shelfwise {' '.join(args)}: {done.stderr.decode()[-3000:]}"
 
 
 class Processes:
