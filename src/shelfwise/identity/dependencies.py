@@ -30,13 +30,14 @@ from shelfwise.http.deps import ContextDep
 from shelfwise.http.ratelimit import Policy, client_ip, refuse, remember
 from shelfwise.identity import authenticate
 from shelfwise.identity.authenticate import Refused
+from shelfwise.identity.credentials import SESSION_COOKIE as SESSION_COOKIE
+from shelfwise.identity.credentials import credential_of
 from shelfwise.identity.csrf import check_csrf
 from shelfwise.identity.models import Role
 from shelfwise.identity.principal import Principal
 from shelfwise.identity.scopes import Scope
 from shelfwise.observability.metrics import AUTH_FAILURES
 
-SESSION_COOKIE = "__Host-session"
 REFRESH_COOKIE = "__Host-refresh"
 
 bearer = HTTPBearer(auto_error=False, description="JWT access token or API key")
@@ -79,22 +80,23 @@ async def _from_session_cookie(request: Request, ctx: AppContext, token: str) ->
 
 async def get_principal(
     request: Request,
-    credentials: BearerDep,
-    cookie: SessionCookieDep,
+    _bearer: BearerDep,  # declared for OpenAPI's security schemes; read by credential_of
+    _cookie: SessionCookieDep,
     ctx: ContextDep,
 ) -> Principal:
     # No session dependency: a JWT or a browser session is checked without the ORM (one
     # read-pool statement), so most requests never build a Session they do not use.
-    if credentials is not None:
-        principal = await _accepted(
-            request, ctx, await authenticate.from_bearer(ctx, credentials.credentials)
-        )
-    elif cookie:
-        principal = await _from_session_cookie(request, ctx, cookie)
-    else:
+    credential = credential_of(request)  # the parser every transport shares
+    if credential is None:
         raise await _failure(
             request, ctx, "missing", "Send Authorization: Bearer <token or API key>, or sign in"
         )
+    if credential.kind == "bearer":
+        principal = await _accepted(
+            request, ctx, await authenticate.from_bearer(ctx, credential.value)
+        )
+    else:
+        principal = await _from_session_cookie(request, ctx, credential.value)
     if ctx.settings.rate_limit_enabled:
         decision = await ctx.limiter.hit(ctx.policies.authenticated, principal.key)
         remember(request.scope, decision)

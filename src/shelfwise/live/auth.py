@@ -15,25 +15,18 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from shelfwise.context import AppContext
+from shelfwise.http.ratelimit import Decision, client_ip
 from shelfwise.identity import authenticate as identity
 from shelfwise.identity.authenticate import Refused
-from shelfwise.identity.dependencies import SESSION_COOKIE
+from shelfwise.identity.credentials import credential_of as credential_of
 from shelfwise.identity.principal import Principal
 from shelfwise.live.credentials import Credential as Credential
 from shelfwise.live.credentials import Reauthorization as Reauthorization
 
 log = structlog.get_logger("shelfwise.live")
-
-
-def credential_of(connection: HTTPConnection) -> Credential | None:
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return Credential("bearer", token.strip())
-    cookie = connection.cookies.get(SESSION_COOKIE)
-    return Credential("session", cookie) if cookie else None
 
 
 def same_origin(connection: HTTPConnection, trusted: list[str]) -> bool:
@@ -57,6 +50,14 @@ async def authenticate(ctx: AppContext, credential: Credential) -> Principal | N
             return None
         outcome = await identity.user_principal(ctx, record.user_id, session_id=record.id)
     return None if isinstance(outcome, Refused) else outcome
+
+
+async def connect_decision(ctx: AppContext, scope: Scope) -> Decision | None:
+    """The one connect limit of every live transport (SSE, long-poll, WebSocket):
+    reconnect storms get `policies.live_connect` per client IP. None when limits are off."""
+    if not ctx.settings.rate_limit_enabled:
+        return None
+    return await ctx.limiter.hit(ctx.policies.live_connect, client_ip(scope))
 
 
 def recheck_for(ctx: AppContext) -> Callable[[Credential], Awaitable[bool]]:

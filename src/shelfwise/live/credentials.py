@@ -8,18 +8,13 @@ must not need the context or the cycle `context -> hub -> auth -> context` comes
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import structlog
 
+from shelfwise.identity.credentials import Credential as Credential
+
 log = structlog.get_logger("shelfwise.live")
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    kind: Literal["bearer", "session"]
-    value: str
 
 
 class Revocable(Protocol):

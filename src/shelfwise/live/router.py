@@ -24,9 +24,9 @@ from shelfwise.context import AppContext
 from shelfwise.errors import PositionTooOld, Unavailable
 from shelfwise.events.outbox import PublishedEvent
 from shelfwise.http.deps import ContextDep
-from shelfwise.http.ratelimit import client_ip, refuse, remember
+from shelfwise.http.ratelimit import refuse, remember
 from shelfwise.identity.dependencies import CurrentPrincipal
-from shelfwise.live.auth import credential_of
+from shelfwise.live.auth import connect_decision, credential_of
 from shelfwise.live.channels import authorize, parse_channels
 from shelfwise.live.hub import Closed, Hub, Reset, Subscription, lag_seconds
 from shelfwise.live.streaming import EventStreamResponse
@@ -83,8 +83,8 @@ def _hub(ctx: AppContext) -> Hub:
 
 async def _limit_connects(request: Request, ctx: AppContext) -> None:
     """Reconnect storms: a client may open only so many streams per minute."""
-    if ctx.settings.rate_limit_enabled:
-        decision = await ctx.limiter.hit(ctx.policies.live_connect, client_ip(request.scope))
+    decision = await connect_decision(ctx, request.scope)
+    if decision is not None:
         remember(request.scope, decision)
         if not decision.allowed:
             raise refuse(decision)
