@@ -84,7 +84,9 @@ from shelfwise.live.hub import Hub
 from shelfwise.live.router import router as live_router
 from shelfwise.live.streaming import StreamSendMiddleware
 from shelfwise.live.ws import router as live_ws_router
+from shelfwise.observability.debug_router import router as debug_router
 from shelfwise.observability.logging import configure_logging
+from shelfwise.observability.loop import LoopWatch
 from shelfwise.observability.metrics import INSTANCE_INFO
 from shelfwise.observability.trace_http import RequestIdSpanMiddleware
 from shelfwise.observability.tracing import configure_tracing
@@ -156,6 +158,8 @@ def build_context(
         max_size=settings.db_pool_size,
         timeout=settings.db_pool_timeout_seconds,
         prepare=not settings.db_transaction_pooling,
+        slow_statement_ms=settings.db_slow_statement_ms,
+        held_warn_seconds=settings.db_connection_held_warn_seconds,
         breaker=db.breaker,  # one view per process of whether the database is up
     )
     return AppContext(
@@ -222,6 +226,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ctx.hub = await start_hub(ctx, database_url=ctx_url)
         ctx.hub.listeners.append(ctx.catalog_cache.on_event)
         undrain = on_drain(ctx.hub.drain)
+        loop_watch = LoopWatch.from_settings(settings)  # lag metric, event_loop_blocked
+        loop_watch.start()
         # What start-up built lives as long as the process: keep it out of the collector's
         # full passes. Each re-scanned those ~180,000 objects (~120 ms here); with
         # thousands of open streams a full pass already takes ~0.6 s and stalls the loop.
@@ -240,6 +246,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             undrain()
+            await loop_watch.stop()
             await ctx.hub.stop()
             await ctx.driver.close()
             await ctx.db.dispose()
@@ -308,6 +315,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(orders_router)
     app.include_router(jobs_router)
     app.include_router(jobs_admin_router)
+    app.include_router(debug_router)
     app.include_router(live_router)
     app.include_router(live_ws_router)
     app.include_router(webhooks_router)

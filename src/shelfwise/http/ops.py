@@ -14,6 +14,7 @@ from shelfwise.broker.status import broker_status
 from shelfwise.http.deps import ContextDep
 from shelfwise.jobs.observe import refresh_queue_gauges
 from shelfwise.migrate import current_revisions, head_revisions
+from shelfwise.observability.activity import refresh_database_gauges
 from shelfwise.observability.metrics import DB_POOL_CHECKED_OUT
 from shelfwise.shared_state import REDIS_DOWN
 
@@ -82,6 +83,9 @@ async def metrics(request: Request, ctx: ContextDep) -> Response:
     try:
         async with ctx.db.sessions() as session:
             await refresh_queue_gauges(session)
+            await refresh_database_gauges(
+                session, long_after_seconds=ctx.settings.db_long_transaction_seconds
+            )
     except Exception:  # noqa: S110 (a scrape still answers with the process's own metrics)
         pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

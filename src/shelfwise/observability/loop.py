@@ -4,7 +4,8 @@ A coroutine on the loop sleeps `sample_seconds` over and over; how late it wakes
 loop's lag (`shelfwise_event_loop_lag_seconds`), and each wake-up is a heartbeat. A
 *thread* — which keeps running while the loop is stuck — checks the heartbeat; when it
 is older than `blocked_after`, it reads the loop thread's current frame
-(`sys._current_frames()`) and logs `event_loop_blocked` with that stack, once per stall.
+(`sys._current_frames()`) and logs `event_loop_blocked` with that stack — at the
+threshold, then each time the stall doubles.
 The innermost frames are the blocking code itself: a `time.sleep`, a CPU-bound loop,
 a synchronous driver call inside `async def`.
 
@@ -87,13 +88,18 @@ class LoopWatch:
 
     def _watch(self) -> None:
         check_every = min(self.blocked_after / 4, 0.25)
-        reported_beat: float | None = None
+        stall_beat: float | None = None
+        next_report = self.blocked_after
         while not self._stopped.wait(check_every):
             beat = self._beat
             stalled = time.monotonic() - beat - self.sample_seconds
-            if stalled < self.blocked_after or beat == reported_beat:
+            if beat != stall_beat:  # a new heartbeat: any earlier stall is over
+                stall_beat, next_report = beat, self.blocked_after
+            if stalled < next_report:
                 continue
-            reported_beat = beat  # once per stall: the next report needs a new heartbeat
+            # Reported at the threshold, then each time the stall doubles: a long stall
+            # is seen again with its stack by then, and the log stays bounded (log2).
+            next_report = stalled * 2
             self._report(stalled)
 
     def _report(self, stalled: float) -> None:
