@@ -28,6 +28,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from shelfwise.context import AppContext
@@ -45,6 +46,7 @@ from shelfwise.observability.metrics import (
     LIVE_EVENTS_SENT,
     LIVE_FANOUT_LATENCY,
 )
+from shelfwise.observability.trace_events import batch_span
 
 router = APIRouter()
 _SENT = LIVE_EVENTS_SENT.labels("ws")
@@ -187,11 +189,20 @@ class _Connection:
             if not events:
                 continue  # heartbeat: uvicorn sends transport-level pings itself
             frames = [self.hub.encoded(event, "ws", _ws_frame) for event in events]
-            if self.batch:  # one message, one socket write, per wake-up
-                await self.ws.send_text(f'{{"type":"events","events":[{",".join(frames)}]}}')
-            else:
-                for frame in frames:
-                    await self.ws.send_text(frame)
+            # With tracing on, a span of the connection's linked to each event's writer.
+            with batch_span(
+                "live send",
+                events,
+                destination="ws",
+                operation="send",
+                kind=SpanKind.PRODUCER,
+                root=False,
+            ):
+                if self.batch:  # one message, one socket write, per wake-up
+                    await self.ws.send_text(f'{{"type":"events","events":[{",".join(frames)}]}}')
+                else:
+                    for frame in frames:
+                        await self.ws.send_text(frame)
             _SENT.inc(len(events))
             _LATENCY.observe(self.hub.lag_seconds(events[0]))
 
