@@ -11,7 +11,7 @@ from shelfwise.context import AppContext
 from shelfwise.errors import NotFound
 from shelfwise.http.deps import ClockDep, ContextDep, HasherDep, SessionDep
 from shelfwise.http.ratelimit import client_ip
-from shelfwise.identity import refresh, service
+from shelfwise.identity import refresh, service, signin
 from shelfwise.identity.csrf import CsrfFailed, csrf_token
 from shelfwise.identity.dependencies import (
     REFRESH_COOKIE,
@@ -22,7 +22,6 @@ from shelfwise.identity.dependencies import (
     RefreshLimit,
     RegisterLimit,
 )
-from shelfwise.identity.models import User
 from shelfwise.identity.principal import PrincipalKind
 from shelfwise.identity.schemas import (
     ApiKeyCreatedOut,
@@ -85,18 +84,15 @@ def _meta(request: Request) -> tuple[str, str]:
     return request.headers.get("user-agent", ""), client_ip(request.scope)
 
 
-async def _authenticate(body: LoginIn, session: SessionDep, ctx: AppContext) -> User:
-    throttle = LoginThrottle(
+def _throttle(ctx: AppContext) -> LoginThrottle:
+    return LoginThrottle(
         ctx.limiter, ctx.policies.login_failures, enabled=ctx.settings.rate_limit_enabled
     )
-    await throttle.check(body.email)
-    try:
-        return await service.authenticate(
-            session, ctx.hasher, email=body.email, password=body.password
-        )
-    except service.InvalidCredentials:
-        await throttle.failed(body.email)
-        raise
+
+
+def _client(request: Request) -> signin.Client:
+    agent, ip = _meta(request)
+    return signin.Client(user_agent=agent, ip=ip)
 
 
 # -- registration and token sign-in ------------------------------------------------------
@@ -119,13 +115,19 @@ async def login(
 ) -> TokenPairOut:
     """Token sign-in: a short-lived access token and a rotating refresh token."""
     _check_origin(request, ctx)  # before any work: a refused login leaves no family behind
-    user = await _authenticate(body, session, ctx)
-    now = ctx.clock.now()
-    access, expires_at = ctx.tokens.issue(user_id=user.id, role=user.role, now=now)
-    agent, ip = _meta(request)
-    _, refresh_token = await refresh.start_family(
-        session, user_id=user.id, now=now, policy=ctx.refresh_policy, user_agent=agent, ip=ip
+    signed_in = await signin.sign_in_with_tokens(
+        session,
+        email=body.email,
+        password=body.password,
+        client=_client(request),
+        now=ctx.clock.now(),
+        hasher=ctx.hasher,
+        throttle=_throttle(ctx),
+        tokens=ctx.tokens,
+        refresh_policy=ctx.refresh_policy,
     )
+    access, expires_at = signed_in.access_token, signed_in.access_expires_at
+    refresh_token = signed_in.refresh_token
     _no_store(response)
     out = TokenPairOut(
         access_token=access, expires_in=int(ctx.tokens.ttl.total_seconds()), expires_at=expires_at
@@ -216,26 +218,32 @@ async def sign_in(
     """Session sign-in for the dashboard: sets the `__Host-session` cookie. A session the
     browser already had is ended first (the id is never reused: no session fixation)."""
     _check_origin(request, ctx)
-    user = await _authenticate(body, session, ctx)
     now = ctx.clock.now()
-    previous = request.cookies.get(SESSION_COOKIE)
-    if previous and (old := await ctx.session_store.resolve(previous, now=now)):
-        await ctx.session_store.revoke(old.id, user_id=None, reason="rotated", now=now)
-    agent, ip = _meta(request)
-    token, record = await ctx.session_store.create(user.id, now=now, user_agent=agent, ip=ip)
+    signed_in = await signin.sign_in_with_session(
+        session,
+        email=body.email,
+        password=body.password,
+        previous_token=request.cookies.get(SESSION_COOKIE),
+        client=_client(request),
+        now=now,
+        hasher=ctx.hasher,
+        throttle=_throttle(ctx),
+        sessions=ctx.session_store,
+        csrf_secret=ctx.settings.session_secret.get_secret_value().encode(),
+    )
+    record = signed_in.record
     _set_cookie(
         response,
         SESSION_COOKIE,
-        token,
+        signed_in.session_token,
         same_site="lax",
         ctx=ctx,
         max_age=int((record.absolute_expires_at - now).total_seconds()),
     )
     _no_store(response)
-    secret = ctx.settings.session_secret.get_secret_value().encode()
     return SessionOut(
-        user=UserOut.model_validate(user),
-        csrf_token=csrf_token(secret, record.id),
+        user=UserOut.model_validate(signed_in.user),
+        csrf_token=signed_in.csrf_token,
         expires_at=record.absolute_expires_at,
     )
 
