@@ -131,6 +131,8 @@ def settings(database_url: str) -> Settings:
         # Several test processes may share one server (max_connections=100).
         db_pool_size=10,
         db_max_overflow=15,
+        # A profile sleeps for its `seconds`: keep fuzzed requests (schemathesis) short.
+        debug_profile_max_seconds=1,
     )
 
 

@@ -20,7 +20,7 @@ from pyinstrument import Profiler
 from pyinstrument.renderers import SpeedscopeRenderer
 
 from shelfwise.context import AppContext
-from shelfwise.errors import Conflict, InvalidInput, NotFound
+from shelfwise.errors import Conflict, NotFound
 from shelfwise.http.deps import ContextDep
 from shelfwise.http.ratelimit import Policy
 from shelfwise.identity.dependencies import Admin, route_limit
@@ -115,9 +115,10 @@ async def profile(
     seconds: Annotated[float, Query(gt=0, le=300, description="How long to sample")] = 5.0,
     output: Annotated[ProfileFormat, Query(alias="format")] = ProfileFormat.HTML,
 ) -> Response:
-    """A pyinstrument sampling profile of this process's event loop for `seconds`."""
-    if seconds > ctx.settings.debug_profile_max_seconds:
-        raise InvalidInput(f"seconds must be at most {ctx.settings.debug_profile_max_seconds}")
+    """A pyinstrument sampling profile of this process's event loop for `seconds`
+    (at most `debug_profile_max_seconds`; the `X-Profile-Seconds` header says how long)."""
+    # Cut to the configured maximum rather than refused: the schema cannot know the setting.
+    seconds = min(seconds, float(ctx.settings.debug_profile_max_seconds))
     if _profiling.locked():
         raise Conflict("A profile is already being taken in this process")
     async with _profiling:
@@ -129,10 +130,11 @@ async def profile(
             await asyncio.sleep(seconds)
         finally:
             profiler.stop()
+    headers = {**PRIVATE, "X-Profile-Seconds": f"{seconds:g}"}
     if output is ProfileFormat.SPEEDSCOPE:
         return Response(
             profiler.output(SpeedscopeRenderer()),
             media_type="application/json",
-            headers=PRIVATE,
+            headers=headers,
         )
-    return HTMLResponse(profiler.output_html(), headers=PRIVATE)
+    return HTMLResponse(profiler.output_html(), headers=headers)
