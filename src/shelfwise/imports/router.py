@@ -14,11 +14,9 @@ from starlette.requests import ClientDisconnect
 from shelfwise.http.deps import ContextDep
 from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.identity.scopes import Scope
-from shelfwise.imports.service import IMPORT_TASK
+from shelfwise.imports import start
 from shelfwise.imports.upload import EmptyImport, check_import_request
-from shelfwise.jobs.defer import defer_in_transaction
 from shelfwise.jobs.schemas import JobOut
-from shelfwise.jobs.service import get_job
 from shelfwise.uploads.storage import IncompleteUpload, UploadTooLarge
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
@@ -82,22 +80,12 @@ async def start_import(
     path = await stream_to_file(
         request, ctx.settings.data_dir / "imports", ctx.settings.import_max_bytes
     )
-    try:
-        async with ctx.db.sessions() as session, session.begin():
-            job_id = await defer_in_transaction(
-                session,
-                IMPORT_TASK,
-                {
-                    "file": path.name,
-                    "stock_allowed": Scope.STOCK_WRITE in writer.scopes,
-                    "actor_id": str(writer.user_id) if writer.user_id else None,
-                },
-            )
-    except BaseException:
-        await anyio.Path(path).unlink(missing_ok=True)
-        raise
-    async with ctx.db.sessions() as session:
-        job = await get_job(session, job_id)
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    job = await start.start_import(
+        ctx.db.sessions,
+        path,
+        stock_allowed=Scope.STOCK_WRITE in writer.scopes,
+        actor_id=writer.user_id,
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
     response.headers["Cache-Control"] = "private, no-store"
     return JobOut.of(job)
