@@ -1248,21 +1248,6 @@ pm.test('the new order is listed', () => pm.expect(body.data.map((o) => o.id)).t
         "method": "GET",
         "path": "/v1/orders/{{orderId}}",
         "auth": "otherToken",
-        "pre": """
-// The new customer's token from the auth folder may have been used up by then: log in.
-pm.sendRequest({
-  url: pm.variables.replaceIn('{{baseUrl}}/v1/auth/login'),
-  method: 'POST',
-  header: {'Content-Type': 'application/json'},
-  body: {mode: 'raw', raw: JSON.stringify({
-    email: pm.variables.replaceIn('newman-{{run}}@example.com'),
-    password: pm.variables.replaceIn('newman-{{run}}-long-passphrase'),
-  })},
-}, (err, res) => {
-  pm.test('the other customer logs in', () => pm.expect(res.code).to.eql(200));
-  pm.collectionVariables.set('otherToken', res.json().access_token);
-});
-""",
         "test": "problem(404, /not_found$/);",
     },
     {

@@ -167,6 +167,10 @@ async def test_postman_collection_passes_against_a_served_process(
     assert report_path.exists(), output + completed.stderr.decode(errors="replace")
     report = json.loads(report_path.read_text())
     stats = report["run"]["stats"]
+    print(  # the figures a reviewer wants in the log (pytest -s / -rA)
+        f"newman: {stats['requests']['total']} requests, "
+        f"{stats['assertions']['total']} assertions, {stats['assertions']['failed']} failed"
+    )
     assert failures(report) == [], output
     assert stats["requests"]["failed"] == 0, output
     assert stats["assertions"]["failed"] == 0, output
