@@ -128,7 +128,8 @@ async def test_cors_allows_only_listed_origins_with_credentials(
         refused = await client.options(
             "/v1/products", headers={"Origin": OTHER_ORIGIN, **preflight_headers}
         )
-        assert refused.status_code == 400
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "cors_refused"  # a problem, like every refusal
         # Without Access-Control-Allow-Origin the browser refuses the request (Starlette
         # still sends its fixed Allow-Credentials on a refused preflight; inert alone).
         assert "access-control-allow-origin" not in refused.headers
