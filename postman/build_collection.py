@@ -182,6 +182,8 @@ def environment() -> dict[str, Any]:
         # A receiver the server may call: on a staging system, a real public URL (the
         # SSRF guard refuses private addresses unless webhook_allowed_networks admits them).
         "webhookUrl": "http://127.0.0.1:9/shelfwise-hook",
+        # An origin listed in the server's cors_origins (empty: CORS is off there).
+        "corsOrigin": "https://console.shelfwise.example",
     }
     return {
         "name": "Shelfwise (local demo)",

@@ -1797,6 +1797,68 @@ pm.test('RateLimit-Policy and RateLimit', () => {
 
 CONTRACT: list[Spec] = [
     {
+        "name": "CORS preflight from a listed origin",
+        "method": "OPTIONS",
+        "path": "/v1/products/{{productId}}",
+        "headers": {
+            "Origin": "{{corsOrigin}}",
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, content-type, if-match",
+        },
+        "test": """
+const origin = pm.variables.get('corsOrigin');
+if (origin) {
+  status(200);
+  pm.test('the origin is allowed', () => pm.expect(header('Access-Control-Allow-Origin')).to.eql(origin));
+  pm.test('PATCH and If-Match are allowed', () => {
+    pm.expect(header('Access-Control-Allow-Methods')).to.include('PATCH');
+    pm.expect(header('Access-Control-Allow-Headers').toLowerCase()).to.include('if-match');
+  });
+} else {
+  pm.test('no corsOrigin set: CORS is off, the preflight is refused', () => pm.expect(pm.response.code).to.be.oneOf([403, 405]));
+}
+""",
+    },
+    {
+        "name": "CORS preflight from an unlisted origin → refused cleanly",
+        "method": "OPTIONS",
+        "path": "/v1/products",
+        "headers": {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        "test": """
+pm.test('403 (405 where CORS is off)', () => pm.expect(pm.response.code).to.be.oneOf([403, 405]));
+pm.test('no Access-Control-Allow-Origin', () => pm.expect(header('Access-Control-Allow-Origin')).to.be.undefined);
+""",
+    },
+    {
+        "name": "The API docs work offline (no CDN assets)",
+        "method": "GET",
+        "path": "/docs",
+        "test": """
+status(200);
+pm.test('an HTML page', () => pm.expect(header('Content-Type')).to.match(/^text\\/html/));
+pm.test('every script and stylesheet is served by Shelfwise', () => {
+  const assets = pm.response.text().match(/(?:src|href)="[^"]+"/g) || [];
+  pm.expect(assets.length).to.be.above(0);
+  assets.forEach((a) => pm.expect(a).to.not.match(/="(https?:)?\\/\\//));
+});
+""",
+    },
+    {
+        "name": "A NUL byte in a name → 422, never a 5xx",
+        "method": "POST",
+        "path": "/v1/products",
+        "auth": "staffToken",
+        "json": {"sku": "NMN-" + RUN, "name": "nul\u0000byte", "price_minor": 1, "currency": "EUR"},
+        "test": "problem(422, 'validation_failed');",
+    },
+    {
+        "name": "Register at a special-use domain → 422",
+        "method": "POST",
+        "path": "/v1/auth/register",
+        "json": {"email": "newman-" + RUN + "@shop.local", "password": NEW_PASSWORD},
+        "test": "problem(422, 'validation_failed');",
+    },
+    {
         "name": "An unknown path → 404 problem",
         "method": "GET",
         "path": "/v1/no-such-thing",

@@ -74,6 +74,8 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
         "SHELFWISE_LIVE_RECHECK_SECONDS": "1",
         # The environment's webhook receiver is on 127.0.0.1 (never called: no worker).
         "SHELFWISE_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        # The environment's `corsOrigin`, for the preflight requests.
+        "SHELFWISE_CORS_ORIGINS": '["https://console.shelfwise.example"]',
     }
 
 
