@@ -17,6 +17,9 @@ from shelfwise.events.outbox import Event
 
 
 class EventType(StrEnum):
+    """Every event type Shelfwise writes (docs/events.md). The unit of work refuses any
+    other (`store/unit.py`): add the type here first."""
+
     STOCK_CHANGED = "stock.changed"
     STOCK_LOW = "stock.low"
     ORDER_RESERVED = "order.reserved"
@@ -27,6 +30,8 @@ class EventType(StrEnum):
     PRODUCT_CREATED = "product.created"
     PRODUCT_UPDATED = "product.updated"
     PRODUCT_DELETED = "product.deleted"
+    IMPORT_PROGRESS = "import.progress"
+    WEBHOOK_DISABLED = "webhook.disabled"
 
 
 def stock_changed_event(
