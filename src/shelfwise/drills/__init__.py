@@ -1,0 +1,2 @@
+"""Drills: make one classic failure happen on a local Shelfwise and show its signal
+(`shelfwise drill --list`, docs/drills.md)."""
