@@ -21,6 +21,7 @@ from rich.console import Console
 
 from shelfwise.config import Settings, load_settings
 from shelfwise.db import Database, open_database
+from shelfwise.drills.command import drill
 from shelfwise.embedded import start_embedded
 from shelfwise.identity.models import Role
 from shelfwise.identity.passwords import PasswordHasher
@@ -472,3 +473,4 @@ app.add_typer(db_app, name="db")  # shelfwise db top
 
 if __name__ == "__main__":
     app()
+app.command("drill")(drill)  # shelfwise drill NAME | --list (docs/drills.md)

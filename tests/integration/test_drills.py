@@ -21,7 +21,8 @@ async def test_the_drill_shows_its_signal(name: str, settings: Settings) -> None
     started = time.monotonic()
     outcome = await run_drill(DRILLS[name], settings, quick=True)
     assert outcome.seen, f"{name}: {outcome.signal} did not appear: {outcome.evidence}"
-    assert outcome.look_at and outcome.fix
+    assert outcome.look_at
+    assert outcome.fix
     assert time.monotonic() - started < QUICK_BUDGET_SECONDS
 
 

@@ -12,7 +12,7 @@ from shelfwise.drills.system import DrillSystem
 
 
 async def nightly_price_report_blocking(seconds: float) -> None:
-    time.sleep(seconds)  # the bug: a synchronous call on the event loop's thread
+    time.sleep(seconds)  # noqa: ASYNC251 the bug on purpose: a synchronous call on the loop
 
 
 async def nightly_price_report_fixed(seconds: float) -> None:
