@@ -34,8 +34,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from shelfwise.context import AppContext
+from shelfwise.app import build_context
+from shelfwise.clock import SystemClock
+from shelfwise.config import Settings
 from shelfwise.db import libpq_url
+from shelfwise.http.ratelimit import RateLimiter
 from shelfwise.identity.models import Role
 from tests.live_support import sse_events, take
 from tests.redis_support import free_port
@@ -182,11 +185,9 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_one_order_is_followed_through_its_traces(
-    database_url: str, workdir: Path, ctx: AppContext
+    database_url: str, workdir: Path, settings: Settings
 ) -> None:
-    admin = await make_user(ctx, Role.ADMIN)
-    token, _ = ctx.tokens.issue(user_id=admin["id"], role="admin", now=datetime.now(UTC))
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = await _admin_headers(settings, database_url)
     with ExitStack() as cleanup:
         endpoint, collector = cleanup.enter_context(otlp_receiver())
         hook_url, hooks = cleanup.enter_context(webhook_receiver())
@@ -323,6 +324,19 @@ def test_a_statement_names_its_trace_in_pg_stat_activity(database_url: str) -> N
     assert f"/*traceparent='00-{seen['trace_id']}-" in seen["traced"]
     # Outside any operation nothing is sampled and nothing is appended.
     assert "traceparent" not in seen["background"]
+
+
+async def _admin_headers(settings: Settings, database_url: str) -> dict[str, str]:
+    """An admin and a token the servers accept, without starting an app in this process
+    (only its database and signing key are needed; the servers run on the wall clock)."""
+    ctx = build_context(settings, database_url, SystemClock(), RateLimiter(None))
+    try:
+        admin = await make_user(ctx, Role.ADMIN)
+    finally:
+        await ctx.db.dispose()
+        ctx.hasher.close()
+    token, _ = ctx.tokens.issue(user_id=admin["id"], role="admin", now=datetime.now(UTC))
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _follow(spans: list[Span], order_id: str, request_id: str) -> dict[str, Any] | None:
