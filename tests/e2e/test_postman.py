@@ -72,7 +72,7 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
         "SHELFWISE_RATE_LIMIT_ANONYMOUS": "10000/minute",
         # The SSE request revokes its key mid-stream; open streams are re-checked this often.
         "SHELFWISE_LIVE_RECHECK_SECONDS": "1",
-        # The environment's webhook receiver is on 127.0.0.1 (never called: no worker).
+        # The environment's webhook receiver is on 127.0.0.1 (nothing listens there).
         "SHELFWISE_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
         # The environment's `corsOrigin`, for the preflight requests.
         "SHELFWISE_CORS_ORIGINS": '["https://console.shelfwise.example"]',
@@ -88,7 +88,8 @@ class Served:
 
 @pytest.fixture
 def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
-    """`shelfwise seed` (the demo logins), then `shelfwise serve` on a free port."""
+    """`shelfwise seed` (the demo logins), then `shelfwise serve` on a free port and a
+    `shelfwise worker`, as on any Shelfwise the collection runs against."""
     env = server_env(database_url, tmp_path)
     seeded = subprocess.run(
         [str(SHELFWISE), "seed", "--products", "5"],
@@ -100,23 +101,33 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
     assert seeded.returncode == 0, seeded.stdout.decode() + seeded.stderr.decode()
     port = free_port()
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(SHELFWISE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        yield Served(process, f"http://127.0.0.1:{port}", log_path)
+        # The worker runs the import job and relays events to the live endpoints.
+        for command, log_name in (
+            (["serve", "--host", "127.0.0.1", "--port", str(port)], "server.log"),
+            (["worker", "--name", "newman"], "worker.log"),
+        ):
+            with (tmp_path / log_name).open("wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [str(SHELFWISE), *command],
+                        cwd=tmp_path,  # no stray .env is picked up
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield Served(processes[0], f"http://127.0.0.1:{port}", log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
 
 
 def failures(report: dict[str, Any]) -> list[str]:
@@ -166,14 +177,18 @@ async def test_postman_collection_passes_against_a_served_process(
         timeout=NEWMAN_TIMEOUT,
     )
     output = completed.stdout.decode(errors="replace")[-6000:]
-    assert report_path.exists(), output + completed.stderr.decode(errors="replace")
+    logs = "".join(
+        f"\n--- {name}\n" + (tmp_path / name).read_text(errors="replace")[-3000:]
+        for name in ("server.log", "worker.log")
+    )
+    assert report_path.exists(), output + completed.stderr.decode(errors="replace") + logs
     report = json.loads(report_path.read_text())
     stats = report["run"]["stats"]
     print(  # the figures a reviewer wants in the log (pytest -s / -rA)
         f"newman: {stats['requests']['total']} requests, "
         f"{stats['assertions']['total']} assertions, {stats['assertions']['failed']} failed"
     )
-    assert failures(report) == [], output
+    assert failures(report) == [], output + logs
     assert stats["requests"]["failed"] == 0, output
     assert stats["assertions"]["failed"] == 0, output
     assert stats["assertions"]["total"] >= MIN_ASSERTIONS, stats["assertions"]
