@@ -33,9 +33,14 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from shelfwise.context import AppContext
 from shelfwise.errors import ShelfwiseError
-from shelfwise.http.ratelimit import client_ip
 from shelfwise.identity.principal import Principal
-from shelfwise.live.auth import Credential, authenticate, credential_of, same_origin
+from shelfwise.live.auth import (
+    Credential,
+    authenticate,
+    connect_decision,
+    credential_of,
+    same_origin,
+)
 from shelfwise.live.channels import ChannelSet, authorize, parse_channels
 from shelfwise.live.hub import Closed, Hub, Subscription
 from shelfwise.live.router import event_json, reset_json
@@ -252,11 +257,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if hub is None or hub.draining:
         await websocket.close(CLOSE_RESTART, "draining")
         return
-    if ctx.settings.rate_limit_enabled:
-        decision = await ctx.limiter.hit(ctx.policies.live_connect, client_ip(websocket.scope))
-        if not decision.allowed:
-            await websocket.close(CLOSE_TRY_LATER, "too many connections; back off")
-            return
+    decision = await connect_decision(ctx, websocket.scope)  # the one live connect limit
+    if decision is not None and not decision.allowed:
+        await websocket.close(CLOSE_TRY_LATER, "too many connections; back off")
+        return
     await websocket.accept()
     conn = _Connection(websocket, ctx, hub)
     if not await conn.authenticate():
