@@ -11,6 +11,7 @@ Middleware order (outermost first) — each layer sees everything inside it:
    RequestIdSpan  — only when tracing is on: the request id on FastAPI's server span
 2. AccessLog      — one line per request, timed around everything below
 3. Metrics        — RED metrics by route template
+   RoleGate       — only with `serve --role api|live`: a path of the other role gets 421
 4. ErrorBoundary  — anything unexpected becomes a problem+json 500 *inside* the layers
                     above, so even failures are logged, counted and carry a request id
 5. SecurityHeaders— CSP, nosniff, frame/referrer/permissions policies, HSTS in production
@@ -44,7 +45,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from shelfwise import __version__
 from shelfwise.catalog.router import router as catalog_router
 from shelfwise.clock import Clock, SystemClock
-from shelfwise.config import Settings, load_settings
+from shelfwise.config import ServerRole, Settings, load_settings
 from shelfwise.context import AppContext, RatePolicies
 from shelfwise.db import Database, libpq_url, open_database
 from shelfwise.driverpool import DriverPool
@@ -78,9 +79,10 @@ from shelfwise.inventory.router import router as inventory_router
 from shelfwise.jobs.router import admin_router as jobs_admin_router
 from shelfwise.jobs.router import router as jobs_router
 from shelfwise.live.auth import Reauthorization, recheck_for
-from shelfwise.live.drain import on_drain
+from shelfwise.live.drain import drain_on_signals, on_drain
 from shelfwise.live.feeds import failover_feed, postgres_feed, redis_feed
 from shelfwise.live.hub import Hub
+from shelfwise.live.roles import RoleGateMiddleware
 from shelfwise.live.router import router as live_router
 from shelfwise.live.streaming import StreamSendMiddleware
 from shelfwise.live.ws import router as live_ws_router
@@ -226,6 +228,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ctx.hub = await start_hub(ctx, database_url=ctx_url)
         ctx.hub.listeners.append(ctx.catalog_cache.on_event)
         undrain = on_drain(ctx.hub.drain)
+        # SIGTERM: streams are told to reconnect elsewhere, then uvicorn shuts down.
+        unsignal = drain_on_signals()
         loop_watch = LoopWatch.from_settings(settings)  # lag metric, event_loop_blocked
         loop_watch.start()
         # What start-up built lives as long as the process: keep it out of the collector's
@@ -238,13 +242,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # stalling the loop for hundreds of ms (p99 1.2 s → 0.45 s at 5,000 subscribers).
         # Almost everything here is freed by reference counting; cycles just wait longer.
         gc.set_threshold(settings.gc_gen0_threshold, *thresholds[1:])
-        INSTANCE_INFO.labels(instance_id=settings.instance_name, role="api").set(1)
+        role = "live" if settings.server_role is ServerRole.LIVE else "api"
+        INSTANCE_INFO.labels(instance_id=settings.instance_name, role=role).set(1)
         log.info("started", env=settings.env.value, version=__version__)
         try:
             yield
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            unsignal()
             undrain()
             await loop_watch.stop()
             await ctx.hub.stop()
@@ -269,6 +275,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             *([Middleware(RequestIdSpanMiddleware)] if tracing else []),
             Middleware(AccessLogMiddleware, enabled=settings.access_log),
             Middleware(MetricsMiddleware),
+            # `serve --role api|live`: out-of-role paths get 421, logged and counted above.
+            *(
+                [Middleware(RoleGateMiddleware, role=settings.server_role)]
+                if settings.server_role is not ServerRole.ALL
+                else []
+            ),
             Middleware(ErrorBoundaryMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts=settings.is_production),
             # No allowed origins (the default): no CORS layer at all, nothing to answer.

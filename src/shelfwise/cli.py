@@ -19,7 +19,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from shelfwise.config import Settings, load_settings
+from shelfwise.config import ServerRole, Settings, load_settings
 from shelfwise.db import Database, open_database
 from shelfwise.drills.command import drill
 from shelfwise.embedded import start_embedded
@@ -346,8 +346,14 @@ def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
     workers: Annotated[int, typer.Option(min=1)] = 1,
+    role: Annotated[
+        ServerRole | None,
+        typer.Option(help="all (default), api (no live endpoints) or live (only those)"),
+    ] = None,
 ) -> None:
     """Run the API server (uvicorn with uvloop and httptools)."""
+    if role is not None:  # uvicorn's factory reloads settings: pass it on by environment
+        os.environ["SHELFWISE_SERVER_ROLE"] = role.value
     port = port or load_settings().port
     # The app reloads settings in uvicorn's factory: the default instance id goes by env.
     os.environ.setdefault("SHELFWISE_INSTANCE_ID", f"{socket.gethostname()}:{port}")
@@ -439,6 +445,9 @@ def run(
 def cluster(
     apis: Annotated[int, typer.Option(min=1, help="API instances")] = 3,
     workers: Annotated[int, typer.Option(min=0, help="Job workers")] = 2,
+    live_instances: Annotated[
+        int, typer.Option(min=0, help="Live instances (serve --role live); 0: APIs serve streams")
+    ] = 1,
     http_port: Annotated[int, typer.Option(help="nginx, plain HTTP")] = 8080,
     https_port: Annotated[int, typer.Option(help="nginx, TLS")] = 8443,
     run_dir: Annotated[Path, typer.Option(help="Configs, logs, data")] = Path("var/cluster"),
@@ -456,6 +465,7 @@ def cluster(
         database_url=settings.database_url,
         apis=apis,
         workers=workers,
+        lives=live_instances,
         http_port=http_port,
         https_port=https_port,
         products=products,
@@ -469,8 +479,8 @@ def cluster(
 
 
 app.add_typer(db_app, name="db")  # shelfwise db top
+app.command("drill")(drill)  # shelfwise drill NAME | --list (docs/drills.md)
 
 
 if __name__ == "__main__":
     app()
-app.command("drill")(drill)  # shelfwise drill NAME | --list (docs/drills.md)

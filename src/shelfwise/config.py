@@ -28,6 +28,14 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class ServerRole(StrEnum):
+    """What `shelfwise serve` answers (docs/deploy.md, "Live instances")."""
+
+    ALL = "all"  # everything: one process, development, small shops
+    API = "api"  # everything but the live endpoints (those get 421)
+    LIVE = "live"  # only /v1/stream, /v1/ws, /v1/poll, health and metrics
+
+
 class InsecureSettingsError(ValueError):
     """Raised when production would start with a development secret or unsafe option."""
 
@@ -60,6 +68,9 @@ class Settings(BaseSettings):
     # Names this process in every log line and in `shelfwise_instance_info`. Empty: `serve`
     # uses host:port, other commands host-pid (see `instance_name`).
     instance_id: str = ""
+    # `shelfwise serve --role`: live connections in processes of their own, so a fan-out
+    # burst cannot delay an order (docs/live.md, "Live instances").
+    server_role: ServerRole = ServerRole.ALL
     data_dir: Path = Path("var")
 
     host: str = "127.0.0.1"
