@@ -1607,6 +1607,63 @@ status(200);
 pm.test('ours', () => pm.expect(body.id).to.eql(load('webhookId')));
 """,
     },
+]
+
+
+WEBHOOK_DELIVERIES: list[Spec] = [
+    {
+        "name": "Delivery log: the order events arrive",
+        "method": "GET",
+        "path": "/v1/webhooks/{{webhookId}}/deliveries?limit=50",
+        "auth": "adminToken",
+        # Repeats itself every 250 ms until the worker has fanned the orders' events out.
+        "test": """
+const attempt = Number(load('deliveryPolls') || 0) + 1;
+save('deliveryPolls', attempt);
+status(200);
+const types = (body.data || []).map((d) => d.event_type);
+const arrived = types.includes('order.confirmed') && types.includes('order.cancelled');
+if (!arrived && attempt < 80) {
+  postman.setNextRequest(pm.info.requestName);
+  setTimeout(() => {}, 250);
+} else {
+  pm.test('a delivery per subscribed order event (confirmed, cancelled)', () => {
+    pm.expect(types).to.include.members(['order.confirmed', 'order.cancelled']);
+  });
+  pm.test('only subscribed event types', () => {
+    types.forEach((t) => pm.expect(['order.confirmed', 'order.cancelled']).to.include(t));
+  });
+  pm.test('each delivery: its webhook, a status, attempts', () => {
+    body.data.forEach((d) => {
+      pm.expect(d.subscription_id).to.eql(load('webhookId'));
+      pm.expect(d.status).to.be.a('string');
+      pm.expect(d.attempts).to.be.a('number');
+    });
+  });
+  save('deliveryId', body.data[0].id);
+}
+""",
+    },
+    {
+        "name": "Redeliver a delivery → 202",
+        "method": "POST",
+        "path": "/v1/webhooks/{{webhookId}}/deliveries/{{deliveryId}}/redeliver",
+        "auth": "adminToken",
+        "test": """
+status(202);
+pm.test('the same delivery, pending again', () => {
+  pm.expect(body.id).to.eql(Number(load('deliveryId')));
+  pm.expect(body.status).to.eql('pending');
+});
+""",
+    },
+    {
+        "name": "Redeliver as staff → 403",
+        "method": "POST",
+        "path": "/v1/webhooks/{{webhookId}}/deliveries/{{deliveryId}}/redeliver",
+        "auth": "staffToken",
+        "test": "problem(403, 'forbidden');",
+    },
     {
         "name": "Pause the webhook",
         "method": "PATCH",
@@ -1617,6 +1674,13 @@ pm.test('ours', () => pm.expect(body.id).to.eql(load('webhookId')));
 status(200);
 pm.test('paused', () => pm.expect(body.status).to.eql('paused'));
 """,
+    },
+    {
+        "name": "Redeliver while paused → 409",
+        "method": "POST",
+        "path": "/v1/webhooks/{{webhookId}}/deliveries/{{deliveryId}}/redeliver",
+        "auth": "adminToken",
+        "test": "problem(409, 'webhook_not_active');",
     },
     {
         "name": "Change the URL to one that cannot be resolved → 422",
@@ -2060,9 +2124,10 @@ FOLDERS: list[tuple[str, list[Spec]]] = [
     ("auth", AUTH),
     ("catalog", CATALOG),
     ("stock", STOCK),
+    ("webhooks", WEBHOOKS),
     ("orders", ORDERS),
     ("imports and jobs", IMPORTS),
-    ("webhooks", WEBHOOKS),
+    ("webhook deliveries", WEBHOOK_DELIVERIES),
     ("live", LIVE),
     ("rate limits", RATE_LIMITS),
     ("contract and clean-up", CONTRACT),
