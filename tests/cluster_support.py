@@ -89,6 +89,11 @@ class Cluster:
     def workers(self) -> list[str]:
         return self.topology.worker_names
 
+    @property
+    def lives(self) -> list[str]:
+        """The live instances (`serve --role live`); empty: the API instances serve streams."""
+        return self.topology.live_names
+
     def api_url(self, name: str) -> str:
         """One instance directly, bypassing nginx."""
         return self.topology.api_url(name)
@@ -143,6 +148,7 @@ async def running_cluster(
     *,
     apis: int = 3,
     workers: int = 0,
+    lives: int = 0,
     redis: bool = True,
     pgbouncer: bool = True,
     app_env: Mapping[str, str] | None = None,
@@ -158,6 +164,7 @@ async def running_cluster(
         database_url=database_url,
         apis=apis,
         workers=workers,
+        lives=lives,
         redis=redis,
         pgbouncer=pgbouncer,
         app_env={**TEST_APP_ENV, **(app_env or {})},

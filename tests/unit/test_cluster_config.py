@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,21 @@ def test_pgbouncer_pools_transactions_and_sets_the_statement_timeout(tmp_path: P
 def test_upstream_template_has_one_server_per_instance() -> None:
     template = (DEPLOY_DIR / "upstreams.conf").read_text()
     rendered = template.replace("@SERVERS@", upstream_servers([8001, 8002, 8003]))
+    rendered = rendered.replace("@LIVE_SERVERS@", upstream_servers([8101, 8102]))
     assert rendered.count("    server 127.0.0.1:80") == 3
+    assert rendered.count("    server 127.0.0.1:81") == 2  # upstream shelfwise_live
     assert "least_conn;" in rendered
     assert "@" not in rendered
+
+
+def test_live_paths_go_to_the_live_upstream_and_nothing_else_does() -> None:
+    locations = (DEPLOY_DIR / "locations.conf").read_text()
+    blocks = re.findall(r"^location .*?^}", locations, flags=re.MULTILINE | re.DOTALL)
+    live = [block for block in blocks if "/v1/ws" in block or "stream|poll" in block]
+    assert len(live) == 2
+    assert all("proxy_pass http://shelfwise_live;" in block for block in live)
+    others = [block for block in blocks if block not in live]
+    assert all("shelfwise_live" not in block for block in others)
 
 
 def test_a_missing_program_names_its_package() -> None:

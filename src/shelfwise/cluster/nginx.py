@@ -3,7 +3,8 @@
 The files keep production's layout (docs/deploy.md, "nginx"): the main `nginx.conf`
 includes `shelfwise/maps.conf`, `shelfwise/upstreams.conf` and `shelfwise/locations.conf`,
 and the certificate sits in `shelfwise/tls/`. Only `nginx.conf` (ports, edge limits, run
-paths) and `upstreams.conf` (the instances) have anything filled in.
+paths) and `upstreams.conf` (the API instances, and the live instances the stream
+locations go to: the API ones again when there are none) have anything filled in.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def render_nginx(
     https_port: int,
     api_ports: list[int],
     tls: tuple[Path, Path],
+    live_ports: list[int] | None = None,
     limits: EdgeLimits | None = None,
     deploy_dir: Path = DEPLOY_DIR,
 ) -> Path:
@@ -53,7 +55,9 @@ def render_nginx(
     (shelfwise / "tls" / "tls.key").chmod(0o600)
     upstreams = (deploy_dir / "upstreams.conf").read_text()
     (shelfwise / "upstreams.conf").write_text(
-        upstreams.replace("@SERVERS@", upstream_servers(api_ports))
+        upstreams.replace("@SERVERS@", upstream_servers(api_ports)).replace(
+            "@LIVE_SERVERS@", upstream_servers(live_ports or api_ports)
+        )
     )
     main = (deploy_dir / "nginx.conf").read_text()
     # As root, nginx's workers would run as `nobody` and could not write the temp paths

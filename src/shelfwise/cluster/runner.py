@@ -2,7 +2,7 @@
 
 Order: PostgreSQL (embedded under `<run dir>/pg` unless DATABASE_URL), migrations and demo
 data as one-shot commands on the direct DSN, then tier by tier Redis and pgbouncer, the
-API instances and workers, and nginx. A child that dies is restarted with backoff. Ctrl-C
+API and live instances and workers, and nginx. A child that dies is restarted with backoff. Ctrl-C
 or SIGTERM stops nginx (graceful), then every instance (they drain) and worker (running
 jobs get their grace period), then pgbouncer and Redis; the embedded PostgreSQL stops when
 this process exits.
@@ -33,6 +33,7 @@ class ClusterRequest:
     database_url: str | None  # None: the embedded PostgreSQL under run_dir/pg
     apis: int = 3
     workers: int = 2
+    lives: int = 1  # `serve --role live` instances behind nginx's live locations
     http_port: int = 8080
     https_port: int = 8443
     products: int = 200
@@ -56,6 +57,8 @@ def _print_welcome(console: Console, topology: Topology, run_dir: Path) -> None:
     console.print(f"                  (nginx; self-signed certificate in {run_dir / 'tls'})")
     for name, port in zip(topology.api_names, ports.api, strict=True):
         console.print(f"  {name}:          http://127.0.0.1:{port}/metrics")
+    for name, port in zip(topology.live_names, ports.live, strict=True):
+        console.print(f"  {name}:         http://127.0.0.1:{port}/metrics  (live streams)")
     for name, port in zip(topology.worker_names, ports.worker_metrics, strict=True):
         console.print(f"  {name}:       http://127.0.0.1:{port}/metrics")
     console.print(f"  pgbouncer:      {topology.app_url}  (transaction pooling)")
@@ -101,6 +104,7 @@ def run_cluster(request: ClusterRequest, console: Console) -> int:
         database_url="",
         apis=request.apis,
         workers=request.workers,
+        lives=request.lives,
         http_port=request.http_port,
         https_port=request.https_port,
         workdir=Path.cwd(),

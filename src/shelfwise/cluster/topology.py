@@ -42,10 +42,17 @@ class Ports:
     redis: int
     api: list[int]
     worker_metrics: list[int]
+    live: list[int] = field(default_factory=list)
 
     @classmethod
     def allocate(
-        cls, *, apis: int, workers: int, http: int | None = None, https: int | None = None
+        cls,
+        *,
+        apis: int,
+        workers: int,
+        lives: int = 0,
+        http: int | None = None,
+        https: int | None = None,
     ) -> Ports:
         """The given load-balancer ports; free ones for everything else."""
         return cls(
@@ -55,6 +62,7 @@ class Ports:
             redis=free_port(),
             api=[free_port() for _ in range(apis)],
             worker_metrics=[free_port() for _ in range(workers)],
+            live=[free_port() for _ in range(lives)],
         )
 
 
@@ -64,6 +72,9 @@ class TopologyOptions:
     database_url: str  # straight to PostgreSQL
     apis: int = 3
     workers: int = 2
+    # Live instances (`serve --role live`, docs/live.md): with any, the API instances run
+    # `--role api` and nginx sends the live paths to these; with none, `--role all`.
+    lives: int = 0
     redis: bool = True
     pgbouncer: bool = True
     http_port: int | None = None
@@ -90,8 +101,12 @@ class Topology:
     https_url: str
     api_names: list[str]
     worker_names: list[str]
+    live_names: list[str] = field(default_factory=list)
 
     def api_url(self, name: str) -> str:
+        """An API or live instance directly (not through nginx)."""
+        if name in self.live_names:
+            return f"http://127.0.0.1:{self.ports.live[self.live_names.index(name)]}"
         return f"http://127.0.0.1:{self.ports.api[self.api_names.index(name)]}"
 
 
@@ -210,6 +225,7 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
     ports = Ports.allocate(
         apis=options.apis,
         workers=options.workers,
+        lives=options.lives,
         http=options.http_port,
         https=options.https_port,
     )
@@ -224,11 +240,15 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
     cli = [options.python, "-m", "shelfwise.cli"]
     cwd = options.workdir or run
     api_names = [f"api-{n}" for n in range(1, options.apis + 1)]
-    for name, port in zip(api_names, ports.api, strict=True):
+    live_names = [f"live-{n}" for n in range(1, options.lives + 1)]
+    api_role = "api" if options.lives else "all"
+    instances = [(name, port, api_role) for name, port in zip(api_names, ports.api, strict=True)]
+    instances += [(name, port, "live") for name, port in zip(live_names, ports.live, strict=True)]
+    for name, port, role in instances:
         specs.append(
             ChildSpec(
                 name=name,
-                argv=[*cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                argv=[*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--role", role],
                 env={**env, "SHELFWISE_INSTANCE_ID": name},
                 cwd=cwd,
                 log_path=run / "logs" / f"{name}.log",
@@ -256,6 +276,7 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
         http_port=ports.http,
         https_port=ports.https,
         api_ports=ports.api,
+        live_ports=ports.live or ports.api,  # no live instances: the API ones serve streams
         tls=tls,
         limits=options.limits,
     )
@@ -282,6 +303,7 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
         https_url=f"https://127.0.0.1:{ports.https}",
         api_names=api_names,
         worker_names=worker_names,
+        live_names=live_names,
     )
 
 
