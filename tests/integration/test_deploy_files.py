@@ -380,6 +380,9 @@ def test_compose_services_have_health_checks_and_start_in_order(
     assert services["live"]["command"] == ["serve", "--role", "live"]
     for name in ("api", "live", "worker"):
         assert "migrate" in services[name]["depends_on"]
+    worker_env = services["worker"]["environment"]
+    metrics = f"http://127.0.0.1:{worker_env['SHELFWISE_WORKER_METRICS_PORT']}/metrics"
+    assert worker_env["SHELFWISE_HEALTHCHECK_URL"] == metrics
     assert services["rabbitmq"]["profiles"] == ["broker"]
     assert services["worker"]["depends_on"]["rabbitmq"]["required"] is False
 
