@@ -53,6 +53,7 @@ class Outcome:
     status: int  # 0: no HTTP answer (connection error, client timeout)
     content_type: str = ""
     retry_after: str | None = None
+    what: str = ""
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Load:
         try:
             response = await self.client.request(method, url, headers=self.headers, **kwargs)  # type: ignore[arg-type]
         except httpx.HTTPError:
-            self.outcomes.append(Outcome(started, time.monotonic() - started, 0))
+            self.outcomes.append(Outcome(started, time.monotonic() - started, 0, what=url))
             return
         self.outcomes.append(
             Outcome(
@@ -79,6 +80,7 @@ class Load:
                 response.status_code,
                 response.headers.get("content-type", ""),
                 response.headers.get("retry-after"),
+                url,
             )
         )
 
@@ -114,6 +116,7 @@ class Follower:
     headers: dict[str, str]
     start: int = -1
     received: list[int] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # answers other than 200/204/503
 
     async def run(self, stop: asyncio.Event) -> None:
         first = await self.client.get(
@@ -136,7 +139,9 @@ class Follower:
                 self.received.extend(int(event["position"]) for event in body["events"])
                 position = int(body["position"])
             elif response.status_code != 204:
-                assert response.status_code == 503, response.text
+                if response.status_code != 503:
+                    self.unexpected.append(f"{response.status_code} {response.text[:300]}")
+                    return
                 await asyncio.sleep(0.1)
 
 
@@ -322,7 +327,10 @@ async def outage_under_load(
     slowest = max(o.elapsed for o in while_down)
     assert slowest < slowest_allowed, f"503s while down took up to {slowest:.2f}s"
     # Even the requests caught by the kill itself never waited out a pool timeout.
-    assert max(o.elapsed for o in load.outcomes) < settle + 4.0
+    slow = [o for o in load.outcomes if o.elapsed >= settle + 4.0]
+    assert slow == [], [
+        (o.what, o.status, round(o.elapsed, 1), round(o.started - down_at, 1)) for o in slow
+    ]
     print(
         f"outage {up_at - down_at:.1f}s: {len(while_down)} answers while down, "
         f"slowest {slowest * 1000:.0f} ms; first write {recovered_after:.2f}s after start"
@@ -366,6 +374,7 @@ async def outage_under_load(
         ]
 
     async def follower_caught_up() -> bool:
+        assert follower.unexpected == [], follower.unexpected
         return len(follower.received) >= len(expected)
 
     await wait_until(follower_caught_up, timeout=20, what="the long-poll client")
@@ -402,16 +411,16 @@ async def test_database_restart_is_a_fast_503_and_everything_recovers(
             )
 
 
-# Not strict: whether it fails depends on timing (both instances marked down within the
-# same 2 s); it passed every time with `max_fails=0` rendered. Make it strict (or drop the
-# mark) once the nginx change is in.
+# Not strict: it passes most runs since nginx stopped retrying on 503 (a44b687) and hubs
+# catch up to a client's position instead of answering 410 (live/hub.py). Still seen once
+# on this busy machine: one request held ~60 s through pgbouncer during the outage (beyond
+# the app's 30 s deadline: nginx's 35 s read timeout, then its retry). Drop the mark once
+# that is understood.
 @pytest.mark.xfail(
     strict=False,
     raises=AssertionError,
-    reason="nginx counts each instance's 503 as an upstream failure (proxy_next_upstream "
-    "http_503 with max_fails=1): while the database is down instances get marked down and "
-    "some requests get nginx's 502 'no live upstreams' instead of the app's 503 problem; "
-    "fix in deploy/nginx/locations.conf or cluster/nginx.py (max_fails=0 or no http_503)",
+    reason="occasionally one request outlives the app's deadline through pgbouncer while "
+    "the database is down (seen once, ~60 s); under investigation",
 )
 async def test_database_restart_through_nginx_and_pgbouncer(tmp_path: Path) -> None:
     """The same through the production shape: nginx in front of two instances, pgbouncer

@@ -266,6 +266,11 @@ class Hub:
     ) -> tuple[Subscription, Reset | None]:
         if self.draining:
             raise Closed("draining")
+        if since is not None and since > self.head:
+            # Another instance's hub is ahead of this one (its feed woke first, or this one
+            # is still reconnecting after a database outage): read up to the client rather
+            # than tell it to reload. A position truly ahead still gets its reset below.
+            await self.catch_up()
         subscription = Subscription(
             channels, principal, transport, queue_limit=self.queue_limit, credential=credential
         )
