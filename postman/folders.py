@@ -1776,44 +1776,55 @@ pm.test('X-Stream-Position says where to resume', () => pm.expect(Number(header(
     {
         "name": "Long-poll wakes on a stock change",
         "method": "GET",
-        "path": "/v1/poll?channels=stock:{{productId}}&since={{position}}&timeout=20",
+        "path": "/v1/poll?channels=stock:{{productId}}&since={{pollSince}}&timeout=20",
         "auth": "staffToken",
-        # The change is made just before the poll; its event reaches the poll through the
-        # outbox relay (the worker), as on any Shelfwise.
+        # The change is made once, just before the first poll; its event reaches the poll
+        # through the outbox relay (the worker), as on any Shelfwise. A poll answered by an
+        # older event of the product polls again from the position it returned.
         "pre": """
-pm.sendRequest({
-  url: pm.variables.replaceIn('{{baseUrl}}/v1/stock/adjustments'),
-  method: 'POST',
-  header: {
-    'Content-Type': 'application/json',
-    'Authorization': 'Bearer ' + load('staffToken'),
-    'Idempotency-Key': 'nm-' + pm.variables.replaceIn('{{$guid}}'),
-  },
-  body: {mode: 'raw', raw: JSON.stringify({
-    product_id: load('productId'), location_id: load('locB'), kind: 'receipt', quantity: 1,
-    reason: 'newman live update',
-  })},
-}, (err, res) => {
-  pm.test('the stock change is accepted', () => pm.expect(res.code).to.eql(201));
-  save('liveOnHand', res.json().level.on_hand);
-});
+if (!load('liveOnHand')) {
+  save('pollSince', load('position'));
+  pm.sendRequest({
+    url: pm.variables.replaceIn('{{baseUrl}}/v1/stock/adjustments'),
+    method: 'POST',
+    header: {
+      'Content-Type': 'application/json',
+      'Authorization': 'Bearer ' + load('staffToken'),
+      'Idempotency-Key': 'nm-' + pm.variables.replaceIn('{{$guid}}'),
+    },
+    body: {mode: 'raw', raw: JSON.stringify({
+      product_id: load('productId'), location_id: load('locB'), kind: 'receipt', quantity: 1,
+      reason: 'newman live update',
+    })},
+  }, (err, res) => {
+    pm.test('the stock change is accepted', () => pm.expect(res.code).to.eql(201));
+    save('liveOnHand', res.json().level.on_hand);
+  });
+}
 """,
         "test": """
 status(200);
-const changed = (body.events || []).filter((e) => e.type === 'stock.changed');
-pm.test('a stock.changed event for the product', () => {
-  pm.expect(changed.length).to.be.at.least(1);
-  pm.expect(changed[0].data.product_id).to.eql(load('productId'));
-});
-pm.test('absolute counters, not deltas', () => {
-  const last = changed[changed.length - 1];
-  pm.expect(last.data.on_hand).to.eql(Number(load('liveOnHand')));
-  pm.expect(last.data.level_version).to.be.a('number');
-});
-pm.test('positions increase past since', () => {
-  pm.expect(changed[0].position).to.be.above(Number(load('position')));
-  pm.expect(body.position).to.be.at.least(changed[changed.length - 1].position);
-});
+const attempt = Number(load('livePolls') || 0) + 1;
+save('livePolls', attempt);
+const mine = (body.events || []).filter((e) => e.type === 'stock.changed'
+  && e.data.location_id === load('locB') && e.data.on_hand === Number(load('liveOnHand')));
+if (!mine.length && attempt < 5) {
+  save('pollSince', body.position);
+  postman.setNextRequest(pm.info.requestName);
+} else {
+  pm.test('the change arrives as a stock.changed event of the product', () => {
+    pm.expect(mine.length).to.be.at.least(1);
+    pm.expect(mine[0].data.product_id).to.eql(load('productId'));
+  });
+  pm.test('absolute counters and the level version, not deltas', () => {
+    pm.expect(mine[0].data.available).to.eql(mine[0].data.on_hand - mine[0].data.reserved);
+    pm.expect(mine[0].data.level_version).to.be.a('number');
+  });
+  pm.test('positions increase past since', () => {
+    pm.expect(mine[0].position).to.be.above(Number(load('position')));
+    pm.expect(body.position).to.be.at.least(mine[0].position);
+  });
+}
 """,
     },
     {
