@@ -489,6 +489,35 @@ def test_nginx_accepts_deploy_nginx_with_the_compose_upstreams(compose: dict[str
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_prometheus_scrapes_every_replica_of_every_shelfwise_service(
+    compose: dict[str, Any],
+) -> None:
+    promtool = require_binary("promtool")
+    config_path = REPO / "deploy" / "prometheus" / "prometheus.yml"
+    done = subprocess.run(
+        [promtool, "check", "config", str(config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = yaml.safe_load(config_path.read_text())
+    # One target per container: DNS discovery, never a static name that resolves to one.
+    discovered = {
+        name
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
+    }
+    shelfwise = {
+        name
+        for name, service in compose["services"].items()
+        if service.get("image", "").startswith("${SHELFWISE_IMAGE") and name != "migrate"
+    }
+    assert shelfwise == {"api", "live", "worker"}
+    assert discovered == shelfwise
+
+
 # --- One image, three commands ----------------------------------------------------------
 
 
