@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from shelfwise.app import create_app
+from shelfwise.clock import FixedClock
 from shelfwise.config import Environment, Settings
 from shelfwise.context import AppContext
+from shelfwise.identity.models import Role
 from shelfwise.identity.scopes import Scope
 from tests.support import (
     PASSWORD,
     create_location,
     create_product,
+    make_user,
     product_body,
     receive_stock,
 )
@@ -39,6 +43,13 @@ ANON, CUSTOMER, STAFF, ADMIN, KEY_ALL, KEY_READ = (
     "api_key_catalog_read",
 )
 ROLES = (ANON, CUSTOMER, STAFF, ADMIN, KEY_ALL, KEY_READ)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # The loop calls each debug route once per caller from one address: more than the
+    # default per-IP debug limit (10/minute), which is not what this matrix is about.
+    return settings.model_copy(update={"rate_limit_debug": "1000/minute"})
 
 
 def expect(
@@ -452,6 +463,21 @@ async def _start_import(w: World, role: str) -> Call:
     )
 
 
+async def _debug_tasks(w: World, role: str) -> Call:
+    return Call("/v1/admin/debug/tasks")
+
+
+async def _debug_profile(w: World, role: str) -> Call:
+    # The shortest profile there is: the matrix is about who may take one, not about it.
+    return Call("/v1/admin/debug/profile", params={"seconds": "0.01", "format": "speedscope"})
+
+
+DEBUG_ROUTES = {
+    ("GET", "/v1/admin/debug/tasks"): _debug_tasks,
+    ("GET", "/v1/admin/debug/profile"): _debug_profile,
+}
+
+
 # (method, path template) -> (expected status per caller, how to build a valid request)
 MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("POST", "/v1/auth/register"): (public(201), _register),
@@ -496,6 +522,10 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, int], Builder]] = {
     ("GET", "/v1/admin/jobs"): (admin_role(200), _list_jobs),
     ("POST", "/v1/admin/jobs/{job_id}/retry"): (admin_role(404), _retry_job),
     ("GET", "/v1/jobs/{job_id}"): (staff_role(404), _get_job),
+    # Debug endpoints are on in tests (outside production by default); when turned off
+    # they are 404 for every caller, before authentication (test_debug_routes_when_off).
+    ("GET", "/v1/admin/debug/tasks"): (admin_role(200), _debug_tasks),
+    ("GET", "/v1/admin/debug/profile"): (admin_role(200), _debug_profile),
     # `stock` needs stock:read; 503 = authorized, then refused because the hub drains.
     ("GET", "/v1/poll"): (stock_reader(200), _poll),
     ("GET", "/v1/stream"): (stock_reader(503), _stream),
@@ -685,3 +715,40 @@ async def test_bad_credentials_are_401_even_on_routes_a_valid_key_may_call(
         response = await client.get("/v1/stock", headers=headers)
         assert response.status_code == 401, (headers, response.text)
         assert response.json()["code"] == "unauthenticated"
+
+
+async def test_debug_routes_when_off_are_404_for_every_caller(
+    settings: Settings, clock: FixedClock
+) -> None:
+    """Turned off (production's default), the debug routes are absent for everyone, the
+    admin included: 404 before any credential is looked at, so no 401/403 reveals them."""
+    application = create_app(
+        settings.model_copy(update={"debug_endpoints_enabled": False}), clock=clock
+    )
+    async with application.router.lifespan_context(application):
+        ctx: AppContext = application.state.ctx
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://shelfwise.test") as c:
+            users = {role: await make_user(ctx, Role(role)) for role in (CUSTOMER, STAFF, ADMIN)}
+            admin_headers = users[ADMIN]["headers"]
+            credentials: dict[str, dict[str, str]] = {
+                ANON: {},
+                **{role: user["headers"] for role, user in users.items()},
+                KEY_ALL: await _issue_key(c, admin_headers, sorted(s.value for s in Scope)),
+                KEY_READ: await _issue_key(c, admin_headers, [Scope.CATALOG_READ.value]),
+            }
+            world = World(c, credentials, users[CUSTOMER]["email"], {}, {}, {})
+            seen = {}
+            for (method, path), build in sorted(DEBUG_ROUTES.items()):
+                for role in ROLES:
+                    call = await build(world, role)
+                    response = await c.request(
+                        method, call.path, params=call.params, headers=credentials[role]
+                    )
+                    seen[(path, role)] = (
+                        response.status_code,
+                        response.headers["content-type"],
+                        response.json()["code"],
+                    )
+    assert len(seen) == len(DEBUG_ROUTES) * len(ROLES)
+    assert set(seen.values()) == {(404, "application/problem+json", "not_found")}, seen

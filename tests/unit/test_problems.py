@@ -41,6 +41,8 @@ EXPECTED_STATUS: dict[type[errors.ShelfwiseError], int] = {
     errors.RateLimited: 429,
     errors.PositionTooOld: 410,
     errors.Unavailable: 503,
+    errors.DatabaseUnavailable: 503,
+    errors.SessionStoreUnavailable: 503,
     errors.MalformedRequest: 400,
     errors.UnsupportedMediaType: 415,
 }
