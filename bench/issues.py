@@ -428,10 +428,14 @@ def sse_server(ctx: dict[str, Any], args: argparse.Namespace) -> Server:
     """A fresh `shelfwise serve` for one size; with `--limit-concurrency`, with that
     connection cap (`server_limit_concurrency`, 10,000 by default) instead."""
     server = ctx["restart"]()
-    if not args.limit_concurrency:
+    if not args.limit_concurrency and not args.live_instances:
         return server
     server.stop()
-    env = {**server.env, "SHELFWISE_SERVER_LIMIT_CONCURRENCY": str(args.limit_concurrency)}
+    env = dict(server.env)
+    if args.limit_concurrency:
+        env["SHELFWISE_SERVER_LIMIT_CONCURRENCY"] = str(args.limit_concurrency)
+    if args.live_instances:  # the writes' instance: everything but the live endpoints
+        env["SHELFWISE_SERVER_ROLE"] = "api"
     server = Server(
         name="shelfwise", argv=server.argv, env=env, port=server.port, log_path=server.log_path
     )
@@ -439,6 +443,26 @@ def sse_server(ctx: dict[str, Any], args: argparse.Namespace) -> Server:
     server.start()
     server.wait_ready()
     return server
+
+
+def live_servers(ctx: dict[str, Any], args: argparse.Namespace, api: Server) -> list[Server]:
+    """`--live-instances K`: K `shelfwise serve --role live` beside the API instance, on the
+    same database; the subscribers connect to these, the adjustments go to the API one."""
+    servers = []
+    for n in range(args.live_instances):
+        env = {**api.env, "SHELFWISE_SERVER_ROLE": "live", "SHELFWISE_INSTANCE_ID": f"live-{n}"}
+        if args.limit_concurrency:
+            env["SHELFWISE_SERVER_LIMIT_CONCURRENCY"] = str(args.limit_concurrency)
+        port = free_port()
+        argv = [*api.argv[: api.argv.index("--port")], "--port", str(port)]
+        log_path = RESULTS / f"{ctx['stamp']}-issues-live-{n}-{time.time_ns()}.log"
+        server = Server(name=f"live-{n}", argv=argv, env=env, port=port, log_path=log_path)
+        ctx["servers"][server.name] = server  # stopped by main() like the others
+        server.start()
+        servers.append(server)
+    for server in servers:
+        server.wait_ready()
+    return servers
 
 
 def live_metrics(port: int, transport: str) -> dict[str, Any]:
@@ -522,10 +546,11 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 # A fresh server per size: RSS and connection state of the previous size gone.
                 server = sse_server(ctx, args)
                 port = server.port
-                stream = with_host(requests[mode], port)
+                lives = live_servers(ctx, args, server)
+                live_ports = [s.port for s in lives] or [port]
                 adjust = [with_host(a, port) for a in adjust]
                 quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
-                procs = max(1, n // 2500)
+                procs = max(1, n // 2500, len(live_ports))
                 ramp = 500.0
                 go_file = ctx["tmp"] / f"go-{mode}-{n}"
                 ready = [ctx["tmp"] / f"ready-{mode}-{n}-{i}" for i in range(procs)]
@@ -533,8 +558,8 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     subs = [
                         rate_client(
                             mode,
-                            port,
-                            [stream],
+                            live_ports[i % len(live_ports)],
+                            [with_host(requests[mode], live_ports[i % len(live_ports)])],
                             ctx["tmp"],
                             subscribers=n // procs,
                             duration=args.duration,
@@ -564,9 +589,14 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         time.sleep(0.1)
                     clients = [psutil.Process(p.pid) for p in subs]
                     before = [sum(c.cpu_times()[:2]) for c in clients]
+                    live_before = [s.cpu_seconds() for s in lives]
                     with Load(server) as measured:
                         go_file.touch()
                         time.sleep(args.duration)
+                    live_cpu = [
+                        round(100 * (s.cpu_seconds() - cpu) / args.duration)
+                        for s, cpu in zip(lives, live_before, strict=True)
+                    ]
                     client_cpu = [
                         round(100 * (sum(c.cpu_times()[:2]) - cpu) / args.duration)
                         for c, cpu in zip(clients, before, strict=True)
@@ -575,10 +605,24 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     stop_file.touch()
                     adj_result = collect(adj, timeout=limit + 30)
                     server_view = live_metrics(port, mode)
+                    live_views = [live_metrics(p, mode) for p in live_ports if p != port]
+                    live_usage = {
+                        s.name: {
+                            "rss_idle_mb": round(s.usage.idle_rss / 1e6, 1),
+                            "rss_peak_mb": round(s.usage.peak_rss / 1e6, 1),
+                        }
+                        for s in lives
+                    }
+                for s in lives:
+                    s.stop()
+                    ctx["servers"].pop(s.name, None)
                 result = {
                     "transport": mode,
                     "subscribers": n,
                     "limit_concurrency": args.limit_concurrency or 10_000,
+                    "live_instances": len(lives),
+                    "live_servers": live_views,
+                    "live_usage": live_usage,
                     "open": sum(p["open"] for p in parts),
                     "open_at_end": sum(p["open_at_end"] for p in parts),
                     "settle_s": max(p["settle_s"] for p in parts),
@@ -598,7 +642,11 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         "peak": round(server.usage.peak_rss / 1e6, 1),
                     },
                     **load.figures,
-                    "while_measuring": {**measured.figures, "client_cpu_pct": client_cpu},
+                    "while_measuring": {
+                        **measured.figures,
+                        "client_cpu_pct": client_cpu,
+                        "live_cpu_pct": live_cpu,  # inside rest_cpu_pct
+                    },
                     "quiet": quiet,
                 }
                 out[f"{mode}_{n}"] = result
@@ -640,6 +688,12 @@ def main() -> int:
         type=int,
         default=0,
         help="sse part: the server's connection cap (server_limit_concurrency; default 10,000)",
+    )
+    parser.add_argument(
+        "--live-instances",
+        type=int,
+        default=0,
+        help="sse part: subscribers on K `serve --role live` processes, writes on `--role api`",
     )
     parser.add_argument(
         "--settle",
