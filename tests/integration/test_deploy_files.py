@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,13 +32,17 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from typer.testing import CliRunner
 
 from shelfwise.cli import app as cli_app
 from shelfwise.config import Settings
 from shelfwise.live.roles import LIVE_PATHS
 from shelfwise.observability.metrics import LIVE_CONNECTIONS
-from tests.support import require_binary
+from tests.redis_support import free_port
+from tests.support import require_binary, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -444,6 +449,71 @@ def test_make_secrets_makes_every_compose_secret_fit_for_production(
         assert settings.database_url == (directory / "database_url").read_text()
         jwt = settings.jwt_secret.get_secret_value()
         assert jwt == (directory / "shelfwise_jwt_secret").read_text()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def _running(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process for the block, terminated (then killed) afterwards."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.mark.e2e
+async def test_compose_redis_runs_on_the_generated_config_and_password(
+    compose: dict[str, Any],
+) -> None:
+    """redis.conf from make-secrets.sh on a real redis-server: a client without the
+    password is refused, compose's health check command and the `redis_url` secret get in."""
+    redis_server = require_binary("redis-server")
+    require_binary("redis-cli")
+    require_binary("openssl")
+    directory = Path(tempfile.mkdtemp(prefix="shelfwise-compose-redis-"))
+    try:
+        secrets = directory / "secrets"
+        env = {"PATH": "/usr/bin:/bin", "SHELFWISE_SECRETS_DIR": str(secrets)}
+        script = REPO / "deploy" / "compose" / "make-secrets.sh"
+        subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True)
+        port = free_port()
+        argv = [redis_server, str(secrets / "redis.conf"), "--port", str(port)]
+        with _running([*argv, "--bind", "127.0.0.1", "--dir", str(directory)]) as process:
+            secret_url = (secrets / "redis_url").read_text()
+            client = Redis.from_url(secret_url.replace("@redis:6379/", f"@127.0.0.1:{port}/"))
+            stranger = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+            try:
+
+                async def answers() -> bool:
+                    assert process.poll() is None, f"redis-server exited: {process.returncode}"
+                    try:
+                        return bool(await client.ping())
+                    except (RedisConnectionError, OSError):
+                        return False
+
+                await wait_until(answers, timeout=10.0, what="redis-server with the password")
+                with pytest.raises(AuthenticationError):
+                    await stranger.ping()
+            finally:
+                await client.aclose()
+                await stranger.aclose()
+            # The compose health check, pointed at this server and these files.
+            kind, check = compose["services"]["redis"]["healthcheck"]["test"]
+            assert kind == "CMD-SHELL"
+            command = (
+                check.replace("$$", "$")
+                .replace("/run/secrets/", f"{secrets}/")
+                .replace("redis-cli ping", f"redis-cli -p {port} ping")
+            )
+            done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, check=False)
+            assert done.returncode == 0, done.stderr
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
