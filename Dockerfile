@@ -50,8 +50,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 shelfwise \
- && useradd --system --uid 10001 --gid shelfwise --home-dir /nonexistent --no-create-home \
-      --shell /usr/sbin/nologin shelfwise \
+ && useradd --system --no-log-init --uid 10001 --gid shelfwise --home-dir /nonexistent \
+      --no-create-home --shell /usr/sbin/nologin shelfwise \
  && install -d -o shelfwise -g shelfwise -m 0750 /data
 
 # HOME=/tmp: a library that caches under ~ writes to the one writable place, not to a
