@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -27,16 +28,20 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import psycopg
+import sqlalchemy.event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from shelfwise.broker.consumer import ConsumerConfig, InboxConsumer
-from shelfwise.broker.envelope import BrokerEvent
+from shelfwise.broker.envelope import BrokerEvent, OutboxRow, to_message
 from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
+from shelfwise.broker.topology import declare_consumer_queue
 from shelfwise.db import libpq_url
 from shelfwise.events.relay import Relay, RelayConfig
 from shelfwise.jobs.alerts import Alerts
@@ -203,15 +208,19 @@ def running_node() -> Iterator[RabbitNode]:
 
 
 class Received:
-    """What an inbox consumer's handler saw (only first processings: the inbox drops
-    duplicates before the handler runs)."""
+    """What an inbox consumer committed (only first processings: the inbox drops
+    duplicates before the handler runs). An event is recorded when its transaction
+    commits: a batch rolled back by a failing handler records nothing, like the
+    database writes of a real handler."""
 
     def __init__(self) -> None:
         self.events: list[BrokerEvent] = []
 
     async def handle(self, session: AsyncSession, event: BrokerEvent) -> None:
-        del session
-        self.events.append(event)
+        def committed(_: Session) -> None:
+            self.events.append(event)
+
+        sqlalchemy.event.listen(session.sync_session, "after_commit", committed, once=True)
 
     @property
     def positions(self) -> list[int]:
@@ -328,3 +337,44 @@ def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
         return event.is_set()
 
     return check
+
+
+async def declare_queue(
+    url: str, exchange: str, queue: str, patterns: tuple[str, ...], *, delivery_limit: int
+) -> None:
+    """A consumer's queue declared ahead of its consumer (messages wait in it)."""
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        await declare_consumer_queue(
+            channel,
+            exchange=exchange,
+            queue=queue,
+            patterns=patterns,
+            delivery_limit=delivery_limit,
+        )
+
+
+async def publish_events(url: str, exchange: str, positions: list[int]) -> None:
+    """`order.reserved` events with message ids `m<position>`, as the publisher would send
+    them (a position twice: two copies, as after a publisher's reconnect)."""
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange)
+        now = datetime.now(UTC)
+        for position in positions:
+            row = OutboxRow(
+                position=position,
+                id=position,
+                type="order.reserved",
+                aggregate_type="order",
+                aggregate_id=str(position),
+                version=1,
+                payload_json=json.dumps({"n": position}),
+                created_at=now,
+                published_at=now,
+            )
+            message = to_message(row)
+            message.message_id = f"m{position}"
+            await target.publish(message, routing_key=row.type, mandatory=True)

@@ -146,10 +146,15 @@ async def test_publisher_killed_mid_batch_resumes_from_its_confirmed_position(
         await db.dispose()
 
 
+@pytest.mark.parametrize("batch_size", [1, 50], ids=["one-at-a-time", "batched"])
 async def test_consumer_killed_after_commit_before_ack_processes_nothing_twice(
-    database_url: str, processes: Processes, bus: Bus
+    database_url: str, processes: Processes, bus: Bus, batch_size: int
 ) -> None:
     total, die_at = 40, 10
+    batching = {
+        "SHELFWISE_BROKER_CONSUMER_BATCH_SIZE": str(batch_size),
+        "SHELFWISE_BROKER_CONSUMER_LINGER_MS": "50",
+    }
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE broker_test_seen (message_id text PRIMARY KEY, position bigint)")
     queue = "orders-" + uuid.uuid4().hex[:6]
@@ -161,6 +166,7 @@ async def test_consumer_killed_after_commit_before_ack_processes_nothing_twice(
         *handler,
         SHELFWISE_TEST_DIE_AT_POSITION=str(die_at),
         SHELFWISE_TEST_DIE_MARKER=str(processes.tmp_path / "died"),
+        **batching,
     )
     await processes.logged("first", '"broker_consuming"')
     await insert_events(database_url, total)
@@ -171,10 +177,18 @@ async def test_consumer_killed_after_commit_before_ack_processes_nothing_twice(
     assert first.returncode == -signal.SIGKILL
     with psycopg.connect(database_url) as conn:
         seen = [r[0] for r in conn.execute("SELECT position FROM broker_test_seen ORDER BY 1")]
-    assert seen == list(range(1, die_at + 1))  # position 10 committed, its ack never sent
+    if batch_size == 1:
+        assert seen == list(range(1, die_at + 1))  # position 10 committed, its ack never sent
+    else:  # the whole batch holding position 10 committed, its ack never sent
+        assert seen == list(range(1, len(seen) + 1))
+        assert die_at <= len(seen) <= total
 
     processes.start(
-        "second", *consume, *handler, SHELFWISE_TEST_DIE_MARKER=str(processes.tmp_path / "died")
+        "second",
+        *consume,
+        *handler,
+        SHELFWISE_TEST_DIE_MARKER=str(processes.tmp_path / "died"),
+        **batching,
     )
 
     async def all_seen() -> bool:

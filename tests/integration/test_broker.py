@@ -10,11 +10,13 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.broker import metrics
@@ -28,7 +30,9 @@ from tests.broker_support import (
     Received,
     confirmed_position,
     dead_letters,
+    declare_queue,
     insert_events,
+    publish_events,
     running_node,
     stamped_positions,
     unstamped,
@@ -270,3 +274,77 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_can_be_r
 
 async def _dead(url: str, queue: str, count: int) -> bool:
     return await dead_letters(url, queue) >= count
+
+
+async def test_a_batch_commits_once_drops_duplicates_and_a_poison_message_does_not_poison_it(
+    bus: Bus, ctx: AppContext, database_url: str
+) -> None:
+    """Deliveries handled as a batch: one transaction for the batch's claims and work,
+    copies and already-processed messages skipped; a failing message sends its batch
+    one at a time (the others commit once each), then to the dead letters."""
+    queue = "batch-" + uuid.uuid4().hex[:6]
+    async with await psycopg.AsyncConnection.connect(bus.database_url, autocommit=True) as conn:
+        await conn.execute(
+            "CREATE TABLE broker_test_batch (message_id text, position bigint,"
+            " tx bigint DEFAULT txid_current())"
+        )
+        # Processed before (say, by a consumer killed before its ack).
+        await conn.execute(
+            "INSERT INTO broker_inbox (consumer, message_id, position) VALUES (%s, 'm2', 2)",
+            (queue,),
+        )
+    attempts: dict[int, int] = {}
+
+    async def record(session: AsyncSession, event: BrokerEvent) -> None:
+        attempts[event.position] = attempts.get(event.position, 0) + 1
+        if event.position == 6:
+            raise ValueError("cannot handle this one")
+        await session.execute(
+            text("INSERT INTO broker_test_batch (message_id, position) VALUES (:m, :p)"),
+            {"m": event.message_id, "p": event.position},
+        )
+
+    async def committed() -> list[tuple[str, int, int]]:
+        async with await psycopg.AsyncConnection.connect(bus.database_url) as conn:
+            cur = await conn.execute(
+                "SELECT message_id, position, tx FROM broker_test_batch ORDER BY position"
+            )
+            return [(str(m), int(p), int(t)) for m, p, t in await cur.fetchall()]
+
+    duplicates = metrics.CONSUMED.labels(queue, "duplicate")._value.get()
+    # Declared first, so that the consumer finds the first five messages waiting.
+    await declare_queue(bus.rabbit.url, bus.exchange, queue, ("order.*",), delivery_limit=2)
+    await publish_events(bus.rabbit.url, bus.exchange, [1, 2, 3, 3, 4])  # 3 twice
+    await bus.start_consumer(
+        ctx.db.sessions,
+        queue,
+        ("order.*",),
+        record,
+        delivery_limit=2,
+        tries_per_delivery=2,
+        retry_delay=0.01,
+        batch_linger=0.3,
+    )
+    await wait_until(lambda: _rows(committed, 3), timeout=10, what="the first batch")
+    first = await committed()
+    assert [(m, p) for m, p, _ in first] == [("m1", 1), ("m3", 3), ("m4", 4)]
+    assert len({tx for _, _, tx in first}) == 1  # one transaction for the batch
+    assert attempts == {1: 1, 3: 1, 4: 1}  # the copy of 3 and the processed 2: not handled
+    assert metrics.CONSUMED.labels(queue, "duplicate")._value.get() - duplicates == 2
+
+    await publish_events(bus.rabbit.url, bus.exchange, [5, 6, 7, 8])
+    await wait_until(lambda: _dead(bus.rabbit.url, queue, 1), timeout=20, what="a dead letter")
+    await wait_until(lambda: _rows(committed, 6), timeout=10, what="the others committed")
+    rows = await committed()
+    assert [p for _, p, _ in rows] == [1, 3, 4, 5, 7, 8]  # in order, once each, 6 skipped
+    # Two tries per delivery (a batch's try counts as one), delivery limit 2: dead after 3.
+    assert attempts[6] == 3 * 2
+    async with await psycopg.AsyncConnection.connect(bus.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT message_id FROM broker_inbox WHERE consumer = %s ORDER BY position", (queue,)
+        )
+        assert [r[0] for r in await cur.fetchall()] == ["m1", "m2", "m3", "m4", "m5", "m7", "m8"]
+
+
+async def _rows(read: Callable[[], Awaitable[list[Any]]], count: int) -> bool:
+    return len(await read()) >= count

@@ -1,28 +1,42 @@
 """An inbox consumer: the other half of at-least-once delivery, for any Python service.
 
-For each message, in the order the queue delivers them, one database transaction:
+For each batch of messages — whatever the broker has already pushed (prefetch), up to
+`batch_size`, waiting at most `batch_linger` seconds for it to fill — in the order the
+queue delivers them, one database transaction:
 
-1. `INSERT INTO broker_inbox (consumer, message_id, ...) ON CONFLICT DO NOTHING` — the
-   claim. If the row already exists the message was processed before (the publisher sent
-   it twice, or we died between our commit and our ack): nothing else happens.
-2. the handler's own work, on the same session;
-3. COMMIT — and only then `basic.ack`. Dying before the ack means a redelivery, which
-   step 1 turns into an ack without a second processing.
+1. `INSERT INTO broker_inbox (consumer, message_id, ...) SELECT … FROM unnest(…)
+   ON CONFLICT DO NOTHING RETURNING message_id` — the claim of the whole batch. A
+   message whose row already exists was processed before (the publisher sent it twice,
+   or we died between our commit and our ack), as is a second copy inside the batch:
+   nothing else happens to it.
+2. the handler's own work for each claimed message, in delivery order, on the same session;
+3. COMMIT — and only then one `basic.ack(multiple=True)` for the batch's last delivery
+   tag. Dying before the ack means a redelivery of the batch, which step 1 turns into an
+   ack without a second processing.
 
-A handler that raises rolls the transaction back (the claim too) and is tried again in
-place (`tries_per_delivery`, with a doubling delay), so a transient failure does not
-reorder anything; after the last try the message is nacked back to the queue. The queue
+One commit (one WAL flush) per batch instead of per message is what lets one consumer
+keep up with the order path (docs/events.md, "Measured"); an idle queue still costs one
+message at most `batch_linger` of latency. A batch of one goes the one-at-a-time way.
+
+A handler that raises rolls the batch back (every claim too): the batch is then handled
+one message at a time, each in its own transaction — the messages before the failing
+one commit, the failing one is tried again in place (`tries_per_delivery`, counting the
+batch's try, with a doubling delay), so a transient failure does not reorder anything;
+after the last try the message is nacked back to the queue. Side effects a handler has
+outside `session` are therefore repeated for the messages ahead of a failure: keep the
+work in the transaction (or make it idempotent), as at-least-once requires anyway. The queue
 is a quorum queue with `x-delivery-limit`: after that many deliveries RabbitMQ moves it
-to `<queue>.dead` (topology.py), where `replay_dead_letters` can send it back once the
+to `<queue>.dead` (topology.py), where `replay_dead_letters` (replay.py) can send it back once the
 bug is fixed. A message that is not a Shelfwise event at all is rejected straight to the
 dead letters.
 
 Ordering: RabbitMQ delivers one queue's messages in the order they were published, and
 the publisher publishes in stream order on one channel, so ONE consumer of a queue
-processing messages one by one (as here) sees positions increasing — duplicates aside,
-which the inbox drops. A consumer that dies gives back its unacked messages, which are
-redelivered to the next consumer in order. A nacked message is not: it is redelivered
-after the messages already prefetched (measured: position 788 came back after 886),
+processing messages in delivery order (as here, batch by batch) sees positions
+increasing — duplicates aside, which the inbox drops. A consumer that dies gives back
+its unacked messages, which are redelivered to the next consumer in order. A nacked
+message is not: it is redelivered after the messages already prefetched (measured:
+position 788 came back after 886),
 which is why failures are retried in place first; one that still fails has lost its
 place. With SEVERAL consumers on one queue, messages are spread round-robin and
 processed concurrently: no order at all, not even per aggregate. Per-aggregate order
@@ -48,15 +62,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shelfwise.broker import metrics
 from shelfwise.broker.envelope import BrokerEvent, from_message
 from shelfwise.broker.publisher import BROKER_ERRORS
+from shelfwise.broker.replay import replay_dead_letters
 from shelfwise.broker.topology import (
     DECLARE_TIMEOUT,
     DEFAULT_EXCHANGE,
-    dead_letter_queue_name,
     declare_consumer_queue,
 )
-from shelfwise.observability.tracing import EVENT_TYPE, link_from, linked_span
+from shelfwise.observability.tracing import EVENT_TYPE, link_from, linked_span, links_from
 
 log = structlog.get_logger("shelfwise.broker.consumer")
+
+__all__ = ["ConsumerConfig", "Handler", "InboxConsumer", "replay_dead_letters"]
 
 Handler = Callable[[AsyncSession, BrokerEvent], Awaitable[None]]
 
@@ -65,6 +81,23 @@ CLAIM_SQL = text(
     " VALUES (:consumer, :message_id, :position, :event_type)"
     " ON CONFLICT DO NOTHING RETURNING 1"
 )
+# The batch's claims in one statement; a message id twice in the arrays (two copies in
+# one batch) inserts once and is returned once.
+CLAIM_BATCH_SQL = text(
+    "INSERT INTO broker_inbox (consumer, message_id, position, event_type)"
+    " SELECT :consumer, m.message_id, m.position, m.event_type"
+    "   FROM unnest(CAST(:message_ids AS text[]), CAST(:positions AS bigint[]),"
+    "               CAST(:event_types AS text[])) AS m(message_id, position, event_type)"
+    " ON CONFLICT DO NOTHING RETURNING message_id"
+)
+
+
+class HandlerFailed(Exception):
+    """The handler raised for `message_id` inside a batch (the cause is chained)."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +105,11 @@ class ConsumerConfig:
     queue: str
     patterns: tuple[str, ...]
     exchange: str = DEFAULT_EXCHANGE
-    prefetch: int = 50
+    prefetch: int = 100
+    # Messages claimed and handled in one transaction, at most; and how long to wait for
+    # a batch to fill once its first message is here (1 / 0: one at a time, no wait).
+    batch_size: int = 50
+    batch_linger: float = 0.01
     delivery_limit: int = 5  # deliveries before a message is dead-lettered
     # Tries of one delivery before it is nacked: a transient failure (the database
     # restarting) is retried in place, so the messages behind it keep their order.
@@ -168,22 +205,170 @@ class InboxConsumer:
                 raise ConnectionError("broker connection closed")
 
     async def _drain(self, messages: AbstractQueueIterator) -> None:
-        async for message in messages:
-            await self.handle(message)
+        """Batches of what was delivered, in order. A reader task moves deliveries into
+        a local queue, so that waiting for a batch to fill (a timeout) never cancels the
+        iterator mid-delivery; None marks the iterator's end."""
+        deliveries: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for message in messages:
+                    deliveries.put_nowait(message)
+            finally:
+                deliveries.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            ended = False
+            while not ended:
+                batch, ended = await self._next_batch(deliveries)
+                if len(batch) == 1:
+                    await self.handle(batch[0])
+                elif batch:
+                    await self.handle_batch(batch)
+            await reader  # its error, if it ended with one
+        finally:
+            reader.cancel()
+
+    async def _next_batch(
+        self, deliveries: asyncio.Queue[AbstractIncomingMessage | None]
+    ) -> tuple[list[AbstractIncomingMessage], bool]:
+        """The next deliveries: one, then whatever else is already here or arrives within
+        the linger, up to `batch_size`. True when the iterator ended."""
+        first = await deliveries.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.batch_linger
+        while len(batch) < self._config.batch_size:
+            try:
+                message = deliveries.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    # Safe to time out: Queue.get takes an item only once it resumes.
+                    async with asyncio.timeout(remaining):
+                        message = await deliveries.get()
+                except TimeoutError:
+                    break
+            if message is None:
+                return batch, True
+            batch.append(message)
+        return batch, False
+
+    async def handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Claim, handle and commit `messages` in one transaction, then ack them all; if
+        anything fails, handle them one at a time instead."""
+        queue = self._config.queue
+        events: list[tuple[AbstractIncomingMessage, BrokerEvent]] = []
+        for message in messages:
+            event = await self._parse(message)
+            if event is not None:
+                events.append((message, event))
+        if not events:
+            return
+        links = links_from((event.trace, {EVENT_TYPE: event.type}) for _, event in events)
+        try:
+            with linked_span("consume batch", links, attributes={"shelfwise.batch": len(events)}):
+                fresh = await self._process_batch([event for _, event in events])
+        except Exception as exc:
+            failed = exc.message_id if isinstance(exc, HandlerFailed) else None
+            cause = exc.__cause__ if isinstance(exc, HandlerFailed) else exc
+            log.warning(
+                "broker_batch_failed",
+                queue=queue,
+                size=len(events),
+                message_id=failed,
+                error=f"{type(cause).__name__}: {cause}"[:300],
+            )
+            metrics.CONSUMED.labels(queue, "failed").inc()
+            for message, event in events:
+                # The batch was the failing message's first try.
+                tried = 1 if event.message_id == failed else 0
+                await self._handle_event(message, event, tried=tried)
+            return
+        # Every delivery up to the last one's tag: the whole batch (the malformed ones
+        # among them were already rejected, and a tag is acknowledged only once).
+        await events[-1][0].ack(multiple=True)
+        for _, event in events:
+            if event.message_id in fresh:
+                fresh.discard(event.message_id)  # a second copy is a duplicate
+                metrics.CONSUMED.labels(queue, "processed").inc()
+            else:
+                metrics.CONSUMED.labels(queue, "duplicate").inc()
+                log.info("broker_message_duplicate", queue=queue, message_id=event.message_id)
+
+    async def _process_batch(self, events: list[BrokerEvent]) -> set[str]:
+        """The batch's claims and the handler for each claimed event, one transaction;
+        returns the claimed message ids. Raises HandlerFailed naming the event whose
+        handler raised (everything is rolled back)."""
+        async with self._sessions() as session, session.begin():
+            claimed = await session.execute(
+                CLAIM_BATCH_SQL,
+                {
+                    "consumer": self._config.consumer,
+                    "message_ids": [event.message_id for event in events],
+                    "positions": [event.position for event in events],
+                    "event_types": [event.type for event in events],
+                },
+            )
+            fresh = {str(row[0]) for row in claimed}
+            pending = set(fresh)
+            last = self._last_position
+            for event in events:
+                if event.message_id not in pending:
+                    continue
+                pending.discard(event.message_id)
+                last = self._check_order(event, last)
+                try:
+                    await self._handler(session, event)
+                except Exception as exc:
+                    raise HandlerFailed(event.message_id) from exc
+        self._last_position = last
+        return fresh
+
+    async def _parse(self, message: AbstractIncomingMessage) -> BrokerEvent | None:
+        """The event, or None for a message that is not a Shelfwise event (rejected
+        straight to the dead letters)."""
+        try:
+            return from_message(message)
+        except (KeyError, ValueError) as exc:
+            log.error("broker_message_malformed", queue=self._config.queue, error=str(exc)[:200])
+            metrics.CONSUMED.labels(self._config.queue, "failed").inc()
+            await message.reject(requeue=False)
+            return None
+
+    def _check_order(self, event: BrokerEvent, last: int) -> int:
+        if event.position < last:
+            log.warning(
+                "broker_message_out_of_order",
+                queue=self._config.queue,
+                position=event.position,
+                after=last,
+            )
+        return max(last, event.position)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Process one delivery: claim in the inbox, handle, commit, then ack."""
+        event = await self._parse(message)
+        if event is not None:
+            await self._handle_event(message, event, tried=0)
+
+    async def _handle_event(
+        self, message: AbstractIncomingMessage, event: BrokerEvent, *, tried: int
+    ) -> None:
+        """The tries left of `tries_per_delivery` (`tried` were made in a batch), in
+        place, then a nack."""
         queue = self._config.queue
-        try:
-            event = from_message(message)
-        except (KeyError, ValueError) as exc:
-            log.error("broker_message_malformed", queue=queue, error=str(exc)[:200])
-            metrics.CONSUMED.labels(queue, "failed").inc()
-            await message.reject(requeue=False)  # straight to the dead letters
-            return
         link = link_from(event.trace, {EVENT_TYPE: event.type})
-        delay = self._config.retry_delay
-        for attempt in range(1, self._config.tries_per_delivery + 1):
+        delay = self._config.retry_delay * 2 ** max(tried - 1, 0)
+        if tried and tried < self._config.tries_per_delivery:
+            await asyncio.sleep(delay)
+            delay *= 2
+        for attempt in range(tried + 1, self._config.tries_per_delivery + 1):
             try:
                 with linked_span(f"consume {event.type}", [link] if link else []):
                     fresh = await self._process(event)
@@ -226,59 +411,7 @@ class InboxConsumer:
             )
             if claimed.first() is None:
                 return False
-            if event.position < self._last_position:
-                log.warning(
-                    "broker_message_out_of_order",
-                    queue=self._config.queue,
-                    position=event.position,
-                    after=self._last_position,
-                )
+            self._check_order(event, self._last_position)
             await self._handler(session, event)
         self._last_position = max(self._last_position, event.position)
         return True
-
-
-async def replay_dead_letters(broker_url: str, *, queue: str, limit: int | None = None) -> int:
-    """Send the messages now in `<queue>.dead` back to `queue` (through the default
-    exchange, so no other queue bound to the event type gets them twice).
-
-    Only the messages present when it starts are replayed, so a message that fails again
-    is not replayed in a loop. Each is acked from the dead-letter queue only after the
-    broker confirmed its copy: a crash mid-replay duplicates, never loses. Returns the count.
-    """
-    replayed = 0
-    async with await aio_pika.connect(broker_url, timeout=5) as amqp:
-        channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
-        dead = await channel.declare_queue(
-            dead_letter_queue_name(queue), passive=True, timeout=DECLARE_TIMEOUT
-        )
-        waiting = dead.declaration_result.message_count or 0
-        budget = waiting if limit is None else min(waiting, limit)
-        while replayed < budget:
-            message = await dead.get(no_ack=False, fail=False, timeout=DECLARE_TIMEOUT)
-            if message is None:
-                break
-            await channel.default_exchange.publish(
-                _copy(message), routing_key=queue, timeout=DECLARE_TIMEOUT
-            )
-            await message.ack()
-            replayed += 1
-            metrics.DEAD_LETTERS_REPLAYED.labels(queue).inc()
-    log.info("broker_dead_letters_replayed", queue=queue, replayed=replayed)
-    return replayed
-
-
-def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    headers = {k: v for k, v in message.headers.items() if not k.startswith("x-")}
-    replays = message.headers.get("x-shelfwise-replays", 0)
-    headers["x-shelfwise-replays"] = int(replays if isinstance(replays, int) else 0) + 1
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers,
-        content_type=message.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        app_id=message.app_id,
-    )

@@ -2,7 +2,9 @@
 
 The default handler only logs each event (`broker_event_consumed`); `--handler
 module:function` names another `async def handle(session, event)`. Whatever it writes
-through `session` commits together with the inbox row, before the ack.
+through `session` commits together with the inbox rows of its batch, before the ack;
+what it does outside the session may be repeated (a batch that fails falls back to one
+message at a time).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ async def run_consumer(
             patterns=tuple(patterns),
             exchange=settings.broker_exchange,
             prefetch=settings.broker_prefetch,
+            batch_size=settings.broker_consumer_batch_size,
+            batch_linger=settings.broker_consumer_linger_ms / 1000,
             delivery_limit=settings.broker_delivery_limit,
             backoff_max=settings.broker_backoff_max_seconds,
         ),
