@@ -165,8 +165,13 @@ class Settings(BaseSettings):
     broker_window: int = Field(default=200, ge=1)  # unconfirmed messages in flight
     broker_poll_seconds: float = Field(default=0.5, gt=0)  # safety net behind NOTIFY
     broker_backoff_max_seconds: float = Field(default=30.0, gt=0)
-    broker_prefetch: int = Field(default=50, ge=1)  # `shelfwise consume`
+    broker_prefetch: int = Field(default=100, ge=1)  # `shelfwise consume`
     broker_delivery_limit: int = Field(default=5, ge=1)  # then dead-lettered
+    # `shelfwise consume` claims and handles up to this many prefetched messages in one
+    # transaction, waiting at most the linger for a batch to fill (1: one at a time).
+    broker_consumer_batch_size: int = Field(default=50, ge=1)
+    broker_consumer_linger_ms: float = Field(default=10.0, ge=0)
+    broker_inbox_retention_days: int = Field(default=7, ge=1)  # prune_broker_inbox
 
     # Live updates (SSE, WebSocket, long-poll).
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
