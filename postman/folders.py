@@ -1419,11 +1419,11 @@ const attempt = Number(load('jobPolls') || 0) + 1;
 save('jobPolls', attempt);
 status(200);
 const finished = ['succeeded', 'failed', 'cancelled', 'aborted'].includes(body.status);
-if (!finished && attempt < 80) {
+if (!finished && attempt < 120) {
   postman.setNextRequest(pm.info.requestName);
   setTimeout(() => {}, 250);
 } else {
-  pm.test('the job succeeded (a worker ran it within ~20 s)', () => pm.expect(body.status).to.eql('succeeded'));
+  pm.test('the job succeeded (a worker ran it within ~30 s)', () => pm.expect(body.status).to.eql('succeeded'));
   const report = JSON.parse(body.progress.message);
   pm.test('progress: both rows read, the total known', () => {
     pm.expect(body.progress.done).to.eql(2);
@@ -1623,7 +1623,7 @@ save('deliveryPolls', attempt);
 status(200);
 const types = (body.data || []).map((d) => d.event_type);
 const arrived = types.includes('order.confirmed') && types.includes('order.cancelled');
-if (!arrived && attempt < 80) {
+if (!arrived && attempt < 120) {
   postman.setNextRequest(pm.info.requestName);
   setTimeout(() => {}, 250);
 } else {
