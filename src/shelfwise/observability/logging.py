@@ -65,7 +65,15 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Route stdlib loggers (uvicorn, alembic, sqlalchemy) through the same level.
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # Stdlib loggers (uvicorn, procrastinate, alembic, sqlalchemy) go through the same
+    # processors and renderer, so production gets one JSON line format from every library.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("uvicorn.access").disabled = True  # our access log replaces it
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO
