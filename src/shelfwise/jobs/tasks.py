@@ -14,6 +14,7 @@ from procrastinate import JobContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from shelfwise.broker.inbox import prune_inbox
 from shelfwise.events.outbox import prune_published_events
 from shelfwise.idempotency.service import prune_idempotency_keys
 from shelfwise.identity.pruning import prune_expired_credentials
@@ -74,6 +75,17 @@ async def prune_outbox(context: JobContext, timestamp: int) -> int:
     cutoff = rt.clock.now() - timedelta(days=rt.settings.outbox_retention_days)
     async with rt.db.sessions() as session:
         return await prune_published_events(session, older_than=cutoff)
+
+
+@task("prune_broker_inbox", queue=MAINTENANCE, backoff=QUICK, cron="47 * * * *", singleton=True)
+async def prune_broker_inbox(context: JobContext, timestamp: int) -> int:
+    """Inbox rows of event-bus consumers past `broker_inbox_retention_days` (broker/inbox.py)."""
+    rt = runtime_of(context)
+    cutoff = rt.clock.now() - timedelta(days=rt.settings.broker_inbox_retention_days)
+    async with rt.db.sessions() as session:
+        pruned = await prune_inbox(session, older_than=cutoff)
+    log.info("broker_inbox_pruned", count=pruned)
+    return pruned
 
 
 @task("prune_finished_jobs", queue=MAINTENANCE, backoff=QUICK, cron="37 4 * * *", singleton=True)
