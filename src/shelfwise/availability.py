@@ -52,6 +52,13 @@ CONNECT_TIMEOUT_SECONDS = 3
 # off for minutes (1, 2, 4, 8, 16 s...): once the database is back, the next request
 # grows the pool at once.
 RECONNECT_GIVE_UP_SECONDS = 5.0
+# A probe's verdict is due within this long (connect + `SELECT 1`). Through pgbouncer the
+# connect succeeds even while PostgreSQL is gone (pgbouncer answers the login itself) and
+# the query waits in its queue for a server connection; cancelling that wait does not
+# work either (pgbouncer 1.18 ignores a cancel request for a client that holds no server
+# connection, and psycopg then waits 5 s before dropping the connection). So the probe
+# runs as its own task and the breaker stops waiting for it after this long.
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 def is_connection_failure(exc: BaseException) -> bool:
@@ -71,12 +78,16 @@ class DatabaseBreaker:
         *,
         probe_interval: float = 0.5,
         connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
+        probe_timeout: float = PROBE_TIMEOUT_SECONDS,
         retry_after: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
         self.probe_interval = probe_interval
         self._connect_timeout = connect_timeout
+        self._probe_timeout = probe_timeout
+        # Probes given up on that are still finishing (see PROBE_TIMEOUT_SECONDS).
+        self._stragglers: set[asyncio.Task[bool]] = set()
         self.retry_after = retry_after
         self._clock = clock
         self.open_since: float | None = None
@@ -126,7 +137,21 @@ class DatabaseBreaker:
             await asyncio.sleep(self.probe_interval)
 
     async def reachable(self) -> bool:
-        """One probe: can a new connection be made and answer?"""
+        """One probe: can a new connection be made and answer within `probe_timeout`?
+
+        A probe that has not answered by then counts as "no"; it is cancelled and left to
+        finish in the background (bounded: psycopg drops the connection within 5 s)."""
+        attempt = asyncio.ensure_future(self._connect_and_select())
+        try:
+            await asyncio.wait({attempt}, timeout=self._probe_timeout)
+        finally:  # also when this probe itself is cancelled (shutdown)
+            if not attempt.done():
+                attempt.cancel()
+                self._stragglers.add(attempt)
+                attempt.add_done_callback(self._stragglers.discard)
+        return not attempt.cancelled() and attempt.done() and attempt.result()
+
+    async def _connect_and_select(self) -> bool:
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self._url,
@@ -145,6 +170,8 @@ class DatabaseBreaker:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        if self._stragglers:
+            await asyncio.wait(set(self._stragglers), timeout=self._probe_timeout)
 
 
 def guard_engine(engine: AsyncEngine, breaker: DatabaseBreaker) -> None:

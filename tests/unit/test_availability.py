@@ -6,6 +6,9 @@ The breaker probes a port nothing listens on (connection refused at once), so it
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import psycopg
 import pytest
 from psycopg import errors as pg_errors
@@ -84,3 +87,25 @@ async def test_one_failed_connection_the_probe_disproves_does_not_open_it() -> N
         breaker.check()
     finally:
         await breaker.close()
+
+
+async def test_a_probe_that_gets_no_answer_is_a_no_within_its_timeout() -> None:
+    # A server that accepts the connection and never says a word: what a probe sees
+    # through pgbouncer while PostgreSQL is gone (its query queued, never answered).
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the probe hangs up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    breaker = DatabaseBreaker(
+        f"postgresql://nobody@127.0.0.1:{port}/none", connect_timeout=10, probe_timeout=0.3
+    )
+    try:
+        started = time.monotonic()
+        assert await breaker.reachable() is False
+        assert time.monotonic() - started < 2.0  # the verdict, not libpq's 10 s connect
+    finally:
+        await breaker.close()
+        server.close()
+        await server.wait_closed()

@@ -72,10 +72,13 @@ auth_file = {directory / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {sizes.pool}
 max_client_conn = {sizes.clients}
-; Fail fast while PostgreSQL is away instead of queueing clients for two minutes.
+; Fail fast while PostgreSQL is away instead of queueing clients for two minutes. After
+; a failed server login, new queries fail at once for server_login_retry; a query already
+; queued when PostgreSQL went away waits query_wait_timeout. 3 s keeps a request's worst
+; case (the app's 30 s deadline + this wait) under nginx's 35 s read timeout (decision 0015).
 server_connect_timeout = 3
 server_login_retry = 1
-query_wait_timeout = 10
+query_wait_timeout = 3
 ; psycopg sends none of these, other drivers do; harmless to ignore.
 ignore_startup_parameters = extra_float_digits
 """
