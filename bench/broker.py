@@ -2,6 +2,7 @@
 while orders run at full speed.
 
     .venv/bin/python -m bench.broker [--backlog 20000] [--duration 10] [--connections 64]
+        [--inbox-batch 50] [--inbox-linger-ms 10]
 
 Needs `rabbitmq-server` (a private node on free ports, as in the tests) and uses
 `var/bench` (10,000 products, demo users) like bench.issues. Two parts:
@@ -13,8 +14,10 @@ Needs `rabbitmq-server` (a private node on free ports, as in the tests) and uses
   `--connections` clients places orders (one line, quantity 1, random product of 10,000,
   unique Idempotency-Key) for `--duration` seconds. Two consumers in this process:
   `all` (every event, plain auto-ack: what the bus itself delivers) and `inbox` (an
-  `InboxConsumer` on `order.*`: claim + commit + ack per message). Lag = receive time -
-  the event's `created_at` header (its insert, within ms of its commit; one clock).
+  `InboxConsumer` on `order.*`: claim + handle + commit + ack per batch of up to
+  `--inbox-batch` messages; 1 = per message). Lag = the time the inbox transaction
+  COMMITTED (after_commit) - the event's `created_at` header (its insert, within ms of
+  its commit; one clock); for `all`, the receive time.
   The same load also runs once with the broker off, to show the order path does not wait.
 
 Results: bench/results/<timestamp>-broker.json.
@@ -37,9 +40,11 @@ from typing import Any
 
 import aio_pika
 import psycopg
+import sqlalchemy.event
 from psycopg import sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bench.issues import BIN, CUSTOMER, login, stop
 from bench.loadgen import _read_response, percentile
@@ -204,10 +209,33 @@ async def order_load_process(
 class Lags:
     def __init__(self) -> None:
         self.values: list[tuple[int, float]] = []  # (position, seconds)
+        self.at: dict[int, datetime] = {}  # position -> when it arrived
 
     def add(self, position: int, created_at: datetime | None) -> None:
+        now = datetime.now(UTC)
+        self.at.setdefault(position, now)
         if created_at is not None:
-            self.values.append((position, (datetime.now(UTC) - created_at).total_seconds()))
+            self.values.append((position, (now - created_at).total_seconds()))
+
+
+def stages(url: str, lags: Lags, after: int, end: int) -> dict[str, Any]:
+    """Where the lag goes, per event of the window: written → stamped by the relay
+    (`published_at`), stamped → received from the broker (the publisher's fetch, send
+    and confirm, the broker, the delivery)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT position, created_at, published_at FROM outbox_events"
+            " WHERE position > %s AND position <= %s",
+            (after, end),
+        ).fetchall()
+    relay, publisher = [], []
+    for position, created, stamped in rows:
+        received = lags.at.get(int(position))
+        if received is None or stamped is None:
+            continue
+        relay.append((stamped - created).total_seconds())
+        publisher.append((received - stamped).total_seconds())
+    return {"written_to_stamped": _summary(relay), "stamped_to_received": _summary(publisher)}
 
 
 async def orders_part(
@@ -260,14 +288,21 @@ async def orders_part(
         db = open_database(load_settings(database_url=url), url)
 
         async def inbox_handler(session: AsyncSession, event: BrokerEvent) -> None:
-            del session
-            inbox_lags.add(event.position, event.created_at)
+            def committed(_: Session) -> None:  # processed = committed, not just handled
+                inbox_lags.add(event.position, event.created_at)
+
+            sqlalchemy.event.listen(session.sync_session, "after_commit", committed, once=True)
 
         stop_event = asyncio.Event()
         consumer = InboxConsumer(
             db.sessions,
             rabbit.url,
-            ConsumerConfig(queue=f"bench-orders-{uuid.uuid4().hex[:6]}", patterns=("order.*",)),
+            ConsumerConfig(
+                queue=f"bench-orders-{uuid.uuid4().hex[:6]}",
+                patterns=("order.*",),
+                batch_size=args.inbox_batch,
+                batch_linger=args.inbox_linger_ms / 1000,
+            ),
             inbox_handler,
         )
         consuming = asyncio.create_task(consumer.run(stop_event))
@@ -324,6 +359,8 @@ async def orders_part(
         out["events_per_s"] = round(len(window) / args.duration, 1)
         out["lag_all_events_autoack"] = _summary(window)
         out["lag_inbox_consumer_order_events"] = _summary(inbox)
+        out["inbox_batch"] = {"size": args.inbox_batch, "linger_ms": args.inbox_linger_ms}
+        out["lag_stages_all_events"] = stages(url, all_lags, start_position, end)
         out["order_events_in_window"] = orders_total
         out["stream_end_position"] = end
         out["last_received_position"] = max((p for p, _ in all_lags.values), default=0)
@@ -404,6 +441,8 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--inbox-batch", type=int, default=50, help="1: commit per message")
+    parser.add_argument("--inbox-linger-ms", type=float, default=10.0)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
