@@ -45,6 +45,7 @@ from shelfwise.observability.metrics import (
 )
 from shelfwise.observability.trace_events import record_batch
 from shelfwise.observability.tracing import enabled as tracing_enabled
+from shelfwise.reconnect import ReconnectBackoff
 
 log = structlog.get_logger("shelfwise.events.relay")
 
@@ -95,7 +96,9 @@ class RelayConfig:
     batch_size: int = 500
     poll_interval: float = 0.5
     standby_retry: float = 1.0
-    reconnect_delay: float = 1.0
+    # After a lost connection: 0.5 s doubling to 5 s, jittered (reconnect.py).
+    reconnect_first: float = 0.5
+    reconnect_cap: float = 5.0
 
 
 # Test seam: awaited inside the stamping transaction, before COMMIT.
@@ -122,13 +125,21 @@ class Relay:
         self.active = False  # holds the advisory lock right now
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; reconnect on connection loss."""
+        """Publish until `stop` is set; reconnect on connection loss, backing off."""
+        backoff = ReconnectBackoff(self._config.reconnect_first, self._config.reconnect_cap)
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 await self._session(stop)
             except psycopg.Error as exc:  # connection lost, server restart, lock conflict
-                log.warning("relay_connection_lost", relay=self._name, error=str(exc))
-                await _wait(stop, self._config.reconnect_delay)
+                delay = backoff.after(time.monotonic() - started)
+                log.warning(
+                    "relay_connection_lost",
+                    relay=self._name,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                )
+                await _wait(stop, delay)
             finally:
                 self._set_active(False)
 

@@ -49,6 +49,7 @@ from shelfwise.live.channels import ChannelSet
 from shelfwise.live.subscription import Closed, Subscription
 from shelfwise.observability.metrics import LIVE_RESUMES
 from shelfwise.observability.trace_events import batch_span
+from shelfwise.reconnect import ReconnectBackoff
 
 if TYPE_CHECKING:
     from shelfwise.live.credentials import Credential, Reauthorization
@@ -125,7 +126,9 @@ class Hub:
         ]
 
     async def _follow(self, wake: Wake) -> None:
+        backoff = ReconnectBackoff()  # 0.5 s doubling to 5 s, jittered (reconnect.py)
         while True:
+            started = time.monotonic()
             try:
                 # aclosing: on cancellation the feed's connection is closed now, not
                 # whenever the garbage collector finalizes the generator.
@@ -135,8 +138,9 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a lost feed connection: log, reconnect
-                log.warning("live_feed_lost", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
+                delay = backoff.after(time.monotonic() - started)
+                log.warning("live_feed_lost", error=type(exc).__name__, retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
 
     async def _tick(self) -> None:
         """One timer for every connection: heartbeats for the quiet ones, and the shared
