@@ -1,15 +1,62 @@
 """The relay's wake-up is rung after a commit that wrote events, from outside that
-transaction (docs/decisions/0013): never on rollback, never by the writer's own backend."""
+transaction (docs/decisions/0013): never on rollback, never by the writer's own backend.
+
+Both ways an event reaches the outbox are shown: the unit of work (every use case,
+`store/unit.py`, here over a session as the catalog, webhooks and low-stock report use
+it) and the session's `emit_all` with its after-commit hook (the CSV import's batch
+only, `events/doorbell.py`)."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.context import AppContext
 from shelfwise.events.doorbell import OUTBOX_CHANNEL
-from shelfwise.events.outbox import emit
+from shelfwise.events.outbox import Event, emit_all
+from shelfwise.events.payloads import product_deleted
+from shelfwise.store.unit import unit_of_work
+
+Emit = Callable[[Event], Awaitable[None]]
+Writer = Callable[[AsyncSession], AbstractAsyncContextManager[Emit]]
+
+
+@asynccontextmanager
+async def through_the_unit(session: AsyncSession) -> AsyncIterator[Emit]:
+    async with unit_of_work(session) as unit:
+
+        async def emit(event: Event) -> None:
+            unit.emit(event)
+
+        yield emit
+
+
+@asynccontextmanager
+async def through_the_session(session: AsyncSession) -> AsyncIterator[Emit]:
+    async with session.begin():
+
+        async def emit(event: Event) -> None:
+            await emit_all(session, [event])
+
+        yield emit
+
+
+@pytest.fixture(params=[through_the_unit, through_the_session], ids=["unit", "session"])
+def writer(request: pytest.FixtureRequest) -> Writer:
+    chosen: Writer = request.param
+    return chosen
+
+
+def an_event() -> Event:
+    # A real type with its real payload: for a product that never existed (no consumer
+    # of this test's database acts on it).
+    return product_deleted(uuid.uuid4())
 
 
 class Abandon(Exception):
@@ -17,38 +64,38 @@ class Abandon(Exception):
 
 
 async def test_a_commit_that_wrote_events_rings_once_a_rollback_never(
-    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch, writer: Writer
 ) -> None:
     rings: list[None] = []
     monkeypatch.setattr(ctx.db.doorbell, "ring", lambda: rings.append(None))
 
     async def emit_then_abandon() -> None:
-        async with ctx.db.sessions() as session, session.begin():
-            await emit(session, type="test.event", aggregate=("test", 1), payload={})
+        async with ctx.db.sessions() as session, writer(session) as emit:
+            await emit(an_event())
             raise Abandon
 
     with pytest.raises(Abandon):
         await emit_then_abandon()
     assert rings == []
 
-    async with ctx.db.sessions() as session, session.begin():
+    async with ctx.db.sessions() as session, writer(session):
         await session.execute(text("SELECT 1"))  # a transaction without events
     assert rings == []
 
-    async with ctx.db.sessions() as session, session.begin():
-        await emit(session, type="test.event", aggregate=("test", 2), payload={})
+    async with ctx.db.sessions() as session, writer(session) as emit:
+        await emit(an_event())
     assert len(rings) == 1
 
 
 async def test_the_notify_comes_from_the_doorbell_not_the_writing_transaction(
-    ctx: AppContext, database_url: str
+    ctx: AppContext, database_url: str, writer: Writer
 ) -> None:
     listener = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     try:
         await listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
-        async with ctx.db.sessions() as session, session.begin():
+        async with ctx.db.sessions() as session, writer(session) as emit:
             writer_pid = await session.scalar(text("SELECT pg_backend_pid()"))
-            await emit(session, type="test.event", aggregate=("test", 3), payload={})
+            await emit(an_event())
         received = [n async for n in listener.notifies(timeout=10, stop_after=1)]
     finally:
         await listener.close()

@@ -25,12 +25,24 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from shelfwise.db import sqlalchemy_url
+from shelfwise.events import types as event_types
 from shelfwise.events.models import OutboxEvent
 from shelfwise.events.outbox import PublishedEvent, emit, read_stream
 from shelfwise.events.relay import RELAY_LOCK_KEY, Relay, RelayConfig
 from tests.support import wait_until
 
 WRITERS = 24
+TEST_EVENT = "test.event"
+
+
+@pytest.fixture(autouse=True)
+def declared_test_event_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream is the same for every type, and these payloads are no real type's: so
+    this module declares its own type, for its tests only (writers refuse an undeclared
+    type, `events/types.py`)."""
+    monkeypatch.setattr(
+        event_types, "KNOWN_EVENT_TYPES", event_types.KNOWN_EVENT_TYPES | {TEST_EVENT}
+    )
 
 
 @pytest.fixture
@@ -61,7 +73,7 @@ async def write(sessions: async_sessionmaker[AsyncSession], writer: Writer) -> N
         for n in range(writer.events):
             await emit(
                 session,
-                type="test.event",
+                type=TEST_EVENT,
                 aggregate=("writer", writer.index),
                 payload={"writer": writer.index, "n": n},
             )
@@ -215,7 +227,7 @@ async def test_an_id_cursor_skips_a_late_commit_but_a_position_cursor_does_not(
 async def insert_committed(sessions: async_sessionmaker[AsyncSession], count: int) -> None:
     async with sessions() as session, session.begin():
         for n in range(count):
-            await emit(session, type="test.event", aggregate=("bulk", n), payload={"n": n})
+            await emit(session, type=TEST_EVENT, aggregate=("bulk", n), payload={"n": n})
 
 
 async def test_relay_killed_mid_batch_loses_and_duplicates_nothing(

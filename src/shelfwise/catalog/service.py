@@ -1,4 +1,9 @@
-"""Catalog use cases. Each public function owns its transaction."""
+"""Catalog use cases. Each public function owns its transaction.
+
+Writes run in a unit of work over the caller's session (`unit_of_work(session)`,
+`store/unit.py`): the ORM statements and the `product.*` events share one transaction,
+and the unit wakes the relay after the commit, as for every other writer of events.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ from shelfwise.catalog.models import Product
 from shelfwise.catalog.schemas import ProductSort
 from shelfwise.driverpool import DriverPool
 from shelfwise.errors import AlreadyExists, Conflict, InvalidCursor, VersionMismatch
-from shelfwise.events.outbox import emit_all
 from shelfwise.events.payloads import EventType, product_deleted, product_event
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
+from shelfwise.store.unit import unit_of_work
 from shelfwise.uploads.service import detach_image
 
 
@@ -126,11 +131,11 @@ async def read_product(driver: DriverPool, product_id: uuid.UUID) -> dict[str, A
 async def create_product(session: AsyncSession, **fields: Any) -> Product:
     product = Product(**fields)
     try:
-        async with session.begin():
+        async with unit_of_work(session) as unit:
             session.add(product)
             await session.flush()
             await session.refresh(product)
-            await emit_all(session, [product_event(product, EventType.PRODUCT_CREATED)])
+            unit.emit(product_event(product, EventType.PRODUCT_CREATED))
     except IntegrityError as exc:
         raise SkuTaken(f"SKU {fields.get('sku')!r} is already in use") from exc
     return product
@@ -156,7 +161,7 @@ async def update_product(
         .execution_options(populate_existing=True)
     )
     try:
-        async with session.begin():
+        async with unit_of_work(session) as unit:
             product = (await session.scalars(stmt)).one_or_none()
             if product is None:
                 exists = await session.scalar(
@@ -165,7 +170,7 @@ async def update_product(
                 if exists is None:
                     raise ProductNotFound(f"No product with id {product_id}")
                 raise VersionMismatch("The product changed since you read it; re-read and retry")
-            await emit_all(session, [product_event(product, EventType.PRODUCT_UPDATED)])
+            unit.emit(product_event(product, EventType.PRODUCT_UPDATED))
     except IntegrityError as exc:
         raise SkuTaken(f"SKU {changes.get('sku')!r} is already in use") from exc
     return product
@@ -180,7 +185,7 @@ async def delete_product(
     if expected_version is not None:
         conditions.append(Product.version == expected_version)
     try:
-        async with session.begin():
+        async with unit_of_work(session) as unit:
             image = await detach_image(session, product_id)
             deleted = await session.execute(
                 delete(Product).where(*conditions).returning(Product.id)
@@ -189,7 +194,7 @@ async def delete_product(
                 if await session.scalar(select(Product.id).where(Product.id == product_id)):
                     raise VersionMismatch("The product changed since you read it")
                 raise ProductNotFound(f"No product with id {product_id}")
-            await emit_all(session, [product_deleted(product_id)])
+            unit.emit(product_deleted(product_id))
     except IntegrityError as exc:
         raise ProductInUse("Products with stock history cannot be deleted") from exc
     return image

@@ -4,10 +4,16 @@ A `pg_notify` in the writing transaction would be delivered at commit, exactly w
 wake-up is due. But PostgreSQL serialises the commits of all notifying transactions on
 one database-wide lock, held through the WAL flush: measured on this machine, 15
 connections committing one-row inserts fell from ~3,500 to ~1,050 commits/s once each
-transaction also notified (docs/decisions/0013). So a transaction that wrote to the
-outbox only marks its session (`outbox_written`); after the session commits, the
-process's `Doorbell` sends one NOTIFY from its own autocommit connection, and every
-commit that happens while that NOTIFY is in flight shares the next one.
+transaction also notified (docs/decisions/0013). So after a commit that wrote to the
+outbox, the process's `Doorbell` sends one NOTIFY from its own autocommit connection,
+and every commit that happens while that NOTIFY is in flight shares the next one.
+
+Who rings: the unit of work (`store/unit.py`), after its own commit — every writer of
+events goes through it. One exception remains, and this module's session hook exists
+for it alone: the CSV import's batch transaction (`imports/service.py`, and the unit it
+lends, `borrowed_unit`) is committed by its session, so it marks the session
+(`outbox_written`) and `_ring_after_session_commit` rings when that session commits.
+Once the import runs on the unit of work, the hook and `outbox_written` go.
 
 Nothing is lost if the ring is: a process that dies between its commit and the ring,
 or a NOTIFY that fails, leaves the events to the relay's poll (`relay_poll_seconds`).
@@ -89,12 +95,13 @@ class Doorbell:
 
 
 def outbox_written(session: AsyncSession | Session) -> None:
-    """Mark the session's open transaction as having written outbox events."""
+    """Mark the session's open transaction as having written outbox events, for a
+    transaction the session commits itself (the CSV import's batch; see above)."""
     session.info[_WRITTEN] = True
 
 
 @event.listens_for(Session, "after_commit")
-def _ring_after_commit(session: Session) -> None:
+def _ring_after_session_commit(session: Session) -> None:
     if session.info.pop(_WRITTEN, False):
         doorbell = session.info.get(DOORBELL)
         if isinstance(doorbell, Doorbell):

@@ -1,9 +1,12 @@
-"""Writing events into the outbox (inside the caller's transaction) and reading the stream.
+"""The outbox's event record, the session's event writer, and reading the stream.
 
-`emit` never commits: it adds rows to the transaction the use case already owns, so the
-event exists if and only if the change it describes was committed. It also marks the
-session, so that after the commit (never after a rollback) the process's doorbell wakes
-the relay (`events/doorbell.py`: a NOTIFY outside the transaction, for throughput).
+Use cases write events through the unit of work (`store/unit.py`: `unit.emit`), which
+wakes the relay after its commit. `emit`/`emit_all` here are the older path through a
+SQLAlchemy session, kept for the CSV import's batch transaction (`imports/service.py`)
+until it moves to the unit: they add rows to the transaction the caller owns (the event
+exists if and only if its change committed), refuse a type that is not an `EventType`
+(`events/types.py`), and mark the session so that its after-commit hook rings the
+doorbell (`events/doorbell.py`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, cast, delete, func, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
+from shelfwise.events.types import require_known
 from shelfwise.observability.tracing import inject_context
 
 # The relay stamped positions (payload: the highest position now published).
@@ -50,16 +54,12 @@ class PublishedEvent:
     trace_context: dict[str, str] | None = field(default=None, repr=False)
 
 
-def trace_context_value() -> ColumnElement[Any]:
-    """The current trace context as a value for `INSERT ... SELECT` writers of the outbox
-    (`trace_context` column; NULL when tracing is off)."""
-    return cast(bindparam("trace_context", inject_context(), type_=JSONB(none_as_null=True)), JSONB)
-
-
 async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
-    """Insert `events` (in this order) in the session's open transaction."""
+    """Insert `events` (in this order) in the session's open transaction; an unknown
+    type raises `UnknownEventType` before anything is written."""
     if not events:
         return
+    require_known(e.type for e in events)
     rows = [
         {
             "type": e.type,

@@ -1,7 +1,11 @@
-"""Event types and their payloads (version 1). The catalog lives in docs/events.md.
+"""Event payloads (version 1): each type's payload is built here and nowhere else.
 
-Payload builders take values the use case already holds (RETURNING'd rows, loaded
-orders), so emitting costs one extra statement per use case, never a re-read.
+The list of types is `events/types.py` (re-exported here); the catalog for readers is
+docs/events.md. Builders take values the use case already holds (RETURNING'd rows,
+locked levels, loaded orders), so emitting costs no re-read. One SQL twin is left: the
+CSV import's product UPSERT (`imports/service.py`, `UPSERT_PRODUCTS_SQL`) builds
+`product_payload`'s keys with `jsonb_build_object` until the import moves to the unit
+of work (issue 14, the COPY-based import).
 """
 
 from __future__ import annotations
@@ -9,29 +13,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Protocol
 
 from shelfwise.catalog.models import Product
 from shelfwise.events.outbox import Event
-
-
-class EventType(StrEnum):
-    """Every event type Shelfwise writes (docs/events.md). The unit of work refuses any
-    other (`store/unit.py`): add the type here first."""
-
-    STOCK_CHANGED = "stock.changed"
-    STOCK_LOW = "stock.low"
-    ORDER_RESERVED = "order.reserved"
-    ORDER_CONFIRMED = "order.confirmed"
-    ORDER_CANCELLED = "order.cancelled"
-    ORDER_FULFILLED = "order.fulfilled"
-    ORDER_EXPIRED = "order.expired"
-    PRODUCT_CREATED = "product.created"
-    PRODUCT_UPDATED = "product.updated"
-    PRODUCT_DELETED = "product.deleted"
-    IMPORT_PROGRESS = "import.progress"
-    WEBHOOK_DISABLED = "webhook.disabled"
+from shelfwise.events.types import EventType as EventType  # the list lives in events/types.py
 
 
 def stock_changed_event(
@@ -59,6 +45,29 @@ def stock_changed_event(
         "reference": reference,
     }
     return Event(EventType.STOCK_CHANGED.value, "stock_level", str(stock_level_id), payload)
+
+
+def stock_low_event(
+    *,
+    stock_level_id: int,
+    product_id: uuid.UUID,
+    location_id: uuid.UUID,
+    on_hand: int,
+    reserved: int,
+    threshold: int,
+) -> Event:
+    """`stock.low` for a level whose available quantity is under `threshold` (the only
+    builder of this payload; `inventory/low_stock.py` calls it)."""
+    payload = {
+        "stock_level_id": stock_level_id,
+        "product_id": str(product_id),
+        "location_id": str(location_id),
+        "on_hand": on_hand,
+        "reserved": reserved,
+        "available": on_hand - reserved,
+        "threshold": threshold,
+    }
+    return Event(EventType.STOCK_LOW.value, "stock_level", str(stock_level_id), payload)
 
 
 def order_payload(
@@ -152,3 +161,16 @@ def product_deleted(product_id: uuid.UUID) -> Event:
     return Event(
         EventType.PRODUCT_DELETED.value, "product", str(product_id), {"product_id": str(product_id)}
     )
+
+
+def webhook_disabled_event(
+    webhook_id: uuid.UUID, *, url: str, consecutive_failures: int, last_error: str | None
+) -> Event:
+    """`webhook.disabled`: a subscription stopped after too many failed deliveries."""
+    payload = {
+        "webhook_id": str(webhook_id),
+        "url": url,
+        "consecutive_failures": consecutive_failures,
+        "last_error": last_error,
+    }
+    return Event(EventType.WEBHOOK_DISABLED.value, "webhook", str(webhook_id), payload)

@@ -142,6 +142,13 @@ async def ensure_level(
     return bool(row[0]), bool(row[1])
 
 
+async def levels_below(unit: UnitOfWork, threshold: int) -> list[LevelRow]:
+    """Levels whose available quantity is under `threshold`, in id order (no lock: a
+    report of one snapshot, not a write)."""
+    rows = await fetch_rows(unit.conn, sql.LEVELS_BELOW, {"threshold": threshold})
+    return [LevelRow(*row) for row in rows]
+
+
 async def lock(unit: UnitOfWork, level_ids: Iterable[int]) -> dict[int, LevelRow]:
     rows = await fetch_rows(unit.conn, sql.LOCK_LEVELS, {"ids": sorted(set(level_ids))})
     return {row[0]: LevelRow(*row) for row in rows}

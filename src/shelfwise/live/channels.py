@@ -8,6 +8,15 @@
 
 Authorization is checked on subscribe (a refused channel is a clear error, not a silent
 empty stream) and per event for `orders` (ownership is a property of each order).
+
+Which channel carries an event is one table, `CARRIED_BY`, with a row for every
+`EventType` (a unit test keeps it complete), so adding a type means deciding here
+whether live clients see it. A type with no row is not guessed from its prefix and not
+dropped in silence: it is logged once per type and counted
+(`shelfwise_live_unknown_events_total`), and not delivered. It is not raised either:
+the event is committed and stamped already, and an exception in the hub's fan-out would
+cut every stream at that position, again on each resume. Writers are where an unknown
+type is refused (`events/types.py`); this is the reader's alarm for one that got past.
 """
 
 from __future__ import annotations
@@ -15,13 +24,41 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import structlog
 
 from shelfwise.errors import InvalidInput, PermissionDenied
 from shelfwise.events.outbox import PublishedEvent
+from shelfwise.events.types import EventType
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
+from shelfwise.observability.metrics import LIVE_UNKNOWN_EVENTS
 
+log = structlog.get_logger("shelfwise.live")
 MAX_CHANNELS = 50
+
+Carrier = Literal["stock", "orders", "imports"]
+# The live channel that carries each event type; None: no live channel does.
+CARRIED_BY: Final[dict[str, Carrier | None]] = {
+    EventType.STOCK_CHANGED: "stock",
+    EventType.STOCK_LOW: "stock",
+    EventType.ORDER_RESERVED: "orders",
+    EventType.ORDER_CONFIRMED: "orders",
+    EventType.ORDER_CANCELLED: "orders",
+    EventType.ORDER_FULFILLED: "orders",
+    EventType.ORDER_EXPIRED: "orders",
+    EventType.IMPORT_PROGRESS: "imports",
+    # Catalog changes reach the product cache and webhooks, not live clients.
+    EventType.PRODUCT_CREATED: None,
+    EventType.PRODUCT_UPDATED: None,
+    EventType.PRODUCT_DELETED: None,
+    # An operator's matter: webhook subscribers and the logs hear of it, not live clients.
+    EventType.WEBHOOK_DISABLED: None,
+}
+_UNKNOWN: Final = "unknown"
+_REPORTED_LIMIT = 100  # distinct unknown types logged per process: a bound, not a target
+_reported: set[str] = set()
 
 
 class UnknownChannel(InvalidInput):
@@ -116,12 +153,26 @@ def _owns(event: PublishedEvent, principal: Principal) -> bool:
     return payload.get("placed_by_user_id") == str(principal.id)
 
 
+def _unknown_type(event: PublishedEvent) -> None:
+    LIVE_UNKNOWN_EVENTS.inc()
+    if event.type not in _reported and len(_reported) < _REPORTED_LIMIT:
+        _reported.add(event.type)
+        log.error(
+            "live_unknown_event_type",
+            event_type=event.type,
+            position=event.position,
+            hint="add it to EventType (events/types.py) and to CARRIED_BY (live/channels.py)",
+        )
+
+
 def matches(channels: ChannelSet, event: PublishedEvent, principal: Principal) -> bool:
-    kind = event.type.partition(".")[0]
-    if kind == "stock":
+    carrier = CARRIED_BY.get(event.type, _UNKNOWN)
+    if carrier == "stock":
         return channels.stock or str(event.payload.get("product_id")) in channels.products
-    if kind == "order":
+    if carrier == "orders":
         return channels.orders and _owns(event, principal)
-    if event.type == "import.progress":
+    if carrier == "imports":
         return str(event.payload.get("job_id")) in channels.imports
+    if carrier == _UNKNOWN:
+        _unknown_type(event)
     return False

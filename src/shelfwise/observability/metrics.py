@@ -188,6 +188,11 @@ LIVE_SLOW_DISCONNECTS = Counter(
     "Clients disconnected because they could not keep up with the stream.",
     ["transport"],
 )
+LIVE_UNKNOWN_EVENTS = Counter(
+    "shelfwise_live_unknown_events_total",
+    "Fan-out decisions on an event whose type is not an EventType, so no live channel "
+    "carries it (should be 0: a writer bypassed the check, or a newer release wrote it).",
+)
 LIVE_EVENTS_SENT = Counter(
     "shelfwise_live_events_sent_total",
     "Events written to live clients, by transport.",

@@ -53,6 +53,12 @@ SELECT s.id, s.product_id, s.location_id, s.on_hand, s.reserved, s.version, s.up
  ORDER BY s.id FOR UPDATE OF s
 """
 
+# A read, for the low-stock report (`inventory/low_stock.py`): levels under a threshold.
+LEVELS_BELOW: Final[LiteralString] = """\
+SELECT id, product_id, location_id, on_hand, reserved, version, updated_at
+  FROM stock_levels WHERE on_hand - reserved < %(threshold)s ORDER BY id
+"""
+
 # The levels are locked by this transaction already: set the counters the domain
 # computed, and append their ledger rows, in one statement.
 WRITE_LEVELS: Final[LiteralString] = """\

@@ -13,8 +13,13 @@ and commits only if `work` returned. Around it:
   `db.py`, both through `availability.py`): not wrapped a second time here;
 - events are buffered by `emit` and written with one INSERT just before COMMIT, in the
   order emitted; an event type that is not an `EventType` is refused at `emit` (it would
-  otherwise reach no consumer);
-- after the commit (never after a rollback) the process's doorbell wakes the relay.
+  otherwise reach no consumer; `events/types.py`);
+- after the commit (never after a rollback) the process's doorbell wakes the relay. This
+  is how every writer of events wakes it — the stores, and the catalog, webhook and
+  low-stock use cases that still hold a session (`unit_of_work(session)`: their ORM
+  statements and the unit's run in the same transaction). The one exception is the CSV
+  import's batch (`borrowed_unit`, `imports/service.py`), whose session owns the commit
+  and rings through the session's after-commit hook (`events/doorbell.py`).
 """
 
 from __future__ import annotations
@@ -32,17 +37,13 @@ from shelfwise.db import driver_connection
 from shelfwise.driverpool import DriverPool
 from shelfwise.events.doorbell import DOORBELL, Doorbell, outbox_written
 from shelfwise.events.outbox import Event
-from shelfwise.events.payloads import EventType
+from shelfwise.events.types import UnknownEventType as UnknownEventType
+from shelfwise.events.types import require_known
 from shelfwise.store import sql
 from shelfwise.transactions import retrying
 
 T = TypeVar("T")
 Source = DriverPool | AsyncSession
-KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
-
-
-class UnknownEventType(ValueError):
-    """An event type missing from `EventType` (and docs/events.md): a programming error."""
 
 
 @dataclass
@@ -52,9 +53,7 @@ class UnitOfWork:
     wrote_events: bool = False
 
     def emit(self, *events: Event) -> None:
-        for event in events:
-            if event.type not in KNOWN_EVENT_TYPES:
-                raise UnknownEventType(f"{event.type!r} is not an EventType (events/payloads.py)")
+        require_known(event.type for event in events)
         self.pending.extend(events)
 
     def mark_events_written(self) -> None:
@@ -96,7 +95,8 @@ async def _transaction(source: Source) -> AsyncIterator[AsyncConnection[Any]]:
 async def unit_of_work(
     source: Source, *, doorbell: Doorbell | None = None
 ) -> AsyncIterator[UnitOfWork]:
-    """One transaction, no retries (for callers that own their retry policy)."""
+    """One transaction, no retries (for callers that own their retry policy, and use
+    cases on a session whose ORM work shares the transaction: catalog, webhooks)."""
     async with _transaction(source) as conn:
         unit = UnitOfWork(conn)
         yield unit

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.errors import Conflict, InvalidCursor, NotFound
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import emit
+from shelfwise.events.payloads import webhook_disabled_event
 from shelfwise.jobs.defer import defer_in_transaction, defer_many_in_transaction
 from shelfwise.observability.tracing import with_trace
 from shelfwise.pagination import PageRequest, PageResult, page_from_rows
+from shelfwise.store.unit import unit_of_work
 from shelfwise.webhooks.metrics import WEBHOOKS_DISABLED
 from shelfwise.webhooks.models import (
     DeliveryStatus,
@@ -32,7 +33,6 @@ from shelfwise.webhooks.signing import new_secret
 
 log = structlog.get_logger("shelfwise.webhooks")
 DELIVER_TASK = "deliver_webhook"
-WEBHOOK_DISABLED = "webhook.disabled"
 WILDCARD = "*"
 
 
@@ -344,14 +344,15 @@ async def record_attempt(
     now: datetime,
 ) -> str:
     """Log one attempt; count consecutive failures and disable the subscription at the
-    threshold (emitting `webhook.disabled` in the same transaction). Returns the status."""
+    threshold (emitting `webhook.disabled` in the same transaction, through a unit of
+    work that wakes the relay after the commit). Returns the status."""
     if attempt.ok:
         status = DeliveryStatus.SUCCEEDED
     elif final or attempt.permanent:
         status = DeliveryStatus.FAILED
     else:
         status = DeliveryStatus.RETRYING
-    async with session.begin():
+    async with unit_of_work(session) as unit:
         sub_id = await session.scalar(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id)
@@ -401,16 +402,10 @@ async def record_attempt(
                     updated_at=func.clock_timestamp(),
                 )
             )
-            await emit(
-                session,
-                type=WEBHOOK_DISABLED,
-                aggregate=("webhook", sub_id),
-                payload={
-                    "webhook_id": str(sub_id),
-                    "url": url,
-                    "consecutive_failures": failures,
-                    "last_error": attempt.error,
-                },
+            unit.emit(
+                webhook_disabled_event(
+                    sub_id, url=url, consecutive_failures=failures, last_error=attempt.error
+                )
             )
             WEBHOOKS_DISABLED.inc()
             log.error("webhook_disabled", webhook_id=str(sub_id), failures=failures)
