@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
-from shelfwise.drills import blocked_loop
+from shelfwise.drills import (
+    blocked_loop,
+    deadlock,
+    lock_wait,
+    lost_update,
+    n_plus_one,
+    pool_exhaustion,
+    reconnect_storm,
+    slow_query,
+)
 from shelfwise.drills.base import Drill
 
-DRILLS: dict[str, Drill] = {drill.name: drill for drill in (blocked_loop.DRILL,)}
+DRILLS: dict[str, Drill] = {
+    drill.name: drill
+    for drill in (
+        blocked_loop.DRILL,
+        slow_query.DRILL,
+        n_plus_one.DRILL,
+        pool_exhaustion.DRILL,
+        lock_wait.DRILL,
+        deadlock.DRILL,
+        lost_update.DRILL,
+        reconnect_storm.DRILL,
+    )
+}
