@@ -53,7 +53,9 @@ SELECT s.id, s.product_id, s.location_id, s.on_hand, s.reserved, s.version, s.up
  ORDER BY s.id FOR UPDATE OF s
 """
 
-# A read, for the low-stock report (`inventory/low_stock.py`): levels under a threshold.
+# A read, for the daily low-stock report (`inventory/low_stock.py`): levels under a
+# threshold. A scan of every level by nature (as the INSERT ... SELECT it replaced), so
+# not among the indexed statements `tests/integration/test_query_plans.py` checks.
 LEVELS_BELOW: Final[LiteralString] = """\
 SELECT id, product_id, location_id, on_hand, reserved, version, updated_at
   FROM stock_levels WHERE on_hand - reserved < %(threshold)s ORDER BY id
