@@ -468,8 +468,11 @@ def live_servers(ctx: dict[str, Any], args: argparse.Namespace, api: Server) -> 
 def live_metrics(port: int, transport: str) -> dict[str, Any]:
     """From the server's /metrics: its own view of the fan-out lag (one observation per
     write, its oldest event; whole run, ramp included) and how often the GC ran."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
-        text = resp.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+    except OSError as exc:  # a saturated server may not answer in time: that is a finding
+        return {"error": f"/metrics: {type(exc).__name__} {exc}"}
     buckets: list[tuple[float, float]] = []
     gc: dict[str, float] = {}
     for line in text.splitlines():

@@ -1,0 +1,183 @@
+"""Throughput through nginx with 1, 2 and 3 API instances, beside the raw baseline.
+
+    python -m bench.cluster [--apis 1 --apis 2 --apis 3] [--duration 10] [--connections 64]
+
+For each size the cluster's own specs (`shelfwise.cluster.topology`: pgbouncer, Redis,
+N `serve --role api`, one worker for the relay, nginx) run on the bench database
+(`var/bench`, as `bench.run`); product reads (`GET /v1/products/{id}`, random of the
+seeded products) and keyed orders (`POST /v1/orders`, one unit of a random product) are
+driven closed-loop over keep-alive connections through nginx's plain-HTTP port. The raw
+baseline (`bench/baseline.py`, no nginx) is measured in the same run. Results go to
+`bench/results/<stamp>-cluster.json`. The load generator runs in this process (uvloop, raw
+sockets: less CPU per request than any of the servers under test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.issues import CUSTOMER, RESULTS, Load, login
+from bench.loadgen import _read_response, percentile
+from bench.servers import ROOT, baseline_server, free_port, prepare_database
+from shelfwise.cluster.binaries import require
+from shelfwise.cluster.nginx import EdgeLimits
+from shelfwise.cluster.supervisor import Supervisor
+from shelfwise.cluster.topology import TopologyOptions, build_topology, required_binaries
+
+APP_ENV = {
+    "SHELFWISE_ENV": "development",
+    "SHELFWISE_RATE_LIMIT_ENABLED": "false",
+    "SHELFWISE_ACCESS_LOG": "false",
+}
+
+
+def request_bytes(method: str, path: str, port: int, headers: dict[str, str], body: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body.encode())}"]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+async def closed_loop(port: int, make: Any, connections: int, duration: float) -> dict[str, Any]:
+    """`connections` keep-alive connections, each sending `make()` and waiting for the
+    answer until `duration` is up."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    deadline = time.monotonic() + duration
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < deadline:
+                start = time.monotonic()
+                writer.write(make())
+                try:
+                    status, keep = await asyncio.wait_for(_read_response(reader), 5.0)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+                    statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+                    return
+                latencies.append(time.monotonic() - start)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if not keep:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(connections)), return_exceptions=True)
+    elapsed = time.monotonic() - started
+    ordered = sorted(latencies)
+    ok = sum(n for s, n in statuses.items() if s in ("200", "201"))
+    return {
+        "ok_per_s": round(ok / elapsed, 1),
+        "p50_ms": round(percentile(ordered, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(ordered, 0.99) * 1000, 1),
+        "statuses": statuses,
+    }
+
+
+def workloads(port: int, ids: list[str], location: str, token: str) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {token}"}
+    counter = iter(range(10**9))
+
+    def read() -> bytes:
+        return request_bytes("GET", f"/v1/products/{random.choice(ids)}", port, {}, "")
+
+    def order() -> bytes:
+        body = json.dumps(
+            {"lines": [{"product_id": random.choice(ids), "quantity": 1}], "location_id": location}
+        )
+        key = {"Idempotency-Key": f"cluster-bench-{os.getpid()}-{next(counter)}-{time.time_ns()}"}
+        return request_bytes("POST", "/v1/orders", port, {**auth, **key}, body)
+
+    return {"reads": read, "orders": order}
+
+
+def measure(
+    port: int, ids: list[str], location: str, args: argparse.Namespace, token: str = ""
+) -> dict[str, Any]:
+    token = token or login(port, CUSTOMER)  # the baseline checks no token
+    out: dict[str, Any] = {}
+    for name, make in workloads(port, ids, location, token).items():
+        asyncio.run(closed_loop(port, make, args.connections, args.warmup))
+        with Load(None) as load:
+            result = asyncio.run(closed_loop(port, make, args.connections, args.duration))
+        out[name] = {**result, **load.figures}
+        print(f"    {name}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
+async def with_cluster(url: str, apis: int, run_dir: Path, work: Any) -> Any:
+    options = TopologyOptions(
+        run_dir=run_dir,
+        database_url=url,
+        apis=apis,
+        workers=1,
+        app_env=APP_ENV,
+        limits=EdgeLimits(rate="100000r/s", burst=100000, connections=60000),
+        workdir=ROOT,
+    )
+    topology = build_topology(options, require(*required_binaries(options)))
+    supervisor = Supervisor(topology.specs)
+    try:
+        await supervisor.start_all(ready_timeout=120)
+        return await asyncio.to_thread(work, topology.ports.http)
+    finally:
+        await supervisor.stop_all()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--apis", type=int, action="append")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    sizes = args.apis or [1, 2, 3]
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    url, ids = prepare_database(2_000)
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
+    location = str(row[0]) if row else ""
+    results: dict[str, Any] = {"stamp": stamp, "loadavg_start": os.getloadavg(), "args": vars(args)}
+    baseline = baseline_server(url, free_port(), RESULTS / f"{stamp}-cluster-baseline.log")
+    baseline.start()
+    try:
+        baseline.wait_ready()
+        print("== baseline (raw, no nginx)", flush=True)
+        results["baseline"] = measure(baseline.port, ids, location, args, token="none")
+    finally:
+        baseline.stop()
+    with tempfile.TemporaryDirectory(prefix="shelfwise-bench-cluster-") as tmp:
+        for n in sizes:
+            print(f"== {n} API instance(s) through nginx", flush=True)
+            results[f"apis_{n}"] = asyncio.run(
+                with_cluster(url, n, Path(tmp) / f"c{n}", lambda p: measure(p, ids, location, args))
+            )
+    results["loadavg_end"] = os.getloadavg()
+    out = RESULTS / f"{stamp}-cluster.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    urllib.request.getproxies = dict  # loopback only: never through an environment proxy
+    sys.exit(main())
