@@ -118,12 +118,13 @@ async def place_order(request: Request) -> Response:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     uvicorn.run(
-        app,
+        "bench.baseline:app",  # an import string: uvicorn's workers import it themselves
         host="127.0.0.1",
         port=args.port,
-        workers=1,
+        workers=args.workers,
         loop="uvloop",
         http="httptools",
         access_log=False,

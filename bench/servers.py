@@ -154,10 +154,18 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log_path}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far."""
+        """User + system CPU time the server's process tree has used so far (with
+        `--workers N` the requests are served by uvicorn's child processes)."""
         assert self.process is not None
-        times = psutil.Process(self.process.pid).cpu_times()
-        return float(times.user + times.system)
+        proc = psutil.Process(self.process.pid)
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
 
     def _rss(self) -> int:
         assert self.process is not None
@@ -202,10 +210,12 @@ def shelfwise_server(
     *,
     log_json: bool,
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Server:
+    argv = [str(ROOT / ".venv" / "bin" / "shelfwise"), "serve", "--port", str(port)]
     return Server(
         name="shelfwise",
-        argv=[str(ROOT / ".venv" / "bin" / "shelfwise"), "serve", "--port", str(port)],
+        argv=argv + (["--workers", str(workers)] if workers > 1 else []),
         env={
             "DATABASE_URL": database_url,
             "SHELFWISE_ENV": "development",
@@ -218,10 +228,20 @@ def shelfwise_server(
     )
 
 
-def baseline_server(database_url: str, port: int, log_path: Path) -> Server:
+def baseline_server(database_url: str, port: int, log_path: Path, workers: int = 1) -> Server:
+    return _bench_app("baseline", database_url, port, log_path, workers)
+
+
+def samework_server(database_url: str, port: int, log_path: Path, workers: int = 1) -> Server:
+    """The same-work baseline (bench/samework.py): Shelfwise's statements, no stack."""
+    return _bench_app("samework", database_url, port, log_path, workers)
+
+
+def _bench_app(module: str, database_url: str, port: int, log_path: Path, workers: int) -> Server:
+    python = str(ROOT / ".venv" / "bin" / "python")
     return Server(
-        name="baseline",
-        argv=[str(ROOT / ".venv" / "bin" / "python"), "-m", "bench.baseline", "--port", str(port)],
+        name=module,
+        argv=[python, "-m", f"bench.{module}", "--port", str(port), "--workers", str(workers)],
         env={"BENCH_DATABASE_URL": database_url},
         port=port,
         log_path=log_path,

@@ -43,6 +43,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from shelfwise import __version__
+from shelfwise.catalog.cache import CatalogCache
 from shelfwise.catalog.router import router as catalog_router
 from shelfwise.clock import Clock, SystemClock
 from shelfwise.config import ServerRole, Settings, load_settings
@@ -185,6 +186,10 @@ def build_context(
         redis=redis,
         driver=driver,
         roles=ActiveRoles(driver),
+        catalog_cache=CatalogCache(
+            product_ttl=settings.catalog_product_ttl_seconds,
+            refresh_ahead=settings.catalog_cache_refresh_ahead,
+        ),
     )
 
 

@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=100, ge=1)
     catalog_cache_max_age: int = Field(default=60, ge=0)
+    # Reload cached products/pages ahead of expiry, at jittered times (cache.py); off only
+    # to measure what it fixes (bench/readtail.py).
+    catalog_cache_refresh_ahead: bool = True
+    catalog_product_ttl_seconds: float = Field(default=300.0, gt=0)
 
     reservation_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     idempotency_retention_hours: int = Field(default=24, ge=24)

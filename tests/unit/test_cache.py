@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Awaitable, Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -138,3 +140,130 @@ async def test_failed_load_is_not_cached_and_waiters_see_the_error() -> None:
         with pytest.raises(LookupError):
             await task
     assert await cache.get("k", lambda: _value("fresh")) == "fresh"
+
+
+# -- refresh ahead with jitter (issue 14's read tail) ------------------------------------
+
+
+def make_refreshing() -> tuple[ReadThroughCache[str, str], Clock]:
+    clock = Clock()
+    cache: ReadThroughCache[str, str] = ReadThroughCache(
+        "test", max_entries=100, ttl=10.0, refresh_after=5.0, now=clock, rng=random.Random(7)
+    )
+    return cache, clock
+
+
+async def test_entries_stored_together_expire_and_refresh_at_different_times() -> None:
+    cache, _ = make_refreshing()
+    for n in range(50):
+        await cache.get(str(n), lambda n=n: _value(str(n)))
+    entries = list(cache._entries.values())
+    expiries = {e.expires for e in entries}
+    refreshes = {e.refresh_at for e in entries}
+    assert len(expiries) == 50
+    assert len(refreshes) == 50
+    assert all(9.0 <= e.expires <= 10.0 for e in entries)  # never served past the ttl
+    assert all(5.0 <= e.refresh_at <= 9.0 < e.expires for e in entries)
+
+
+async def test_a_hit_past_its_refresh_point_answers_at_once_and_reloads_in_background() -> None:
+    cache, clock = make_refreshing()
+    assert await cache.get("k", lambda: _value("v1")) == "v1"
+    entry = cache._entries["k"]
+    clock.t = entry.refresh_at
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def reload() -> str:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return "v2"
+
+    # The caller does not wait for the reload; nor do the ones after it, nor start another.
+    assert await cache.get("k", reload) == "v1"
+    await started.wait()
+    assert await cache.get("k", reload) == "v1"
+    release.set()
+
+    async def refreshed() -> bool:
+        return cache.peek("k") == "v2"
+
+    await wait_until(refreshed, interval=0.001, what="the background reload to be stored")
+    assert calls == 1
+    assert cache._entries["k"].expires > entry.expires  # a new lease from the reload's time
+
+
+async def test_a_failed_background_reload_keeps_the_entry_until_it_expires() -> None:
+    cache, clock = make_refreshing()
+    await cache.get("k", lambda: _value("v1"))
+    entry = cache._entries["k"]
+    clock.t = entry.refresh_at
+    failed = asyncio.Event()
+
+    async def broken() -> str:
+        failed.set()
+        raise LookupError("database away")
+
+    assert await cache.get("k", broken) == "v1"
+    await failed.wait()
+    await asyncio.sleep(0)  # the task's done callback retrieves the error
+    assert not cache._refreshing
+    assert cache.peek("k") == "v1"
+    clock.t = entry.expires
+    assert cache.peek("k") is None  # the staleness bound holds: a miss now loads
+
+
+async def test_invalidation_during_a_background_reload_discards_it() -> None:
+    cache, clock = make_refreshing()
+    await cache.get("k", lambda: _value("old"))
+    clock.t = cache._entries["k"].refresh_at
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def old_value() -> str:
+        started.set()
+        await release.wait()
+        return "old, read before the change"
+
+    await cache.get("k", old_value)
+    await started.wait()
+    cache.invalidate("k")  # the product changed while the reload read it
+    release.set()
+
+    async def finished() -> bool:
+        return not cache._refreshing
+
+    await wait_until(finished, interval=0.001, what="the reload to finish")
+    assert cache.peek("k") is None
+
+
+async def test_background_reloads_are_bounded_and_a_busy_hit_serves_the_entry() -> None:
+    clock = Clock()
+    cache: ReadThroughCache[str, str] = ReadThroughCache(
+        "test", max_entries=100, ttl=10.0, refresh_after=5.0, refresh_limit=2, now=clock
+    )
+    for key in "abc":
+        await cache.get(key, lambda k=key: _value(k))
+    clock.t = 9.0  # past every refresh point, before every expiry
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    def reload(key: str) -> Callable[[], Awaitable[str]]:
+        async def run() -> str:
+            calls.append(key)
+            await release.wait()
+            return key + "2"
+
+        return run
+
+    assert [await cache.get(k, reload(k)) for k in "abc"] == ["a", "b", "c"]
+    await asyncio.sleep(0)
+    assert calls == ["a", "b"]  # the third hit found both reload slots busy
+    release.set()
+
+    async def settled() -> bool:
+        return not cache._refreshing
+
+    await wait_until(settled, interval=0.001, what="the reloads to finish")
+    assert (cache.peek("a"), cache.peek("b"), cache.peek("c")) == ("a2", "b2", "c")
