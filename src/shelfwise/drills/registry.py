@@ -8,9 +8,11 @@ from shelfwise.drills import (
     lock_wait,
     lost_update,
     n_plus_one,
+    poison_message,
     pool_exhaustion,
     reconnect_storm,
     slow_query,
+    stuck_job,
 )
 from shelfwise.drills.base import Drill
 
@@ -25,5 +27,7 @@ DRILLS: dict[str, Drill] = {
         deadlock.DRILL,
         lost_update.DRILL,
         reconnect_storm.DRILL,
+        stuck_job.DRILL,
+        poison_message.DRILL,
     )
 }
