@@ -65,6 +65,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {
         "count": len(ordered),
         "p50_ms": round(percentile(ordered, 0.50) * 1000, 1),
+        "p95_ms": round(percentile(ordered, 0.95) * 1000, 1),
         "p99_ms": round(percentile(ordered, 0.99) * 1000, 1),
         "max_ms": round((ordered[-1] if ordered else 0.0) * 1000, 1),
     }
