@@ -5,6 +5,11 @@ of a fresh cluster under a temporary directory with the binaries the `pgserver` 
 ships (the same ones `shelfwise.embedded` runs), listening on a free TCP port on
 127.0.0.1. As root (CI containers), the server runs as pgserver's system user, as
 initdb refuses root.
+
+`bin_dir` picks other binaries: pgserver's build has no contrib modules, so a test that
+needs one (`pg_stat_statements` for `shelfwise db top`) runs Debian's PostgreSQL 15
+(`DEBIAN_PG15_BIN`, package postgresql-15) with `settings`; `require_bin_dir`
+skips without it, and fails under SHELFWISE_TEST_REQUIRE=all.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.redis_support import free_port
 
@@ -29,6 +35,17 @@ BIN = (
     / ".venv/lib/python3.11/site-packages/pgserver/pginstall/bin"
 )
 SYSTEM_USER = "pgserver"  # what pgserver itself runs as under root
+DEBIAN_PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def require_bin_dir(bin_dir: Path, package: str) -> Path:
+    """`bin_dir` when it holds a server, or skip — unless SHELFWISE_TEST_REQUIRE=all."""
+    if all((bin_dir / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
+        return bin_dir
+    reason = f"no PostgreSQL server in {bin_dir} (apt-get install {package})"
+    if os.environ.get("SHELFWISE_TEST_REQUIRE") == "all":
+        pytest.fail(reason + " and SHELFWISE_TEST_REQUIRE=all")
+    pytest.skip(reason)
 
 
 class PostgresCommandFailed(RuntimeError):
@@ -36,8 +53,12 @@ class PostgresCommandFailed(RuntimeError):
 
 
 class DisposablePostgres:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, bin_dir: Path = BIN, settings: dict[str, str] | None = None
+    ) -> None:
         self.root = root
+        self.bin_dir = bin_dir
+        self.settings = dict(settings or {})
         self.data = root / "data"
         self.port = free_port()
         self.log = root / "postgres.log"
@@ -66,7 +87,7 @@ class DisposablePostgres:
             entry = pwd.getpwnam(SYSTEM_USER)  # created by pgserver on first use as root
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run(
-            str(BIN / "initdb"),
+            str(self.bin_dir / "initdb"),
             "-D",
             str(self.data),
             "-U",
@@ -84,9 +105,9 @@ class DisposablePostgres:
             # synchronous_commit stays on: an acknowledged commit must survive the
             # immediate stop (with it off, a crash loses the last ~200 ms of commits).
             " -c fsync=off"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
-            str(BIN / "pg_ctl"),
+            str(self.bin_dir / "pg_ctl"),
             "start",
             "-D",
             str(self.data),
@@ -99,7 +120,9 @@ class DisposablePostgres:
 
     def stop_immediately(self) -> None:
         """No shutdown checkpoint, every connection cut: what a crash or a kill looks like."""
-        self._run(str(BIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w")
+        self._run(
+            str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w"
+        )
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
@@ -120,14 +143,17 @@ def _ensure_system_user() -> None:
 
 
 @contextmanager
-def disposable_postgres() -> Iterator[DisposablePostgres]:
-    """A running server; stopped (immediately) and deleted afterwards, also on failure."""
+def disposable_postgres(
+    bin_dir: Path = BIN, settings: dict[str, str] | None = None
+) -> Iterator[DisposablePostgres]:
+    """A running server (`settings`: extra `-c name=value`); stopped (immediately) and
+    deleted afterwards, also on failure."""
     _ensure_system_user()
     # Under /tmp rather than pytest's tmp_path: its parents are 0700 root-owned, which
     # the server's own user could not traverse.
     root = Path(tempfile.mkdtemp(prefix="shelfwise-pg-"))
     root.chmod(0o755)
-    server = DisposablePostgres(root)
+    server = DisposablePostgres(root, bin_dir, settings)
     try:
         server.init()
         for attempt in range(3):

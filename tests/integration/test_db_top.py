@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from shelfwise.cli import app
 from shelfwise.observability.dbtop import StatementStats, statements_table
+from tests.pg_support import DEBIAN_PG15_BIN, disposable_postgres, require_bin_dir
 
 
 def _has_pg_stat_statements(url: str) -> bool:
@@ -53,3 +54,31 @@ def test_the_embedded_cluster_asks_for_pg_stat_statements_only_when_shipped(
     if shipped:
         pytest.skip("this server ships pg_stat_statements; ALTER SYSTEM would persist")
     assert preload_statement_statistics(server_url) is False
+
+
+def test_db_top_reads_pg_stat_statements_of_a_server_that_preloads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The success path, on Debian's PostgreSQL 15 (pgserver's build has no contrib):
+    statements run here come back with their calls, mean, total and rows."""
+    bin_dir = require_bin_dir(DEBIAN_PG15_BIN, "postgresql-15")
+    preload = {"shared_preload_libraries": "pg_stat_statements"}
+    with disposable_postgres(bin_dir, preload) as pg:
+        url = pg.create_database("dbtop")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            conn.execute("CREATE TABLE shelf_probe (n int)")
+            for n in range(7):
+                conn.execute("INSERT INTO shelf_probe SELECT g FROM generate_series(1, %s) g", (n,))
+        monkeypatch.setenv("DATABASE_URL", url)
+        result = CliRunner().invoke(app, ["db", "top", "--limit", "50"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "calls" in line)
+    for column in ("calls", "mean ms", "total ms", "rows"):
+        assert column in header
+    (insert,) = [line for line in result.output.splitlines() if "INSERT INTO shelf_probe" in line]
+    cells = [cell.strip() for cell in insert.split("│") if cell.strip()]
+    calls, mean_ms, total_ms, rows = cells[:4]
+    assert calls == "7"
+    assert rows == "21"  # 0 + 1 + ... + 6 rows inserted
+    assert float(total_ms.replace(",", "")) >= float(mean_ms) > 0
