@@ -8,11 +8,13 @@ from shelfwise.drills import (
     lock_wait,
     lost_update,
     n_plus_one,
+    outbox_lag,
     poison_message,
     pool_exhaustion,
     reconnect_storm,
     slow_query,
     stuck_job,
+    webhook_receiver_down,
 )
 from shelfwise.drills.base import Drill
 
@@ -29,5 +31,7 @@ DRILLS: dict[str, Drill] = {
         reconnect_storm.DRILL,
         stuck_job.DRILL,
         poison_message.DRILL,
+        outbox_lag.DRILL,
+        webhook_receiver_down.DRILL,
     )
 }
