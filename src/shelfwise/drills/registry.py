@@ -5,6 +5,7 @@ from __future__ import annotations
 from shelfwise.drills import (
     blocked_loop,
     deadlock,
+    flaky_test,
     lock_wait,
     lost_update,
     n_plus_one,
@@ -33,5 +34,6 @@ DRILLS: dict[str, Drill] = {
         poison_message.DRILL,
         outbox_lag.DRILL,
         webhook_receiver_down.DRILL,
+        flaky_test.DRILL,
     )
 }
