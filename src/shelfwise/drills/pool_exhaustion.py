@@ -47,6 +47,7 @@ async def run(system: DrillSystem, quick: bool) -> Outcome:
     return Outcome(
         signal="shelfwise_db_pool_timeouts_total",
         seen=timed_out >= 1
+        and 503 in statuses
         and leaked >= 1
         and any("reserve_then_call_payment_provider" in e["taken_by"] for e in held),
         evidence={
@@ -59,7 +60,7 @@ async def run(system: DrillSystem, quick: bool) -> Outcome:
         look_at=[
             "gauges shelfwise_db_pool_connections{state} and shelfwise_db_pool_waiters",
             "histogram shelfwise_db_pool_wait_seconds, counter shelfwise_db_pool_timeouts_total",
-            "503 service_busy problems with Retry-After",
+            "503 database_busy problems with Retry-After, log database_pool_exhausted",
             "log db_connection_held_too_long: `taken_by` and `stack` name the holder",
         ],
         fix="never hold a session across a remote call: finish the transaction, call out, "
