@@ -19,9 +19,10 @@ def print_outcome(console: Console, drill: Drill, outcome: Outcome) -> None:
     verdict = "[green]seen[/green]" if outcome.seen else "[red]NOT seen[/red]"
     console.print(f"[bold]{drill.name}[/bold]: {drill.summary}")
     console.print(f"signal {outcome.signal}: {verdict}")
+    # Evidence holds SQL, lists and label sets: printed as text, never as Rich markup.
     for name, value in outcome.evidence.items():
-        console.print(f"  {name}: {value}")
+        console.print(f"  {name}: {value}", markup=False, soft_wrap=True)
     console.print("look at:")
     for item in outcome.look_at:
-        console.print(f"  - {item}")
-    console.print(f"fix: {outcome.fix}")
+        console.print(f"  - {item}", markup=False, soft_wrap=True)
+    console.print(f"fix: {outcome.fix}", markup=False, soft_wrap=True)
