@@ -236,10 +236,20 @@ async def poll(
         LIVE_EVENTS_SENT.labels("poll").inc(len(events))
         for event in events:
             LIVE_FANOUT_LATENCY.labels("poll").observe(lag_seconds(event))
-        return JSONResponse(
-            {"events": [event_json(e) for e in events], "position": subscription.position},
-            headers=headers,
-        )
+        # Like an SSE or WebSocket write: with tracing on, a span of this poll's request
+        # linked to each event's writer (the answer is written once this returns).
+        with batch_span(
+            "live send",
+            events,
+            destination="poll",
+            operation="send",
+            kind=SpanKind.PRODUCER,
+            root=False,
+        ):
+            return JSONResponse(
+                {"events": [event_json(e) for e in events], "position": subscription.position},
+                headers=headers,
+            )
     finally:
         hub.unsubscribe(subscription)
         LIVE_CONNECTIONS.labels("poll").dec()
