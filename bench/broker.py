@@ -210,12 +210,15 @@ async def order_load_process(
 class Lags:
     def __init__(self) -> None:
         self.values: list[tuple[int, float]] = []  # (position, seconds)
+        # Only events written once the measured load started count: a leftover of the
+        # run before (stamped late) would measure that run's backlog, not this lag.
+        self.since = datetime.max.replace(tzinfo=UTC)
         self.at: dict[int, datetime] = {}  # position -> when it arrived
 
     def add(self, position: int, created_at: datetime | None) -> None:
         now = datetime.now(UTC)
         self.at.setdefault(position, now)
-        if created_at is not None:
+        if created_at is not None and created_at >= self.since:
             self.values.append((position, (now - created_at).total_seconds()))
 
 
@@ -232,7 +235,7 @@ def stages(url: str, lags: Lags, after: int, end: int) -> dict[str, Any]:
     relay, publisher = [], []
     for position, created, stamped in rows:
         received = lags.at.get(int(position))
-        if received is None or stamped is None:
+        if received is None or stamped is None or created < lags.since:
             continue
         relay.append((stamped - created).total_seconds())
         publisher.append((received - stamped).total_seconds())
@@ -261,7 +264,7 @@ async def orders_part(
             out["broker_off"] = await order_load_process(
                 server.port, token, location, products, args.duration, args.connections, tmp
             )
-            await asyncio.sleep(2)  # the relay stamps the tail
+            await _settled(url)  # the relay stamps the tail: nothing left for the next run
         finally:
             stop(plain)
         print(f"  orders, broker off: {json.dumps(out['broker_off'])}", flush=True)
@@ -324,6 +327,7 @@ async def orders_part(
         worker = start_broker_worker(url, rabbit.url, tmp / "worker.log")
         try:
             await _wait_connected(url, exchange)
+            all_lags.since = inbox_lags.since = datetime.now(UTC)
             out["broker_on"] = await order_load_process(
                 server.port, token, location, products, args.duration, args.connections, tmp
             )
