@@ -405,6 +405,11 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
         timeout_keep_alive=5,
         limit_concurrency=settings.server_limit_concurrency,
         backlog=settings.server_backlog,
+        # With --workers N, uvicorn kills a worker that has not finished start-up within
+        # this many seconds and starts another (default 5). On a loaded host Shelfwise's
+        # start-up (imports, pools, hub) takes longer, and the workers were replaced in a
+        # loop, never serving (seen on the busy bench machine, issue 14).
+        timeout_worker_healthcheck=60,
     )
 
 
