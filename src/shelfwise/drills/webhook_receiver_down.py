@@ -31,6 +31,7 @@ def closed_port() -> int:
 async def run(system: DrillSystem, quick: bool) -> Outcome:
     disable_after = 3 if quick else 10
     disabled = metric("shelfwise_webhooks_disabled_total")
+    retried = metric("shelfwise_webhook_deliveries_total", outcome="retrying")
     async with system.ctx.db.sessions() as session:
         sub = await service.create_subscription(
             session,
@@ -55,19 +56,24 @@ async def run(system: DrillSystem, quick: bool) -> Outcome:
     async with system.ctx.db.sessions() as session:
         rows = (await session.execute(DELIVERIES_SQL, {"id": sub.id})).all()
     moved = metric("shelfwise_webhooks_disabled_total") - disabled
+    retrying = metric("shelfwise_webhook_deliveries_total", outcome="retrying") - retried
     return Outcome(
         signal="the subscription disabled after consecutive failures",
-        seen=bool(rows) and rows[0][1] >= disable_after and after.status == "disabled",
+        seen=bool(rows)
+        and rows[0][1] >= disable_after
+        and retrying >= disable_after - 1
+        and after.status == "disabled",
         evidence={
             "delivery (status, attempts, last_error)": tuple(rows[0]) if rows else None,
             "subscription status / consecutive_failures": (
                 f"{after.status} / {after.consecutive_failures}"
             ),
+            'shelfwise_webhook_deliveries_total{outcome="retrying"} (delta)': retrying,
             "shelfwise_webhooks_disabled_total (delta)": moved,
         },
         look_at=[
             "GET /v1/webhooks/{id}/deliveries: status, attempts, last_error per delivery",
-            'shelfwise_webhook_deliveries_total{status="retrying"} rising, '
+            'shelfwise_webhook_deliveries_total{outcome="retrying"} rising, '
             "histogram shelfwise_webhook_delivery_seconds",
             "counter shelfwise_webhooks_disabled_total and the webhook.disabled event "
             "(alert: webhook endpoint auto-disabled)",
