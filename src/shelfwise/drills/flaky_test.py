@@ -46,7 +46,7 @@ async def run(system: DrillSystem, quick: bool) -> Outcome:
         },
         look_at=[
             "the failure only with some orders or under load: run the test alone, "
-            "then with -p randomly / -n 2 and a fixed seed",
+            "then with its module, then under -n 2",
             "`pytest --count`-style repetition (here: the drill) to measure the rate",
             "module globals and class attributes the test touches; every time.sleep",
         ],

@@ -1,8 +1,9 @@
 """Two classic flaky tests and their fixed versions — the flaky-test drill runs them.
 
-Not part of the suite (pytest collects only `tests/`). By hand:
-`.venv/bin/pytest src/shelfwise/drills/sandbox -p no:cacheprovider -p randomly` shows the
-same thing when run a few times; `shelfwise drill flaky-test` runs them with a seed.
+Not part of the suite (pytest collects only `tests/`). By hand,
+`.venv/bin/pytest src/shelfwise/drills/sandbox -p no:cacheprovider` runs them in file order:
+the timing test fails about every other run; `shelfwise drill flaky-test` also shuffles the
+order with a seed (as `-n 2` or a random-order plugin would), which shows the shared state.
 
 1. Shared state: the cart is a module global, so a test passes or fails depending on
    which test ran before it (order changes with -n, -k, random ordering).
