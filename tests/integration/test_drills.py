@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +25,29 @@ async def test_the_drill_shows_its_signal(name: str, settings: Settings) -> None
     assert outcome.look_at
     assert outcome.fix
     assert time.monotonic() - started < QUICK_BUDGET_SECONDS
+
+
+def _drill_databases(server_url: str) -> set[str]:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'shelfwise_drill_%'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_the_command_runs_on_a_scratch_database_and_drops_it(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHELFWISE_ENV", "test")
+    before = _drill_databases(server_url)
+    result = CliRunner().invoke(
+        cli_app, ["drill", "lost-update", "--quick", "--server-url", server_url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "signal" in result.output
+    assert "seen" in result.output
+    assert "fix:" in result.output
+    assert _drill_databases(server_url) <= before
 
 
 def test_drills_are_refused_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
