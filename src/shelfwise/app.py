@@ -91,7 +91,7 @@ from shelfwise.observability.debug_router import router as debug_router
 from shelfwise.observability.logging import configure_logging
 from shelfwise.observability.loop import LoopWatch
 from shelfwise.observability.metrics import INSTANCE_INFO
-from shelfwise.observability.trace_http import RequestIdSpanMiddleware
+from shelfwise.observability.trace_http import FASTAPI_TELEMETRY, RequestIdSpanMiddleware
 from shelfwise.observability.tracing import configure_tracing
 from shelfwise.orders.router import router as orders_router
 from shelfwise.shared_state import FailClosedSessions, redis_client
@@ -273,6 +273,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         summary="Real-time inventory and orders. Errors are RFC 9457 problem+json.",
         docs_url=None,  # http/docs.py: Swagger UI from a pinned package, not a CDN
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,  # one server span per request (trace_http.py)
         middleware=[
             Middleware(StreamSendMiddleware),
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies or []),
