@@ -16,7 +16,9 @@ would answer 429 at once — they are not what is being measured. Parts:
 - relay: `shelfwise worker` running; orders at full speed; outbox lag sampled every 100 ms
   and published_at - created_at of every event created during the run.
 - sse: N `GET /v1/stream?channels=stock` subscribers (staff token) while stock receipts
-  are posted at 20/s with the worker relaying; delivery lag and server RSS.
+  are posted at 20/s with the worker relaying; delivery lag and server RSS. With
+  `--live-instances K` (issue 10) the subscribers go to K `serve --role live` processes
+  and the receipts to a `serve --role api` one: do the writes still meet their latency?
 
 Results go to bench/results/<timestamp>-issues.json.
 """
