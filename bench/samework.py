@@ -221,6 +221,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         workers=args.workers,
+        timeout_worker_healthcheck=60,  # as `shelfwise serve`: slow starts on a busy host
         loop="uvloop",
         http="httptools",
         lifespan="on",

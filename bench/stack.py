@@ -138,6 +138,21 @@ def client_main(argv: list[str]) -> None:
     print(json.dumps(uvloop.run(run)))
 
 
+def up(servers: dict[str, Server], name: str) -> Server:
+    """Start `name` and stop the others: one server at a time holds pool connections
+    (three servers with two workers each, plus other runs, exceeded max_connections)."""
+    for other, server in servers.items():
+        if other != name and server.process is not None and server.process.poll() is None:
+            server.stop()
+    server = servers[name]
+    if server.process is None or server.process.poll() is not None:
+        server.process = None
+        server._stop_sampling.clear()
+        server.start()
+        server.wait_ready()
+    return server
+
+
 def per_request(result: dict[str, Any], requests: int, duration: float) -> None:
     """Server CPU per request, in µs, from the CPU share measured around the step."""
     cpu_s = result["server_cpu_pct"] / 100 * duration
@@ -158,7 +173,7 @@ def orders(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str,
     )
     out: dict[str, dict[str, Any]] = {}
     for target in ("baseline", "samework", "shelfwise"):
-        server: Server = ctx["servers"][target]
+        server = up(ctx["servers"], target)
         if target == "baseline":
             undo_baseline(ctx["url"], snapshot=True)
         post_orders(server.port, ctx["token"], bodies, args.warmup)
@@ -185,7 +200,7 @@ def reads(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, 
     tool = pick_tool("auto")
     out: dict[str, dict[str, Any]] = {}
     for target in ("baseline", "shelfwise"):
-        server: Server = ctx["servers"][target]
+        server = up(ctx["servers"], target)
         # A full pass first, so the cache holds every id (the issue's "every id cached").
         run_load(tool, LoadSpec(server.port, paths, 64, max(args.warmup, 8.0)))
         with Load(server) as load:
@@ -260,11 +275,7 @@ def main() -> int:
         "loadavg_start": os.getloadavg(),
     }
     try:
-        for s in servers.values():
-            s.start()
-        for s in servers.values():
-            s.wait_ready()
-        token = login(servers["shelfwise"].port, CUSTOMER)
+        token = login(up(servers, "shelfwise").port, CUSTOMER)
         with tempfile.TemporaryDirectory(prefix="shelfwise-stack-") as tmp:
             ctx = {
                 "url": url,
