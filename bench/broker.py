@@ -342,8 +342,9 @@ async def orders_part(
                 orders_total = int(
                     conn.execute(
                         "SELECT count(*) FROM outbox_events"
-                        " WHERE position > %s AND position <= %s AND type LIKE 'order.%%'",
-                        (start_position, end),
+                        " WHERE position > %s AND position <= %s AND type LIKE 'order.%%'"
+                        " AND created_at >= %s",
+                        (start_position, end, inbox_lags.since),
                     ).fetchone()[0]
                 )
             drained = time.perf_counter() + 90
