@@ -305,7 +305,21 @@ async def main():
             traced = (await (await conn.execute(ACTIVITY)).fetchone())[0]
             trace_id = format(span.get_span_context().trace_id, "032x")
         background = (await (await conn.execute(ACTIVITY)).fetchone())[0]
-    print(json.dumps({"traced": traced, "background": background, "trace_id": trace_id}))
+        # A request its caller did not sample (traceparent flags 00): spans non-recording,
+        # so no comment either.
+        caller = trace.NonRecordingSpan(trace.SpanContext(
+            0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True,
+            trace_flags=trace.TraceFlags(0),
+        ))
+        with trace.get_tracer("probe").start_as_current_span(
+            "an unsampled request", context=trace.set_span_in_context(caller)
+        ) as span:
+            assert not span.is_recording()
+            unsampled = (await (await conn.execute(ACTIVITY)).fetchone())[0]
+    print(json.dumps({
+        "traced": traced, "background": background, "unsampled": unsampled,
+        "trace_id": trace_id,
+    }))
 
 asyncio.run(main())
 """
@@ -327,8 +341,10 @@ def test_a_statement_names_its_trace_in_pg_stat_activity(database_url: str) -> N
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert f"/*traceparent='00-{seen['trace_id']}-" in seen["traced"]
-    # Outside any operation nothing is sampled and nothing is appended.
+    # Outside any operation nothing is sampled and nothing is appended; nor inside an
+    # operation that is not sampled.
     assert "traceparent" not in seen["background"]
+    assert "traceparent" not in seen["unsampled"]
 
 
 async def _admin_headers(settings: Settings, database_url: str) -> dict[str, str]:
