@@ -108,14 +108,14 @@ class DriverPool:
         try:
             async with self._pool.connection() as conn:
                 yield conn
+        except PoolTimeout as exc:  # first: PoolTimeout is an OperationalError too
+            if self.breaker.is_open:  # no connection could be made, not a busy pool
+                raise self.breaker.unavailable() from exc
+            raise
         except psycopg.OperationalError as exc:
             if not is_connection_failure(exc):
                 raise
             raise self.breaker.failed(exc, "driver") from exc
-        except PoolTimeout as exc:
-            if self.breaker.is_open:  # no connection could be made, not a busy pool
-                raise self.breaker.unavailable() from exc
-            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
