@@ -40,7 +40,7 @@ def docs_csp(nonce: str) -> str:
 def swagger_assets() -> Path | None:
     """The directory of the pinned Swagger UI files, or None when not installed."""
     try:
-        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-not-found]
+        from swagger_ui_bundle import swagger_ui_path
     except ImportError:
         return None
     path = Path(swagger_ui_path)
