@@ -83,7 +83,9 @@ def page_request(
     codec: CursorCodec, scope: str, limit: int | None, cursor: str | None, *, default: int, cap: int
 ) -> PageRequest:
     effective = min(limit or default, cap)
-    return PageRequest(limit=effective, after=codec.decode(scope, cursor) if cursor else None)
+    # `cursor=` (empty) is a cursor the codec did not issue, not "the first page".
+    after = codec.decode(scope, cursor) if cursor is not None else None
+    return PageRequest(limit=effective, after=after)
 
 
 def page_response(
