@@ -249,10 +249,16 @@ async def redis_outage(database_url: str, workdir: Path) -> None:
             return response.status_code == 200
 
         await wait_until(sessions_work, timeout=15, what="session sign-in after Redis is back")
-        for response in await on_each_instance(
-            cluster, "GET", "/v1/auth/me", headers=session_cookie(signed_in_again[-1])
-        ):
-            assert response.status_code == 200, response.text
+        cookie = session_cookie(signed_in_again[-1])
+
+        async def sessions_work_everywhere() -> bool:
+            # An instance whose pooled Redis connection died with the old server spends
+            # one failed command finding out; recovery is bounded, not instantaneous.
+            responses = await on_each_instance(cluster, "GET", "/v1/auth/me", headers=cookie)
+            assert all(r.status_code in (200, 503) for r in responses), [r.text for r in responses]
+            return all(r.status_code == 200 for r in responses)
+
+        await wait_until(sessions_work_everywhere, timeout=10, what="sessions on every instance")
         # Each instance goes back to Redis once its 5 s skip is over: one budget again.
         await wait_until(lambda: limits_are_shared(cluster), timeout=15, what="shared limits")
         statuses = await wrong_logins(client, LOGIN_LIMIT + 2)
