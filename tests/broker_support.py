@@ -279,6 +279,7 @@ class Bus:
         self.exchange = exchange
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.queues: list[str] = []
 
     def start_relay(self) -> None:
         relay = Relay(self.database_url, RelayConfig(batch_size=100, poll_interval=0.1))
@@ -317,6 +318,7 @@ class Bus:
             handler,
             rng=random.Random(5),
         )
+        self.queues.append(queue)
         self.tasks.append(asyncio.create_task(consumer.run(self.stop)))
         await wait_until(_is_set(consumer.consuming), timeout=10, what="consumer subscribed")
         return consumer
@@ -330,6 +332,21 @@ class Bus:
             task.cancel()
         if stuck:
             await asyncio.wait(stuck, timeout=5)
+        await self._delete_queues()
+
+    async def _delete_queues(self) -> None:
+        """Durable quorum queues outlive the test on the module's node; left there, every
+        one of them must be recovered when a later test restarts the node, which on a
+        loaded machine kept the restart test's own queue waiting past its bound."""
+        with contextlib.suppress(Exception):
+            connection = await aio_pika.connect(self.rabbit.url, timeout=5)
+            async with connection:
+                for queue in self.queues:
+                    for name in (queue, f"{queue}.dead"):
+                        with contextlib.suppress(Exception):
+                            channel = await connection.channel()  # a failure closes it
+                            await channel.queue_delete(name, timeout=5)
+                            await channel.close()
 
 
 def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
