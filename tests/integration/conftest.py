@@ -2,12 +2,16 @@
 app's database, and the job app (a real Procrastinate app on the same database).
 
 A test module overrides `job_clock` (default: the app's clock) or `job_alerts` (default:
-no alert channel) to change what its jobs see."""
+no alert channel) to change what its jobs see.
+
+And for the event-bus tests: a private RabbitMQ node per test module that asks for one
+(`rabbit`), and a `bus` (relay + publisher + consumers) on a fresh exchange per test."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from procrastinate import App
@@ -17,6 +21,7 @@ from shelfwise.context import AppContext
 from shelfwise.jobs.alerts import Alerts
 from shelfwise.jobs.app import build_job_app
 from shelfwise.jobs.runtime import JobRuntime
+from tests.broker_support import Bus, RabbitNode, running_node
 
 
 @pytest.fixture
@@ -47,3 +52,23 @@ async def job_app(runtime: JobRuntime, database_url: str) -> AsyncIterator[App]:
     )
     async with app.open_async():
         yield app
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[RabbitNode]:
+    with running_node() as node:
+        yield node
+
+
+@pytest.fixture
+def exchange() -> str:
+    return f"shelfwise.events.test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def bus(database_url: str, rabbit: RabbitNode, exchange: str) -> AsyncIterator[Bus]:
+    running = Bus(database_url, rabbit, exchange)
+    try:
+        yield running
+    finally:
+        await running.close()

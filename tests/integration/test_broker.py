@@ -10,7 +10,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -26,40 +26,18 @@ from shelfwise.context import AppContext
 from shelfwise.jobs.alerts import Alerts
 from tests.broker_support import (
     Bus,
-    RabbitNode,
     Received,
     confirmed_position,
     dead_letters,
     declare_queue,
     insert_events,
     publish_events,
-    running_node,
     stamped_positions,
     unstamped,
 )
 from tests.support import create_location, create_product, receive_stock, wait_until
 
 pytestmark = pytest.mark.e2e  # starts rabbitmq-server
-
-
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitNode]:
-    with running_node() as node:
-        yield node
-
-
-@pytest.fixture
-def exchange() -> str:
-    return f"shelfwise.events.test-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def bus(database_url: str, rabbit: RabbitNode, exchange: str) -> AsyncIterator[Bus]:
-    running = Bus(database_url, rabbit, exchange)
-    try:
-        yield running
-    finally:
-        await running.close()
 
 
 async def _shop(client: httpx.AsyncClient, staff: dict[str, Any]) -> dict[str, Any]:

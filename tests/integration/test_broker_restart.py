@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -18,26 +17,11 @@ import pytest
 
 from shelfwise.broker import metrics
 from shelfwise.context import AppContext
-from tests.broker_support import Bus, RabbitNode, Received, running_node
+from tests.broker_support import Bus, Received
 from tests.integration.test_broker import _all_delivered, _at_least, _burst, _shop
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e  # starts rabbitmq-server
-
-
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitNode]:
-    with running_node() as node:
-        yield node
-
-
-@pytest.fixture
-async def bus(database_url: str, rabbit: RabbitNode) -> AsyncIterator[Bus]:
-    running = Bus(database_url, rabbit, f"shelfwise.events.test-{uuid.uuid4().hex[:8]}")
-    try:
-        yield running
-    finally:
-        await running.close()
 
 
 async def test_broker_restarted_mid_burst_loses_and_repeats_nothing(
