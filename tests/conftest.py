@@ -58,7 +58,9 @@ def server_url() -> str:
         return libpq_url(url)
     from shelfwise.embedded import start_embedded
 
-    return start_embedded(ROOT / "var" / "test", database="postgres")
+    # pgserver's build even where a system PostgreSQL is installed: the same server on
+    # every machine (a new cluster would otherwise run it; docs/decisions/0029).
+    return start_embedded(ROOT / "var" / "test", database="postgres", prefer_system=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,37 +1,48 @@
-"""`shelfwise db top`: the heaviest statements, or a clear refusal without the extension."""
+"""`shelfwise db top`: the heaviest statements from the embedded cluster's
+`pg_stat_statements`, or a refusal that says how to enable it; and which PostgreSQL
+binaries the embedded cluster runs (docs/decisions/0029)."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from shelfwise.cli import app
+from shelfwise.embedded import (
+    EmbeddedVersionMismatch,
+    choose_binaries,
+    pgserver_binaries,
+    start_embedded,
+    stop_embedded,
+    system_binaries,
+)
 from shelfwise.observability.dbtop import StatementStats, statements_table
-from tests.pg_support import DEBIAN_PG15_BIN, disposable_postgres, require_bin_dir
 
 
-def _has_pg_stat_statements(url: str) -> bool:
+def _preloads_statements(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"
-        ).fetchone()
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()
-    return row is not None and preload is not None and "pg_stat_statements" in preload[0]
+    return preload is not None and "pg_stat_statements" in preload[0]
 
 
-def test_db_top_prints_the_heaviest_statements_or_says_why_not(
+def test_db_top_prints_the_heaviest_statements_or_says_how_to_enable_them(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
     result = CliRunner().invoke(app, ["db", "top", "--limit", "5"])
-    if _has_pg_stat_statements(database_url):
+    if _preloads_statements(database_url):
         assert result.exit_code == 0, result.output
-        assert "calls" in result.output
         assert "total ms" in result.output
-    else:  # the embedded pgserver ships no contrib modules
+    else:  # the suite's server is pgserver's build (no contrib modules)
         assert result.exit_code == 1
         assert "pg_stat_statements is not available" in result.output
+        assert "apt-get install postgresql-15" in result.output
 
 
 def test_statements_table_shows_calls_mean_total_and_rows() -> None:
@@ -42,36 +53,73 @@ def test_statements_table_shows_calls_mean_total_and_rows() -> None:
     assert cells == [["1,200"], ["2.50"], ["3,000.0"], ["1,200"], ["SELECT ?"]]
 
 
-def test_the_embedded_cluster_asks_for_pg_stat_statements_only_when_shipped(
-    server_url: str,
+def _fake_system(root: Path, major: str, *, statements: bool) -> None:
+    (root / major / "bin").mkdir(parents=True)
+    (root / major / "bin" / "postgres").touch()
+    (root / major / "lib").mkdir()
+    if statements:
+        (root / major / "lib" / "pg_stat_statements.so").touch()
+
+
+def test_a_new_cluster_runs_a_system_postgresql_that_ships_pg_stat_statements(
+    tmp_path: Path,
 ) -> None:
-    from shelfwise.embedded import preload_statement_statistics
+    system = tmp_path / "usr-lib-postgresql"
+    _fake_system(system, "14", statements=False)
+    fresh = tmp_path / "fresh"
+    assert choose_binaries(fresh, system_root=system).source == "pgserver"
+    _fake_system(system, "15", statements=True)
+    chosen = choose_binaries(fresh, system_root=system)
+    assert (chosen.source, chosen.major, chosen.statements) == ("system", "15", True)
+    # The suite (and a machine without a system PostgreSQL) keeps pgserver.
+    assert choose_binaries(fresh, prefer_system=False, system_root=system).source == "pgserver"
 
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        shipped = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"
-        ).fetchone()
-    if shipped:
-        pytest.skip("this server ships pg_stat_statements; ALTER SYSTEM would persist")
-    assert preload_statement_statistics(server_url) is False
+
+def test_an_existing_cluster_keeps_the_major_that_created_it(tmp_path: Path) -> None:
+    system = tmp_path / "usr-lib-postgresql"
+    _fake_system(system, "15", statements=True)
+    pgdata = tmp_path / "pg"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text(pgserver_binaries().major + "\n")
+    assert choose_binaries(pgdata, system_root=system).source == "pgserver"
+    (pgdata / "PG_VERSION").write_text("15\n")
+    assert choose_binaries(pgdata, system_root=system).bin_dir == system / "15" / "bin"
+    (pgdata / "PG_VERSION").write_text("9\n")
+    with pytest.raises(EmbeddedVersionMismatch, match="install postgresql-9"):
+        choose_binaries(pgdata, system_root=system)
 
 
-def test_db_top_reads_pg_stat_statements_of_a_server_that_preloads_it(
+def _system_with_statements() -> None:
+    if any(each.statements for each in system_binaries()):
+        return
+    reason = "no system PostgreSQL with pg_stat_statements (apt-get install postgresql-15)"
+    if os.environ.get("SHELFWISE_TEST_REQUIRE") == "all":
+        pytest.fail(reason + " and SHELFWISE_TEST_REQUIRE=all")
+    pytest.skip(reason)
+
+
+def test_db_top_reads_pg_stat_statements_of_a_new_embedded_cluster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The success path, on Debian's PostgreSQL 15 (pgserver's build has no contrib):
-    statements run here come back with their calls, mean, total and rows."""
-    bin_dir = require_bin_dir(DEBIAN_PG15_BIN, "postgresql-15")
-    preload = {"shared_preload_libraries": "pg_stat_statements"}
-    with disposable_postgres(bin_dir, preload) as pg:
-        url = pg.create_database("dbtop")
+    """The embedded path `make run` takes on a fresh machine with Debian's PostgreSQL:
+    the cluster preloads the module from its first start, the database has the
+    extension, and statements run here come back with their calls, mean, total, rows."""
+    _system_with_statements()
+    # Under /tmp, not tmp_path: as root the server's own user must traverse its parents.
+    data_dir = Path(tempfile.mkdtemp(prefix="shelfwise-dbtop-"))
+    try:
+        url = start_embedded(data_dir, database="dbtop")
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION pg_stat_statements")
+            extensions = conn.execute("SELECT extname FROM pg_extension").fetchall()
             conn.execute("CREATE TABLE shelf_probe (n int)")
             for n in range(7):
                 conn.execute("INSERT INTO shelf_probe SELECT g FROM generate_series(1, %s) g", (n,))
         monkeypatch.setenv("DATABASE_URL", url)
         result = CliRunner().invoke(app, ["db", "top", "--limit", "50"], env={"COLUMNS": "200"})
+    finally:
+        stop_embedded(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert ("pg_stat_statements",) in extensions
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "calls" in line)
     for column in ("calls", "mean ms", "total ms", "rows"):

@@ -1,8 +1,10 @@
 """`shelfwise db top`: the heaviest statements, from `pg_stat_statements`.
 
 The extension needs `shared_preload_libraries = 'pg_stat_statements'` (a server restart)
-and `CREATE EXTENSION pg_stat_statements` in the database (docs/observability.md). When
-either is missing this says which, and exits 1, instead of printing an empty table.
+and `CREATE EXTENSION pg_stat_statements` in the database (docs/observability.md); the
+embedded cluster has both when it runs a system PostgreSQL (shelfwise.embedded). When
+either is missing this says which and how to enable it, and exits 1, instead of printing
+an empty table.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
+
+HOW_TO_ENABLE = (
+    "Embedded PostgreSQL: pgserver's build has no contrib modules. Install a system "
+    "PostgreSQL (apt-get install postgresql-15) and start a new data directory (move "
+    "./var/pg away): a new embedded cluster then runs it with pg_stat_statements "
+    "preloaded. Any other server: shared_preload_libraries = 'pg_stat_statements', a "
+    "restart, then CREATE EXTENSION pg_stat_statements (docs/observability.md)."
+)
 
 db_app = typer.Typer(help="Database diagnostics.", no_args_is_help=True)
 
@@ -83,9 +93,7 @@ def top(
         statements = heaviest_statements(libpq_url(_database_url(settings)), limit)
     except StatementsUnavailable as exc:
         Console(stderr=True).print(
-            f"[red]pg_stat_statements is not available: {exc}[/]\n"
-            "Enable it with shared_preload_libraries = 'pg_stat_statements' (restart), "
-            "see docs/observability.md."
+            f"[red]pg_stat_statements is not available: {exc}[/]\n{HOW_TO_ENABLE}"
         )
         raise typer.Exit(1) from exc
     console.print(statements_table(statements))
