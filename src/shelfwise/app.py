@@ -93,6 +93,7 @@ from shelfwise.observability.loop import LoopWatch
 from shelfwise.observability.metrics import INSTANCE_INFO
 from shelfwise.observability.trace_http import FASTAPI_TELEMETRY, RequestIdSpanMiddleware
 from shelfwise.observability.tracing import configure_tracing
+from shelfwise.orders.admission import HotLevelGate, StoredKeys
 from shelfwise.orders.router import router as orders_router
 from shelfwise.shared_state import FailClosedSessions, redis_client
 from shelfwise.uploads.router import is_streamed_upload
@@ -186,6 +187,7 @@ def build_context(
         redis=redis,
         driver=driver,
         roles=ActiveRoles(driver),
+        admission=HotLevelGate(StoredKeys(driver)),
         catalog_cache=CatalogCache(
             product_ttl=settings.catalog_product_ttl_seconds,
             refresh_ahead=settings.catalog_cache_refresh_ahead,
@@ -232,6 +234,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         await ctx.driver.open()
         ctx.hub = await start_hub(ctx, database_url=ctx_url)
         ctx.hub.listeners.append(ctx.catalog_cache.on_event)
+        ctx.hub.listeners.append(ctx.admission.on_event)  # a restock clears "sold out"
         undrain = on_drain(ctx.hub.drain)
         # SIGTERM: streams are told to reconnect elsewhere, then uvicorn shuts down.
         unsignal = drain_on_signals()

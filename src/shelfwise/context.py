@@ -23,6 +23,7 @@ from shelfwise.identity.service import ActiveRoles
 from shelfwise.identity.sessions import SessionStore
 from shelfwise.identity.tokens import TokenIssuer
 from shelfwise.live.hub import Hub
+from shelfwise.orders.admission import HotLevelGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class AppContext:
     refresh_policy: RefreshPolicy
     driver: DriverPool  # psycopg itself: hot reads, principals' roles, placing orders
     roles: ActiveRoles  # principals' roles, read through `driver` (single flight)
+    admission: HotLevelGate  # hot stock levels: a gate per level, sold out answered here
     redis: Redis | None = None
     hub: Hub | None = None  # started in the lifespan of API processes
     catalog_cache: CatalogCache = field(default_factory=CatalogCache)

@@ -18,18 +18,21 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from shelfwise.app import create_app
 from shelfwise.clock import FixedClock
 from shelfwise.config import Settings
 from shelfwise.context import AppContext
+from shelfwise.events.models import OutboxEvent
 from shelfwise.idempotency.models import IdempotencyRecord
 from shelfwise.identity.models import Role
 from shelfwise.inventory.models import StockLevel
 from shelfwise.orders.models import Order, OrderLine, OrderStatus
 from shelfwise.reconciliation import reconcile_all
-from tests.support import create_location, create_product, make_user, receive_stock
+from tests.live_support import running_relay
+from tests.support import create_location, create_product, make_user, receive_stock, wait_until
 
 STOCK = 50
 REQUESTS = 200
@@ -288,3 +291,95 @@ async def test_exhausted_pool_sheds_with_503_and_the_retry_succeeds(
             assert retried.headers["Idempotent-Replayed"] == "false"
             async with ctx.db.sessions() as session, session.begin():
                 assert await session.scalar(select(func.count()).select_from(Order)) == 1
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_hot_level_gate_sells_out_without_the_database_and_a_restock_reopens(
+    client: httpx.AsyncClient, ctx: AppContext, staff: dict[str, Any], database_url: str
+) -> None:
+    """300 buyers of one product at one location, 10 units (orders/admission.py): exactly
+    10 placed and 290 refused, none shed; once the gate knows the level is empty it
+    answers the rest itself; a retry of a placed order still replays it; the restock's
+    `stock.changed` reopens the level — and the sale's own older events do not."""
+    ctx.admission.clock = lambda: 0.0  # the TTL never runs out here: only events clear it
+    product = await create_product(client, staff["headers"])
+    location = await create_location(client, staff["headers"])
+    received = await receive_stock(client, staff["headers"], product["id"], location["id"], 10)
+    assert received.status_code == 201, received.text
+    buyers = await customers(ctx, CUSTOMERS)
+    level_key = (uuid.UUID(product["id"]), uuid.UUID(location["id"]))
+    at = {"location_id": location["id"]}
+    db_refusals = _sample("shelfwise_orders_total", outcome="insufficient_stock")
+    gate_refusals = _sample("shelfwise_admission_total", outcome="sold_out")
+
+    keys = [f"hot-{i}-{uuid.uuid4().hex}" for i in range(300)]
+
+    async def buy(i: int, key: str) -> httpx.Response:
+        body = {"lines": [{"product_id": product["id"], "quantity": 1}], **at}
+        headers = {**buyers[i % CUSTOMERS]["headers"], "Idempotency-Key": key}
+        return await client.post("/v1/orders", json=body, headers=headers)
+
+    responses = await asyncio.wait_for(
+        asyncio.gather(*(buy(i, key) for i, key in enumerate(keys))), timeout=60
+    )
+
+    statuses = [r.status_code for r in responses]
+    assert (statuses.count(201), statuses.count(409)) == (10, 290), sorted(set(statuses))
+    for response in responses:
+        if response.status_code == 409:
+            assert_clean_refusal(response)
+            assert response.json()["lines"][0]["available"] == 0
+    # Only the placements admitted when the level ran dry asked the database.
+    asked = _sample("shelfwise_orders_total", outcome="insufficient_stock") - db_refusals
+    answered = _sample("shelfwise_admission_total", outcome="sold_out") - gate_refusals
+    assert 1 <= asked <= ctx.admission.holders, asked
+    assert asked + answered == 290
+    [level] = await levels_of(ctx, [product["id"]])
+    assert (level.on_hand, level.reserved) == (10, 10)
+    await assert_invariants(ctx)
+    assert ctx.admission.is_sold_out(level_key)
+
+    # Retries while sold out: a placed order replays, a refused one is refused again.
+    placed = statuses.index(201)
+    replay = await buy(placed, keys[placed])
+    assert replay.status_code == 201, replay.text
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == responses[placed].json()["id"]
+    assert_clean_refusal(await buy(statuses.index(409), keys[statuses.index(409)]))
+
+    hub = ctx.hub
+    assert hub is not None
+    async with running_relay(database_url):
+        # The sale's own events (10 reservations, the older ones with units left) arrive
+        # after the gate learned "sold out": they must not reopen it.
+        async def caught_up() -> bool:
+            await hub.catch_up()
+            return await _delivered_everything(ctx)
+
+        await wait_until(caught_up, what="the hub to deliver the sale's events")
+        assert ctx.admission.is_sold_out(level_key)
+
+        restocked = await receive_stock(client, staff["headers"], product["id"], location["id"], 2)
+        assert restocked.status_code == 201, restocked.text
+
+        async def reopened() -> bool:
+            await hub.catch_up()
+            return not ctx.admission.is_sold_out(level_key)
+
+        await wait_until(reopened, what="the restock's stock.changed to reopen the level")
+    late = await buy(0, f"late-{uuid.uuid4().hex}")
+    assert late.status_code == 201, late.text
+
+
+async def _delivered_everything(ctx: AppContext) -> bool:
+    """Every event written so far is published, and this process's hub has read it."""
+    async with ctx.db.sessions() as session, session.begin():
+        unpublished = await session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.position.is_(None))
+        )
+        last = await session.scalar(select(func.max(OutboxEvent.position)))
+    assert ctx.hub is not None
+    return unpublished == 0 and ctx.hub.head >= (last or 0)

@@ -310,3 +310,14 @@ JOB_WORKER_RESTARTS = Counter(
     "Times the worker process restarted Procrastinate after it stopped on its own "
     "(its database connections failed).",
 )
+# Hot-row admission (src/shelfwise/orders/admission.py): one-line orders at a location.
+ADMISSION_ANSWERS = Counter(
+    "shelfwise_admission_total",
+    "One-line orders at a location through the hot-level gate, by outcome: admitted to "
+    "the database, answered sold_out by the gate, or stored_key (a retry sent on to replay).",
+    ["outcome"],
+)
+ADMISSION_WAITING = Gauge(
+    "shelfwise_admission_waiting",
+    "Orders waiting at the hot-level gate for a slot on their stock level.",
+)

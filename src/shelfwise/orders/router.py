@@ -68,15 +68,18 @@ async def place_order(
         quantities={line.product_id: line.quantity for line in body.lines},
         location_id=body.location_id,
     )
-    outcome = await service.place_order(
-        ctx.driver,
-        ctx.db.doorbell,
-        command,
-        placer=principal,
-        now=ctx.clock.now(),
-        reservation_ttl=timedelta(seconds=ctx.settings.reservation_ttl_seconds),
-        idempotency=idem,
-    )
+    # A hot stock level admits a few placements at a time and answers "sold out" itself
+    # (orders/admission.py): a flash sale queues here, not for pool connections.
+    async with ctx.admission.admit(command.quantities, command.location_id, idem):
+        outcome = await service.place_order(
+            ctx.driver,
+            ctx.db.doorbell,
+            command,
+            placer=principal,
+            now=ctx.clock.now(),
+            reservation_ttl=timedelta(seconds=ctx.settings.reservation_ttl_seconds),
+            idempotency=idem,
+        )
     return respond(outcome, _render, headers=lambda stored: _location(request, stored.body["id"]))
 
 
