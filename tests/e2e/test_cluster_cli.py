@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -99,37 +102,73 @@ async def change_reaches_a_stream_through_nginx(base_url: str) -> None:
                         break
 
 
-async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """Not pytest's tmp_path: a concurrent pytest run on the shared box may clean that
+    while the cluster still writes to it."""
+    directory = Path(tempfile.mkdtemp(prefix="shelfwise-cluster-cli-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def start_runner(
+    database_url: str, run_dir: Path, http_port: int, https_port: int, *args: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """`shelfwise cluster` in a session of its own (like a terminal's foreground group)."""
     for name in ("nginx", "pgbouncer", "redis-server", "openssl"):
         require_binary(name)
-    http_port, https_port = free_port(), free_port()
-    log_path = tmp_path / "cluster.log"
+    log_path = run_dir / "cluster.log"
     with log_path.open("wb") as log:
         runner = subprocess.Popen(
             [
-                str(SHELFWISE), "cluster", "--run-dir", str(tmp_path / "cluster"),
+                str(SHELFWISE), "cluster", "--run-dir", str(run_dir / "cluster"),
                 "--http-port", str(http_port), "--https-port", str(https_port),
-                "--apis", "2", "--workers", "1", "--products", "3",
+                "--products", "3", *args,
             ],
             env={**os.environ, "DATABASE_URL": database_url, "SHELFWISE_ENV": "test"},
-            cwd=tmp_path,
+            cwd=run_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own foreground group, like a terminal's
         )  # fmt: skip
+    return runner, log_path
+
+
+async def wait_serving(runner: subprocess.Popen[bytes], log_path: Path, http_port: int) -> None:
+    async with httpx.AsyncClient(timeout=5.0) as client:
+
+        async def serving() -> bool:
+            assert runner.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            try:
+                ready = await client.get(f"http://127.0.0.1:{http_port}/readyz")
+            except httpx.TransportError:
+                return False
+            return ready.status_code == 200 and "Ctrl-C stops" in log_path.read_text()
+
+        await wait_until(serving, timeout=120, interval=0.2, what="the cluster through nginx")
+
+
+def kill_everything(runner: subprocess.Popen[bytes], started: set[int]) -> None:
+    """After a failure: the runner, and whatever it started that is still there."""
+    started |= descendants(runner.pid)
+    if runner.poll() is None:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+    for pid in started:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, run_dir: Path) -> None:
+    http_port, https_port = free_port(), free_port()
+    runner, log_path = start_runner(
+        database_url, run_dir, http_port, https_port, "--apis", "2", "--workers", "1"
+    )
     started: set[int] = set()
     try:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-
-            async def serving() -> bool:
-                assert runner.poll() is None, log_path.read_text(errors="replace")[-3000:]
-                try:
-                    ready = await client.get(f"http://127.0.0.1:{http_port}/readyz")
-                except httpx.TransportError:
-                    return False
-                return ready.status_code == 200 and "Ctrl-C stops" in log_path.read_text()
-
-            await wait_until(serving, timeout=120, interval=0.2, what="the cluster through nginx")
+        await wait_serving(runner, log_path, http_port)
         async with httpx.AsyncClient(timeout=5.0, verify=False) as tls_client:  # self-signed
             tls = await tls_client.get(f"https://127.0.0.1:{https_port}/healthz")
         assert tls.status_code == 200
@@ -160,15 +199,50 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, tmp_
         assert left == set(), left
         assert "cluster stopped" in log_path.read_text(errors="replace")
     finally:
-        # On failure: children die with the runner (PR_SET_PDEATHSIG), except a pgbouncer
-        # that switched user (a credential change clears that flag), so kill them all.
-        started |= descendants(runner.pid)
-        if runner.poll() is None:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait(timeout=10)
-        for pid in started:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_everything(runner, started)
+
+
+async def test_kill_9_of_the_runner_leaves_no_process_behind(
+    database_url: str, run_dir: Path
+) -> None:
+    """PR_SET_PDEATHSIG is not enough: nginx's workers never had it and pgbouncer, switching
+    user as root, lost it. The keeper kills every child's process group once the runner is
+    gone, however it went."""
+    http_port, https_port = free_port(), free_port()
+    runner, log_path = start_runner(
+        database_url, run_dir, http_port, https_port,
+        "--apis", "1", "--workers", "1", "--live-instances", "0",
+    )  # fmt: skip
+    started: set[int] = set()
+    try:
+        await wait_serving(runner, log_path, http_port)
+        started = descendants(runner.pid)
+        for command in (
+            "pgbouncer",
+            "redis-server",
+            "nginx: worker process",
+            " serve ",
+            "worker --name",
+        ):
+            assert pid_running(runner.pid, command)
+        os.kill(runner.pid, signal.SIGKILL)  # only the runner: its children are on their own
+        assert runner.wait(timeout=10) == -signal.SIGKILL
+
+        def orphans() -> set[int]:
+            return {pid for pid in started if alive(pid)}
+
+        async def none_left() -> bool:
+            return not orphans()
+
+        try:
+            await wait_until(none_left, timeout=15, interval=0.1, what="no child left")
+        except (AssertionError, TimeoutError) as exc:
+            left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in orphans()}
+            raise AssertionError(f"left behind: {left}") from exc
+        with pytest.raises(httpx.ConnectError):  # nothing serves the load balancer's port
+            httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2.0)
+    finally:
+        kill_everything(runner, started)
 
 
 def test_nginx_accepts_the_rendered_and_the_production_configuration(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 Each child runs in its own process group, so a Ctrl-C at the terminal reaches only the
 runner, which then stops the children in order (load balancer first, then the instances,
 which drain, then Redis and pgbouncer). On Linux each child also gets SIGKILL if the runner
-itself dies (`PR_SET_PDEATHSIG`): a `kill -9` of the runner leaves no orphans either.
+itself dies (`PR_SET_PDEATHSIG`); that flag is not inherited by a child's own children
+(nginx's workers) and is cleared when a child switches user (pgbouncer as root), so the
+keeper (`keeper.py`) kills every child's whole process group once the runner is gone: a
+`kill -9` of the runner leaves no orphans either.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -37,6 +41,46 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+KEEPER = Path(__file__).with_name("keeper.py")
+
+
+class Keeper:
+    """The supervisor's side of `keeper.py`: tells it which process groups to kill if the
+    supervisor's process dies; `close()` after an orderly stop."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 (our interpreter, our file)
+            [sys.executable, "-I", str(KEEPER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            process_group=0,  # out of reach of signals to the runner's group
+        )
+
+    def _tell(self, line: str) -> None:
+        stdin = self.process.stdin
+        if stdin is None or stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError):
+            stdin.write(line.encode() + b"\n")
+            stdin.flush()
+
+    def watch(self, group: int) -> None:
+        self._tell(f"+ {group}")
+
+    def forget(self, group: int) -> None:
+        self._tell(f"- {group}")
+
+    def close(self) -> None:
+        """End of input: the keeper kills what is still listed (nothing, after a clean
+        stop) and exits."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+
 @dataclass
 class ChildSpec:
     name: str
@@ -54,11 +98,13 @@ class ChildSpec:
 @dataclass
 class Child:
     spec: ChildSpec
+    keeper: Keeper | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
     held: bool = False  # stopped on purpose: the supervisor leaves it down
     exits: list[int] = field(default_factory=list)
+    _swept: int | None = None  # the last pid whose process group was cleaned up
 
     @property
     def name(self) -> str:
@@ -66,7 +112,25 @@ class Child:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        if self.process is None:
+            return False
+        if self.process.poll() is None:
+            return True
+        self._sweep_group(self.process.pid)
+        return False
+
+    def _sweep_group(self, pid: int) -> None:
+        """Once a child is reaped: kill what is left in its process group (an nginx master
+        killed with -9 leaves its workers holding the ports a restart needs) and take the
+        group off the keeper's list. The kernel keeps a pid while it names a live process
+        group, so this reaches only the child's own leftovers."""
+        if self._swept == pid:
+            return
+        self._swept = pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if self.keeper is not None:
+            self.keeper.forget(pid)
 
     @property
     def pid(self) -> int | None:
@@ -85,6 +149,8 @@ class Child:
                 process_group=0,
                 preexec_fn=_die_with_parent,
             )
+        if self.keeper is not None:
+            self.keeper.watch(self.process.pid)
         self.started_at = time.monotonic()
         self.held = False
 
@@ -118,9 +184,11 @@ class Child:
         return code
 
     async def kill(self) -> int | None:
-        """SIGKILL: no drain, no goodbye."""
+        """SIGKILL to the child's whole process group: no drain, no goodbye."""
         self.held = True
-        self.send(signal.SIGKILL)
+        if self.alive and self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         return await self.wait_exit(10.0)
 
     async def wait_ready(self, seconds: float) -> None:
@@ -142,7 +210,8 @@ class Supervisor:
     """Starts children tier by tier, restarts any that dies (unless held), stops in order."""
 
     def __init__(self, specs: Sequence[ChildSpec], *, max_backoff: float = 10.0) -> None:
-        self.children = {spec.name: Child(spec) for spec in specs}
+        self.keeper = Keeper()
+        self.children = {spec.name: Child(spec, self.keeper) for spec in specs}
         self.max_backoff = max_backoff
         self._stopping = False
 
@@ -190,5 +259,8 @@ class Supervisor:
     async def stop_all(self) -> None:
         """Highest tier first; within a tier in parallel (instances drain together)."""
         self._stopping = True
-        for tier in reversed(self.tiers()):
-            await asyncio.gather(*(child.stop() for child in tier))
+        try:
+            for tier in reversed(self.tiers()):
+                await asyncio.gather(*(child.stop() for child in tier))
+        finally:
+            await asyncio.to_thread(self.keeper.close)
