@@ -12,10 +12,12 @@ from structlog.testing import capture_logs
 
 from shelfwise.app import create_app
 from shelfwise.clock import FixedClock
-from shelfwise.config import Settings
+from shelfwise.config import Environment, Settings
 from shelfwise.identity.models import Role
 from shelfwise.observability.metrics import LOOP_BLOCKED, LOOP_LAG
 from tests.support import make_user, wait_until
+
+PRODUCTION_SECRETS = ("jwt_secret", "cursor_secret", "session_secret")
 
 
 @pytest.fixture
@@ -174,3 +176,40 @@ def test_debug_endpoints_are_documented_with_problem_responses(app: Any) -> None
     profile = paths["/v1/admin/debug/profile"]["get"]
     assert {"404", "409", "429"} <= set(profile["responses"])
     assert "application/problem+json" in profile["responses"]["409"]["content"]
+
+
+async def test_drill_routes_are_admin_only_and_absent_in_production(
+    client: httpx.AsyncClient, settings: Settings, clock: FixedClock
+) -> None:
+    ctx = client._transport.app.state.ctx  # type: ignore[attr-defined]
+    customer = await make_user(ctx, Role.CUSTOMER)
+    admin = await make_user(ctx, Role.ADMIN)
+    block = "/v1/admin/debug/drill/block-loop"
+    refused = await client.post(block, params={"seconds": 0.01}, headers=customer["headers"])
+    assert refused.status_code == 403
+    allowed = await client.post(block, params={"seconds": 0.01}, headers=admin["headers"])
+    assert allowed.status_code == 200
+    assert (
+        await client.post(block, params={"seconds": 60}, headers=admin["headers"])
+    ).status_code == 422
+    # Production with the debug endpoints turned on: they answer, the drills do not exist.
+    # Validated afresh: model_copy would keep the cached `is_production` of the original.
+    production = Settings.model_validate(
+        {
+            **settings.model_dump(),
+            "env": Environment.PRODUCTION,
+            "debug_endpoints_enabled": True,
+            **{name: f"{name}-of-this-test-only-0123456789" for name in PRODUCTION_SECRETS},
+        }
+    )
+    assert production.is_production
+    application = create_app(production, clock=clock)
+    async with application.router.lifespan_context(application):
+        boss = await make_user(application.state.ctx, Role.ADMIN)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://shelfwise.test") as c:
+            tasks = await c.get("/v1/admin/debug/tasks", headers=boss["headers"])
+            drill = await c.post(block, params={"seconds": 5}, headers=boss["headers"])
+    assert tasks.status_code == 200
+    assert drill.status_code == 404
+    assert drill.headers["content-type"] == "application/problem+json"

@@ -5,6 +5,7 @@ admin-only; limited per IP by `rate_limit_debug`. A profile samples *this* proce
 event-loop thread with pyinstrument for `seconds`, whatever requests it serves
 meanwhile, and answers as pyinstrument's HTML page or as speedscope JSON
 (https://www.speedscope.app). One profile at a time per process: a second is a 409.
+The drills' routes (`drill/...`, drill_routes.py) hang here too, never in production.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shelfwise.errors import Conflict, NotFound
 from shelfwise.http.deps import ContextDep
 from shelfwise.http.ratelimit import Policy
 from shelfwise.identity.dependencies import Admin, route_limit
+from shelfwise.observability.drill_routes import router as drill_router
 
 TASK_STACK_LIMIT = 12
 TASKS_CAP = 5000
@@ -138,3 +140,7 @@ async def profile(
             headers=headers,
         )
     return HTMLResponse(profiler.output_html(), headers=headers)
+
+
+# After the debug routes' own dependency: a disabled debug surface hides the drills too.
+router.include_router(drill_router)
