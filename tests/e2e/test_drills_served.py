@@ -4,6 +4,7 @@ process's `/metrics` and log file, so the HTTP form cannot rot silently either."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -103,6 +104,19 @@ async def test_drills_over_http_find_their_signal_in_the_served_process(
     text = served.log.read_text(errors="replace")
     assert "drill_blocks_the_loop" in text
     assert "hold_connection_across_slow_work" in text
+    # And the command itself, as an operator types it.
+    command = [str(SHELFWISE), "drill", "blocked-loop", "--quick", "--url", served.url]
+    credentials = ["--admin-email", admin["email"], "--admin-password", PASSWORD]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*command, *credentials, "--log-file", str(served.log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SHELFWISE_ENV": "test", "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "signal shelfwise_event_loop_blocked_total: seen" in done.stdout
 
 
 def test_the_url_mode_refuses_remote_hosts_and_in_process_only_drills(
