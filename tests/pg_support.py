@@ -2,12 +2,12 @@
 
 The suite's shared server must never be stopped, so a failure test gets its own: initdb
 of a fresh cluster under a temporary directory with the binaries the `pgserver` wheel
-ships (the same ones `shelfwise.embedded` runs), listening on a free TCP port on
+ships (the same ones the suite's embedded server runs), listening on a free TCP port on
 127.0.0.1. As root (CI containers), the server runs as pgserver's system user, as
 initdb refuses root.
 
 `bin_dir` picks other binaries: pgserver's build has no contrib modules, so a test that
-needs one (`pg_stat_statements` for `shelfwise db top`) runs Debian's PostgreSQL 15
+needs one (e.g. `pg_stat_statements`) runs Debian's PostgreSQL 15
 (`DEBIAN_PG15_BIN`, package postgresql-15) with `settings`; `require_bin_dir`
 skips without it, and fails under SHELFWISE_TEST_REQUIRE=all.
 """
