@@ -2,6 +2,10 @@
 
     python -m bench.cluster [--apis 1 --apis 2 --apis 3] [--duration 10] [--connections 64]
 
+With the defaults it runs 4 to 5 minutes (four targets, two workloads each, 2 s warm-up + 10 s,
+plus starting each cluster: ~20 s quiet, up to a minute on a busy box); the total is
+printed and stored as `elapsed_s`.
+
 For each size the cluster's own specs (`shelfwise.cluster.topology`: pgbouncer, Redis,
 N `serve --role api`, one worker for the relay, nginx) run on the bench database
 (`var/bench`, as `bench.run`); product reads (`GET /v1/products/{id}`, random of the
@@ -149,6 +153,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     sizes = args.apis or [1, 2, 3]
+    began = time.monotonic()
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -172,9 +177,10 @@ def main() -> int:
                 with_cluster(url, n, Path(tmp) / f"c{n}", lambda p: measure(p, ids, location, args))
             )
     results["loadavg_end"] = os.getloadavg()
+    results["elapsed_s"] = round(time.monotonic() - began, 1)
     out = RESULTS / f"{stamp}-cluster.json"
     out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"results: {out.relative_to(ROOT)}")
+    print(f"results: {out.relative_to(ROOT)} ({results['elapsed_s']} s in all)")
     return 0
 
 

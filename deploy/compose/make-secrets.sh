@@ -59,9 +59,12 @@ write database_url "postgresql://shelfwise:$pg@pgbouncer:6432/shelfwise"
 write shelfwise_direct_database_url "postgresql://shelfwise:$pg@postgres:5432/shelfwise"
 write pgbouncer_userlist "\"shelfwise\" \"$pg\""
 write redis_url "redis://:$redis@redis:6379/0"
+# Sessions survive a Redis restart: append-only file on the redis volume, fsync'd every
+# second, no RDB snapshots (docs/decisions/0030-redis-keeps-sessions-across-restarts.md).
 write redis.conf "requirepass $redis
 save \"\"
-appendonly no
+appendonly yes
+appendfsync everysec
 "
 write rabbitmq.conf "default_user = shelfwise
 default_pass = $rabbit

@@ -15,8 +15,9 @@ pgbouncer, Redis, three `shelfwise serve`, one `shelfwise worker`). The behaviou
 - nothing hangs (every answer within `FAST`), nothing is corrupted; the operator sees
   `/readyz` detail (still ready: 200), `shelfwise_dependency_up{dependency="redis"} 0`, a
   `redis_unreachable` log line;
-- once Redis is back, with no process restarted: sessions work on every instance and the
-  limits are shared again (one budget across the three).
+- once Redis is back, with no process restarted: sessions work on every instance — the
+  one made before the kill -9 too (Redis reloads its append-only file, decision 0030) —
+  and the limits are shared again (one budget across the three).
 
 Budgets are told apart by client address: nginx appends the peer to `X-Forwarded-For`
 and the instances trust nginx, so each phase counts a fresh address of its own.
@@ -164,6 +165,9 @@ async def redis_outage(database_url: str, workdir: Path) -> None:
         signed_in = await client.post("/v1/auth/session", json=STAFF)
         assert signed_in.status_code == 200, signed_in.text
         cookie = session_cookie(signed_in)
+        # Sent by hand only: a sign-in that carries a session cookie rotates (revokes) it,
+        # and this session must still be there after Redis comes back.
+        client.cookies.clear()
         for response in await on_each_instance(cluster, "GET", "/v1/auth/me", headers=cookie):
             assert response.status_code == 200, response.text
         for response in await on_each_instance(cluster, "GET", "/readyz"):
@@ -184,7 +188,7 @@ async def redis_outage(database_url: str, workdir: Path) -> None:
         start_at = await client.get("/v1/poll", params={"channels": "stock"}, headers=bearer)
         position = int(start_at.json()["position"])
 
-        # -- Redis goes away (kill -9: connections reset, nothing saved) --------------------
+        # -- Redis goes away (kill -9: connections reset, no shutdown save) ----------------
         print(f"Redis killed after {time.monotonic() - began:.1f}s")
         await cluster.kill("redis")
 
@@ -236,7 +240,7 @@ async def redis_outage(database_url: str, workdir: Path) -> None:
             assert 'shelfwise_dependency_up{dependency="redis"} 0.0' in response.text
         assert all("redis_unreachable" in cluster.log(name) for name in cluster.apis)
 
-        # -- Redis comes back (empty: it kept nothing on disk) -----------------------------
+        # -- Redis comes back, reloading its append-only file ------------------------------
         print(f"Redis started after {time.monotonic() - began:.1f}s")
         await cluster.start("redis")
 
@@ -249,16 +253,21 @@ async def redis_outage(database_url: str, workdir: Path) -> None:
             return response.status_code == 200
 
         await wait_until(sessions_work, timeout=15, what="session sign-in after Redis is back")
-        cookie = session_cookie(signed_in_again[-1])
 
-        async def sessions_work_everywhere() -> bool:
+        async def works_everywhere(cookie: dict[str, str]) -> bool:
             # An instance whose pooled Redis connection died with the old server spends
             # one failed command finding out; recovery is bounded, not instantaneous.
             responses = await on_each_instance(cluster, "GET", "/v1/auth/me", headers=cookie)
             assert all(r.status_code in (200, 503) for r in responses), [r.text for r in responses]
             return all(r.status_code == 200 for r in responses)
 
-        await wait_until(sessions_work_everywhere, timeout=10, what="sessions on every instance")
+        new_cookie = session_cookie(signed_in_again[-1])
+        await wait_until(
+            lambda: works_everywhere(new_cookie), timeout=10, what="new session everywhere"
+        )
+        # The session made before the kill -9 was in Redis's append-only file: it is back,
+        # on every instance, without signing in again (decision 0030).
+        assert await works_everywhere(cookie), "the earlier session was lost"
         # Each instance goes back to Redis once its 5 s skip is over: one budget again.
         await wait_until(lambda: limits_are_shared(cluster), timeout=15, what="shared limits")
         statuses = await wrong_logins(client, LOGIN_LIMIT + 2)

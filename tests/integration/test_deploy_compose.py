@@ -77,6 +77,9 @@ def test_compose_services_have_health_checks_and_start_in_order(
     assert worker_env["SHELFWISE_HEALTHCHECK_URL"] == metrics
     assert services["rabbitmq"]["profiles"] == ["broker"]
     assert services["worker"]["depends_on"]["rabbitmq"]["required"] is False
+    # Redis keeps sessions on a volume (its append-only file: the redis test below).
+    assert "redis:/data" in services["redis"]["volumes"]
+    assert "redis" in compose["volumes"]
 
 
 CREDENTIALS_IN_URL = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
@@ -160,7 +163,8 @@ async def test_compose_redis_runs_on_the_generated_config_and_password(
     compose: dict[str, Any],
 ) -> None:
     """redis.conf from make-secrets.sh on a real redis-server: a client without the
-    password is refused, compose's health check command and the `redis_url` secret get in."""
+    password is refused, compose's health check command and the `redis_url` secret get in,
+    and what was written is still there after a kill -9 and a start on the same volume."""
     redis_server = require_binary("redis-server")
     require_binary("redis-cli")
     require_binary("openssl")
@@ -201,6 +205,30 @@ async def test_compose_redis_runs_on_the_generated_config_and_password(
             )
             done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, check=False)
             assert done.returncode == 0, done.stderr
+            # Sessions outlive the server: the write is in the append-only file once
+            # acknowledged, so even a kill -9 (no shutdown save) keeps it.
+            client = Redis.from_url(secret_url.replace("@redis:6379/", f"@127.0.0.1:{port}/"))
+            try:
+                await client.set("session:kept", "yes")
+            finally:
+                await client.aclose()
+            process.kill()
+            process.wait(timeout=5)
+        with _running([*argv, "--bind", "127.0.0.1", "--dir", str(directory)]) as process:
+            client = Redis.from_url(secret_url.replace("@redis:6379/", f"@127.0.0.1:{port}/"))
+            try:
+
+                async def reloaded() -> bool:
+                    assert process.poll() is None, f"redis-server exited: {process.returncode}"
+                    try:
+                        return bool(await client.ping())
+                    except (RedisConnectionError, OSError):
+                        return False
+
+                await wait_until(reloaded, timeout=10.0, what="redis-server after kill -9")
+                assert await client.get("session:kept") == b"yes"
+            finally:
+                await client.aclose()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

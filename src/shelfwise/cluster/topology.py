@@ -168,10 +168,14 @@ def _infrastructure(
                     str(ports.redis),
                     "--bind",
                     "127.0.0.1",
+                    # Browser sessions live here: the append-only file keeps them
+                    # through a restart (decision 0030); no RDB snapshots on top.
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
                     "--dir",
                     str(run / "redis"),
                 ],
