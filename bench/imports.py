@@ -15,8 +15,9 @@ database the other benchmarks read), then imports it the way production does:
 
 Peak RSS is the kernel's high-water mark of that process (`VmHWM`, sampled until it
 exits, and `ru_maxrss` for the CLI child), so no short peak can slip between samples.
-Then, in the same run, a plain `COPY` of the same file into an unindexed table
-(`vs_plain_copy`: the import's rows/s over COPY's). Afterwards `shelfwise reconcile` must
+In the same run, just before the import, a plain `COPY` of the same file into an
+unindexed table (`vs_plain_copy`: the import's rows/s over COPY's; the worker deletes
+the file it imported, so COPY goes first). Afterwards `shelfwise reconcile` must
 be clean; then the database is dropped (`--keep`
 keeps it). Prints one JSON line; also writes it to bench/results/<timestamp>-imports.json.
 """
@@ -272,13 +273,15 @@ def main() -> int:
         bad = write_csv(path, args.rows, args.locations, args.seed)
         size = path.stat().st_size
         url = prepare_database(args.locations)
+        # Before the import: the worker deletes the file it imported. Same file, same
+        # cluster, same run; the table is dropped again before the import starts.
+        copied = plain_copy(url, path)
         busy, pg_cpu, load = machine_busy_seconds(), cluster_cpu_seconds(), os.getloadavg()
         if args.via == "worker":
             run = via_worker(url, path, RESULTS / f"{stamp}-imports-worker.log", args.timeout)
             run["postgres_cpu_s"] = round(run.pop("postgres_cpu_s_total") - pg_cpu, 1)
         else:  # the CLI's backends are gone with it, and their CPU time with them
             run = via_cli(url, path, args.timeout)
-        copied = plain_copy(url, path)  # same file, same cluster, right after the import
         result = {
             "stamp": stamp,
             "via": args.via,

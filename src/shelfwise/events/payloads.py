@@ -2,22 +2,53 @@
 
 The list of types is `events/types.py` (re-exported here); the catalog for readers is
 docs/events.md. Builders take values the use case already holds (RETURNING'd rows,
-locked levels, loaded orders), so emitting costs no re-read. One SQL twin is left: the
-CSV import's product UPSERT (`imports/service.py`, `UPSERT_PRODUCTS_SQL`) builds
-`product_payload`'s keys with `jsonb_build_object` until the import moves to the unit
-of work (issue 14, the COPY-based import).
+locked levels, loaded orders), so emitting costs no re-read.
+
+Set-based writers (the CSV import's merge: `catalog/store.py`, `inventory/store.py`)
+write a million events in one statement per batch and cannot call a Python builder per
+row. For them `product_payload_sql` / `stock_changed_payload_sql` derive the payload's
+`jsonb_build_object` from the same key list the Python builder uses (`PRODUCT_KEYS`,
+`STOCK_CHANGED_KEYS`): a key added here reaches both, and a key the SQL side does not
+map is refused when the statement is built. tests/integration/test_import_copy.py
+compares both builders' payloads for the same rows.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from shelfwise.catalog.models import Product
 from shelfwise.events.outbox import Event
 from shelfwise.events.types import EventType as EventType  # the list lives in events/types.py
+
+
+def jsonb_object_sql(keys: tuple[str, ...], columns: Mapping[str, str]) -> str:
+    """`jsonb_build_object(...)` with `keys` in this order, each from `columns[key]` (an
+    SQL expression); refuses a mapping that misses a key or names one the payload lacks."""
+    if set(columns) != set(keys):
+        raise ValueError(f"payload keys {sorted(keys)} != SQL columns {sorted(columns)}")
+    return "jsonb_build_object(" + ", ".join(f"'{k}', {columns[k]}" for k in keys) + ")"
+
+
+STOCK_CHANGED_KEYS = (
+    "stock_level_id",
+    "product_id",
+    "location_id",
+    "on_hand",
+    "reserved",
+    "available",
+    "level_version",
+    "cause",
+    "reference",
+)
+
+
+def stock_changed_payload_sql(columns: Mapping[str, str]) -> str:
+    """`stock.changed`'s payload as SQL, for writers of many levels in one statement."""
+    return jsonb_object_sql(STOCK_CHANGED_KEYS, columns)
 
 
 def stock_changed_event(
@@ -32,18 +63,20 @@ def stock_changed_event(
     reference: str | None,
 ) -> Event:
     """`stock.changed` for a level's counters as the writing transaction leaves them
-    (the only builder of this payload; `inventory/store.py` calls it)."""
-    payload = {
-        "stock_level_id": stock_level_id,
-        "product_id": str(product_id),
-        "location_id": str(location_id),
-        "on_hand": on_hand,
-        "reserved": reserved,
-        "available": on_hand - reserved,
-        "level_version": level_version,
-        "cause": cause,
-        "reference": reference,
-    }
+    (the only builder of this payload; `inventory/store.py` calls it, and derives its
+    set-based twin from `STOCK_CHANGED_KEYS`)."""
+    values = (
+        stock_level_id,
+        str(product_id),
+        str(location_id),
+        on_hand,
+        reserved,
+        on_hand - reserved,
+        level_version,
+        cause,
+        reference,
+    )
+    payload = dict(zip(STOCK_CHANGED_KEYS, values, strict=True))
     return Event(EventType.STOCK_CHANGED.value, "stock_level", str(stock_level_id), payload)
 
 
@@ -140,17 +173,35 @@ def order_event(order: OrderFacts, lines: Iterable[LineFacts]) -> Event:
     return Event(f"order.{order.status}", "order", str(order.id), payload)
 
 
+PRODUCT_KEYS = (
+    "product_id",
+    "sku",
+    "name",
+    "description",
+    "category",
+    "price_minor",
+    "currency",
+    "version",
+)
+
+
 def product_payload(product: Product) -> dict[str, Any]:
-    return {
-        "product_id": str(product.id),
-        "sku": product.sku,
-        "name": product.name,
-        "description": product.description,
-        "category": product.category,
-        "price_minor": product.price_minor,
-        "currency": product.currency,
-        "version": product.version,
-    }
+    values = (
+        str(product.id),
+        product.sku,
+        product.name,
+        product.description,
+        product.category,
+        product.price_minor,
+        product.currency,
+        product.version,
+    )
+    return dict(zip(PRODUCT_KEYS, values, strict=True))
+
+
+def product_payload_sql(columns: Mapping[str, str]) -> str:
+    """`product.created` / `product.updated`'s payload as SQL (the import's upsert)."""
+    return jsonb_object_sql(PRODUCT_KEYS, columns)
 
 
 def product_event(product: Product, type_: EventType) -> Event:

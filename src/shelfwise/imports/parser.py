@@ -1,31 +1,44 @@
-"""Reading a products-and-stock CSV in batches, validating each row (synchronous: runs in
-a thread).
+"""Reading a products-and-stock CSV once, as a stream of `COPY` data (synchronous: runs in
+a thread), and the row rules every import row is judged by.
 
-Why a thread and not a process pool: the `csv` module and pydantic's validator are C
-and Rust code, so the worker thread keeps the event loop responsive; a process pool
-would have to pickle every validated batch back to the worker (the database work
-happens there), which costs about as much as parsing it. Memory stays flat: one batch of
-rows at a time, plus 8 bytes per key seen (`seen.py`; duplicates inside one file are refused).
+The file is read with the `csv` module (C code) and re-written, chunk by chunk, as CSV
+for `COPY ... FROM STDIN` into the import's staging table (`imports/staging.py`): each
+row gains its record number (`rec`, the batch key) and its line number (the file's:
+header = line 1; a quoted cell spanning lines is numbered by the line where it ends),
+and keeps only the columns the import reads, in a fixed order. Nothing else happens
+per row in Python: the values are checked set-based in SQL. What SQL cannot judge
+cheaply stays here, and is written into the staging row's `error`:
 
-A row's key is its SKU, or its SKU and location when it carries stock: a product stocked
-in three locations takes three rows (each repeating the product's columns).
+- a row with more or fewer fields than the header (`expected 6 fields, found 4`);
+- a row holding a NUL character (PostgreSQL text cannot hold one, and `COPY` would fail
+  the whole file on it);
+- an unreadable CSV (an unterminated quote): reported at its line, the rest ignored.
+
+`check_row` is the one definition of what a valid row is (pydantic's `ProductIn` and the
+stock cells' rules): the SQL check in `staging.py` accepts only a strict subset of it
+(canonical cells: no surrounding whitespace, plain digits), and every row that subset
+does not accept is judged here, so a row is refused exactly when `check_row` refuses it,
+with its message.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from shelfwise.catalog.schemas import ProductIn
-from shelfwise.imports.seen import SeenKeys
 
 COLUMNS = ("sku", "name", "category", "price_minor", "currency", "description")
 REQUIRED = ("sku", "name", "price_minor", "currency")
 STOCK_COLUMNS = ("location", "on_hand")
+CELLS = (*COLUMNS, *STOCK_COLUMNS)  # the staging table's cell columns, in this order
 MAX_ON_HAND = 1_000_000_000
 MAX_ERRORS_KEPT = 100
 
@@ -40,100 +53,42 @@ class BadRow:
     error: str
 
 
-@dataclass(slots=True)
-class ImportRow:
-    """A valid row: the product's columns, and the absolute stock it sets, if any."""
+@dataclass(frozen=True, slots=True)
+class CheckedRow:
+    """A valid row's values, as `ProductIn` normalises them (stripped, defaults filled)."""
 
-    line: int
-    product: dict[str, Any]
-    location: str | None = None
-    on_hand: int | None = None
-
-
-@dataclass
-class Batch:
-    rows: list[ImportRow] = field(default_factory=list)
-    bad: list[BadRow] = field(default_factory=list)
-    lines: int = 0  # data lines read so far (whole file)
-    done: bool = False
+    sku: str
+    name: str
+    category: str
+    price_minor: int
+    currency: str
+    description: str
+    location: str | None
+    on_hand: int | None
 
 
-class CsvBatches:
-    """`next_batch()` until `done`. Line numbers are the file's (header = line 1)."""
-
-    def __init__(self, path: Path, batch_size: int = 1000, *, stock_allowed: bool = True) -> None:
-        self.batch_size = batch_size
-        self._stock_allowed = stock_allowed
-        self._file = open(path, encoding="utf-8-sig", errors="strict", newline="")  # noqa: SIM115
-        self._reader = csv.reader(self._file)
-        self._seen = SeenKeys()
-        self._lines = 0
-        self._header: list[str] | None = None
-
-    def close(self) -> None:
-        self._file.close()
-
-    def _read_header(self) -> list[str]:
-        header = [h.strip().lower() for h in next(self._reader, [])]
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise ValueError(f"line 1: the header lacks {', '.join(missing)}")
-        stock = [c for c in STOCK_COLUMNS if c in header]
-        if stock and len(stock) != len(STOCK_COLUMNS):
-            raise ValueError("line 1: stock needs both columns, location and on_hand")
-        if stock and not self._stock_allowed:
-            raise ValueError("line 1: stock columns need the stock:write scope")
-        return header
-
-    def next_batch(self) -> Batch:
-        batch = Batch()
-        try:
-            if self._header is None:
-                self._header = self._read_header()
-            header = self._header
-            for record in self._reader:
-                self._lines += 1
-                line = self._reader.line_num
-                if not any(cell.strip() for cell in record):
-                    continue  # blank line
-                if len(record) != len(header):
-                    batch.bad.append(
-                        BadRow(line, f"expected {len(header)} fields, found {len(record)}")
-                    )
-                else:
-                    self._validate(dict(zip(header, record, strict=True)), line, batch)
-                if len(batch.rows) + len(batch.bad) >= self.batch_size:
-                    break
-            else:
-                batch.done = True
-        except UnicodeDecodeError as exc:
-            raise NotUtf8(
-                f"the file is not UTF-8 (after line {self._reader.line_num}): {exc.reason}"
-            ) from exc
-        except csv.Error as exc:
-            batch.bad.append(BadRow(self._reader.line_num, f"unreadable CSV: {exc}"))
-            batch.done = True
-        batch.lines = self._lines
-        return batch
-
-    def _validate(self, raw: dict[str, str], line: int, batch: Batch) -> None:
-        values = {k: v.strip() for k, v in raw.items() if k in COLUMNS and v.strip() != ""}
-        try:
-            product = ProductIn.model_validate(values)
-            location, on_hand = _stock(raw.get("location", ""), raw.get("on_hand", ""))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "row"
-            batch.bad.append(BadRow(line, f"{where}: {first['msg']}"))
-            return
-        except ValueError as exc:
-            batch.bad.append(BadRow(line, str(exc)))
-            return
-        if not self._seen.add(product.sku if location is None else f"{product.sku}\0{location}"):
-            where = "" if location is None else f" at location {location!r}"
-            batch.bad.append(BadRow(line, f"duplicate SKU {product.sku!r}{where} in this file"))
-            return
-        batch.rows.append(ImportRow(line, product.model_dump(), location, on_hand))
+def check_row(cells: dict[str, str]) -> CheckedRow | str:
+    """The row rules: the valid row's values, or the refusal as a report line."""
+    values = {k: v.strip() for k, v in cells.items() if k in COLUMNS and v.strip() != ""}
+    try:
+        product = ProductIn.model_validate(values)
+        location, on_hand = _stock(cells.get("location", ""), cells.get("on_hand", ""))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "row"
+        return f"{where}: {first['msg']}"
+    except ValueError as exc:
+        return str(exc)
+    return CheckedRow(
+        product.sku,
+        product.name,
+        product.category,
+        product.price_minor,
+        product.currency,
+        product.description,
+        location,
+        on_hand,
+    )
 
 
 def _stock(location: str, on_hand: str) -> tuple[str | None, int | None]:
@@ -148,3 +103,99 @@ def _stock(location: str, on_hand: str) -> tuple[str | None, int | None]:
     if not (on_hand.isascii() and on_hand.isdigit()) or int(on_hand) > MAX_ON_HAND:
         raise ValueError(f"on_hand: a whole number from 0 to {MAX_ON_HAND:,}, not {on_hand!r}")
     return location, int(on_hand)
+
+
+@dataclass
+class Chunk:
+    data: bytes  # CSV for COPY: rec, line, error, then `columns`
+    records: int  # records read so far (whole file; blank lines included)
+    done: bool = False
+
+
+class CsvToCopy:
+    """`header()` once, then `next_chunk()` until `done`."""
+
+    def __init__(self, path: Path, *, stock_allowed: bool = True, chunk_rows: int = 20_000):
+        self._stock_allowed = stock_allowed
+        self._chunk_rows = chunk_rows
+        self._file = open(path, encoding="utf-8-sig", errors="strict", newline="")  # noqa: SIM115
+        self._reader = csv.reader(self._file)
+        self._records = 0
+        self.columns: tuple[str, ...] = ()  # the CELLS this file has, in CELLS order
+        self._width = 0
+        self._cells: Any = None  # itemgetter: a record's `columns` cells
+        self._sku = 0  # the header's index of `sku`
+
+    def close(self) -> None:
+        self._file.close()
+
+    def header(self) -> tuple[str, ...]:
+        """Read and check the header; returns the columns the staging rows carry."""
+        try:
+            header = [h.strip().lower() for h in next(self._reader, [])]
+        except UnicodeDecodeError as exc:
+            raise NotUtf8(f"the file is not UTF-8 (line 1): {exc.reason}") from exc
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise ValueError(f"line 1: the header lacks {', '.join(missing)}")
+        stock = [c for c in STOCK_COLUMNS if c in header]
+        if stock and len(stock) != len(STOCK_COLUMNS):
+            raise ValueError("line 1: stock needs both columns, location and on_hand")
+        if stock and not self._stock_allowed:
+            raise ValueError("line 1: stock columns need the stock:write scope")
+        self.columns = tuple(c for c in CELLS if c in header)
+        self._width = len(header)
+        self._sku = header.index("sku")
+        self._cells = itemgetter(*(header.index(c) for c in self.columns))
+        return self.columns
+
+    def next_chunk(self) -> Chunk:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        rows: list[tuple[Any, ...]] = []
+        reader, width, cells, sku_at = self._reader, self._width, self._cells, self._sku
+        done = False
+        try:
+            for record in reader:
+                self._records += 1
+                if len(record) != width:
+                    if any(cell.strip() for cell in record):
+                        rows.append(self._bad(f"expected {width} fields, found {len(record)}"))
+                elif not (sku := record[sku_at]) or sku.isspace():
+                    if any(cell.strip() for cell in record):  # else: a blank line, skipped
+                        rows.append((self._records, reader.line_num, None, *cells(record)))
+                else:
+                    rows.append((self._records, reader.line_num, None, *cells(record)))
+                if len(rows) >= self._chunk_rows:
+                    break
+            else:
+                done = True
+        except UnicodeDecodeError as exc:
+            raise NotUtf8(
+                f"the file is not UTF-8 (after line {reader.line_num}): {exc.reason}"
+            ) from exc
+        except csv.Error as exc:
+            self._records += 1
+            rows.append(self._bad(f"unreadable CSV: {exc}"))
+            done = True
+        writer.writerows(rows)
+        text = out.getvalue()
+        if "\x00" in text:  # rare: judge those rows here, COPY cannot carry them
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerows(self._without_nul(rows))
+            text = out.getvalue()
+        return Chunk(text.encode(), self._records, done)
+
+    def _bad(self, error: str) -> tuple[Any, ...]:
+        return (self._records, self._reader.line_num, error, *([""] * len(self.columns)))
+
+    def _without_nul(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        clean: list[tuple[Any, ...]] = []
+        for row in rows:
+            if not any("\x00" in str(cell) for cell in row):
+                clean.append(row)
+                continue
+            verdict = check_row(dict(zip(self.columns, row[3:], strict=True)))
+            error = verdict if isinstance(verdict, str) else "row: must not contain NUL characters"
+            clean.append((row[0], row[1], error, *([""] * len(self.columns))))
+        return clean

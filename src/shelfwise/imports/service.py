@@ -1,34 +1,44 @@
-"""Upserting validated rows in batches, and the import job itself.
+"""The import job: load the file into staging tables, judge it, merge it in batches.
 
-Each batch is one transaction: stock checks (`stock.check`), the product upsert, the
-stock writes (`stock.write`), the events. Rows refused by the stock checks are left out
-whole; the others commit together.
+1. `staging.load`: the file streams into an UNLOGGED staging table with `COPY` (the
+   `csv` module re-writes it in a thread, chunk by chunk, with line numbers);
+2. `staging.judge`: every row is checked set-based (SQL for canonical cells, the row
+   rules in `parser.check_row` for the rest), duplicates and unknown locations marked;
+3. `merge_batch`, `batch_size` records at a time, one transaction each: stock checks
+   under the level locks (`stock.check`), the products' upsert (`catalog/store.py`),
+   the stock writes (`stock.write` through `inventory/store.py`), the events, and the
+   `import.progress` event. Rows refused by the stock checks are left out whole; the
+   others commit together. A batch holds its levels' row locks for one batch only, so
+   orders on the same levels wait at most one batch (docs/imports.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+import structlog
+from psycopg import sql as pgsql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.events.doorbell import outbox_written
-from shelfwise.events.outbox import emit
-from shelfwise.events.payloads import EventType
+from shelfwise.catalog.store import upsert_staged_products
+from shelfwise.db import driver_connection
+from shelfwise.events.outbox import Event
 from shelfwise.imports import stock
-from shelfwise.imports.parser import MAX_ERRORS_KEPT, BadRow, Batch, CsvBatches, ImportRow
+from shelfwise.imports.parser import MAX_ERRORS_KEPT, CsvToCopy
+from shelfwise.imports.staging import BATCH_COUNTS, BATCH_ERRORS, Staging, drop, judge, load
 from shelfwise.jobs.service import report_progress
 from shelfwise.observability.tracing import inject_context
+from shelfwise.store.unit import borrowed_unit
 
 IMPORT_PROGRESS = "import.progress"
 IMPORT_TASK = "import_products"
+log = structlog.get_logger("shelfwise.imports")
 
 
 @dataclass
@@ -41,27 +51,14 @@ class Summary:
     bad: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def add_bad(self, rows: list[BadRow]) -> None:
-        self.bad += len(rows)
-        room = MAX_ERRORS_KEPT - len(self.errors)
-        self.errors.extend({"line": r.line, "error": r.error} for r in rows[: max(room, 0)])
-
     def add(self, result: BatchResult) -> None:
+        self.lines = result.lines
         self.imported += result.imported
         self.created += result.created
         self.updated += result.updated
         self.stock_changed += result.stock_changed
-        self.add_bad(result.bad)
-
-    def progress(self, job_id: int, batch: Batch, result: BatchResult) -> dict[str, Any]:
-        """The `import.progress` payload once `batch` (imported as `result`) commits."""
-        return {
-            "job_id": job_id or None,  # None: `shelfwise import`
-            "lines": batch.lines,
-            "imported": self.imported + result.imported,
-            "bad": self.bad + len(batch.bad) + len(result.bad),
-            "done": batch.done,
-        }
+        self.bad += result.bad
+        self.errors.extend(result.errors[: max(MAX_ERRORS_KEPT - len(self.errors), 0)])
 
     def as_message(self) -> str:
         return json.dumps(
@@ -79,107 +76,81 @@ class Summary:
 
 @dataclass
 class BatchResult:
+    lines: int  # data lines read up to this batch's end
     imported: int = 0
     created: int = 0
     updated: int = 0
     stock_changed: int = 0
-    bad: list[BadRow] = field(default_factory=list)
+    bad: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # in line order
 
 
-ProgressOf = Callable[[BatchResult], dict[str, Any]]
+@dataclass(frozen=True)
+class BatchOf:
+    """Where a batch sits in the import: records `lo`..`hi` of the staging rows."""
+
+    job_id: int
+    rows: pgsql.Identifier
+    lo: int
+    hi: int
+    lines: int
+    done: bool
+    has_stock: bool
 
 
-async def import_batch(
+async def merge_batch(
     session: AsyncSession,
-    rows: list[ImportRow],
+    batch: BatchOf,
+    summary: Summary,
     *,
     reference: str,
-    actor_id: uuid.UUID | None = None,
-    progress_of: ProgressOf | None = None,
+    actor_id: uuid.UUID | None,
+    trace_context: dict[str, str] | None,
 ) -> BatchResult:
-    """One transaction: stock checks, product upsert, stock writes, events and, if asked,
-    an `import.progress` event built from the outcome."""
+    """One transaction: stock checks, product upsert, stock writes, their events, and the
+    `import.progress` event saying where the import stands once it commits."""
+    rows, lo, hi = batch.rows, batch.lo, batch.hi
+    result = BatchResult(batch.lines)
     async with session.begin():
-        checked = await stock.check(session, rows)
-        result = BatchResult(bad=checked.bad)
-        products = {r.product["sku"]: r.product for r in checked.rows}  # one per SKU
-        result.created, result.updated = await upsert_products(session, list(products.values()))
-        result.stock_changed, late = await stock.write(
-            session, checked, reference=reference, actor_id=actor_id
+        conn = await driver_connection(session)
+        if batch.has_stock:
+            await stock.check(conn, rows, lo, hi)
+        result.created, result.updated = await upsert_staged_products(
+            conn, rows, lo, hi, trace_context=trace_context
         )
-        result.bad = sorted([*result.bad, *late], key=lambda b: b.line)
-        result.imported = len(checked.rows) - len(late)
-        if progress_of is not None:
-            progress = progress_of(result)
-            await emit(
-                session,
-                type=IMPORT_PROGRESS,
-                aggregate=("job", progress["job_id"] or "cli"),
-                payload=progress,
+        if batch.has_stock:
+            result.stock_changed, _late = await stock.write(
+                conn,
+                rows,
+                lo,
+                hi,
+                reference=reference,
+                actor_id=actor_id,
+                trace_context=trace_context,
             )
+        span = {"lo": lo, "hi": hi}
+        counted = await conn.execute(pgsql.SQL(BATCH_COUNTS).format(rows=rows), span)
+        [(imported, bad)] = await counted.fetchall()
+        result.imported, result.bad = int(imported), int(bad)
+        if bad and (room := MAX_ERRORS_KEPT - len(summary.errors)) > 0:
+            found = await conn.execute(
+                pgsql.SQL(BATCH_ERRORS).format(rows=rows), {**span, "room": room}
+            )
+            result.errors = [
+                {"line": line, "error": error} for line, error in await found.fetchall()
+            ]
+        progress = {
+            "job_id": batch.job_id or None,  # None: `shelfwise import`
+            "lines": batch.lines,
+            "imported": summary.imported + result.imported,
+            "bad": summary.bad + result.bad,
+            "done": batch.done,
+        }
+        # Through the unit of work's event writer (one raw INSERT); the session's commit
+        # wakes the relay (events/doorbell.py) for these and the batch's other events.
+        async with borrowed_unit(session) as unit:
+            unit.emit(Event(IMPORT_PROGRESS, "job", str(batch.job_id or "cli"), progress))
     return result
-
-
-PRODUCT_FIELDS = ("name", "description", "category", "price_minor", "currency")
-
-# One statement, one round trip, the same text for every batch (parameters are arrays:
-# a 1,000-row multi-VALUES INSERT cost more to compile than to run). A product whose
-# columns already match is left alone: no new version, no event, so re-importing a file
-# changes nothing. The payload keys are those of `events.payloads.product_payload`.
-UPSERT_PRODUCTS_SQL = text(
-    """
-    WITH upserted AS (
-        INSERT INTO products AS p (sku, name, description, category, price_minor, currency)
-        SELECT * FROM unnest(
-            CAST(:sku AS text[]), CAST(:name AS text[]), CAST(:description AS text[]),
-            CAST(:category AS text[]), CAST(:price_minor AS integer[]),
-            CAST(:currency AS text[]))
-        ON CONFLICT (sku) DO UPDATE SET
-            name = excluded.name, description = excluded.description,
-            category = excluded.category, price_minor = excluded.price_minor,
-            currency = excluded.currency, version = p.version + 1, updated_at = clock_timestamp()
-        WHERE (p.name, p.description, p.category, p.price_minor, p.currency)
-            IS DISTINCT FROM (excluded.name, excluded.description, excluded.category,
-                              excluded.price_minor, excluded.currency)
-        RETURNING p.id, p.sku, p.name, p.description, p.category, p.price_minor,
-                  p.currency, p.version, (p.xmax = 0) AS inserted
-    ), events AS (
-        INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, trace_context)
-        SELECT CASE WHEN inserted THEN :created_type ELSE :updated_type END,
-               'product', id::text,
-               jsonb_build_object(
-                   'product_id', id, 'sku', sku, 'name', name, 'description', description,
-                   'category', category, 'price_minor', price_minor, 'currency', currency,
-                   'version', version),
-               CAST(:trace_context AS jsonb)
-        FROM upserted ORDER BY sku
-        RETURNING id
-    ), counted AS (
-        SELECT (SELECT count(*) FROM upserted WHERE inserted) AS created,
-               (SELECT count(*) FROM events) AS emitted
-    )
-    SELECT created, emitted FROM counted
-    """
-)
-
-
-async def upsert_products(session: AsyncSession, rows: list[dict[str, Any]]) -> tuple[int, int]:
-    """Insert or update by SKU in the caller's transaction, with `product.created` /
-    `product.updated` events (the catalog cache listens to them); returns how many
-    products were created and updated."""
-    if not rows:
-        return 0, 0
-    params: dict[str, Any] = {f: [r[f] for r in rows] for f in ("sku", *PRODUCT_FIELDS)}
-    params |= {
-        "created_type": EventType.PRODUCT_CREATED.value,
-        "updated_type": EventType.PRODUCT_UPDATED.value,
-        # The import job's trace, for the spans that carry these events (NULL when off).
-        "trace_context": json.dumps(carrier) if (carrier := inject_context()) else None,
-    }
-    created, emitted = (await session.execute(UPSERT_PRODUCTS_SQL, params)).one()
-    if emitted:
-        outbox_written(session)  # the relay is woken after the commit (events/doorbell.py)
-    return int(created), int(emitted) - int(created)
 
 
 async def run_import(
@@ -192,25 +163,45 @@ async def run_import(
     actor_id: uuid.UUID | None = None,
     on_batch: Callable[[Summary], None] | None = None,
 ) -> Summary:
-    """Parse `path` in a thread, batch by batch, and import each batch. Good rows are kept
-    even when others are bad; a file that is not UTF-8, lacks required columns or has
-    stock columns without `stock_allowed` stops the import (raises)."""
-    reader = CsvBatches(path, batch_size, stock_allowed=stock_allowed)
+    """Load `path` into staging tables, judge every row, then merge `batch_size` records
+    per transaction. Good rows are kept even when others are bad; a file that is not
+    UTF-8, lacks required columns or has stock columns without `stock_allowed` stops the
+    import before anything is merged (raises)."""
+    reader = CsvToCopy(path, stock_allowed=stock_allowed)
+    staging = Staging.new()
     summary = Summary()
     reference = f"import:{job_id}" if job_id else "import:cli"
+    trace_context = inject_context()  # the import job's trace, for its events' spans
     try:
-        while True:
-            batch = await asyncio.to_thread(reader.next_batch)
-            summary.lines = batch.lines
+        started = time.perf_counter()
+        async with session_factory() as session:
+            loaded = await load(session, staging, reader)
+        loaded_at = time.perf_counter()
+        async with session_factory() as session:
+            await judge(session, staging)
+        log.info(  # where an import's time goes: load and judge, then the batches
+            "import_staged",
+            job_id=job_id,
+            records=loaded.records,
+            load_s=round(loaded_at - started, 2),
+            judge_s=round(time.perf_counter() - loaded_at, 2),
+        )
+        has_stock = "location" in reader.columns
+        last = loaded.records // batch_size
+        for k in range(last + 1):
+            lo, hi = k * batch_size + 1, (k + 1) * batch_size
+            batch = BatchOf(
+                job_id, staging.rows, lo, hi, min(hi, loaded.records), k == last, has_stock
+            )
             async with session_factory() as session:
-                result = await import_batch(
+                result = await merge_batch(
                     session,
-                    batch.rows,
+                    batch,
+                    summary,
                     reference=reference,
                     actor_id=actor_id,
-                    progress_of=partial(summary.progress, job_id, batch),
+                    trace_context=trace_context,
                 )
-            result.bad = sorted([*batch.bad, *result.bad], key=lambda b: b.line)
             summary.add(result)
             if job_id:
                 async with session_factory() as session:
@@ -223,7 +214,11 @@ async def run_import(
                     )
             if on_batch is not None:
                 on_batch(summary)
-            if batch.done:
-                return summary
+        return summary
     finally:
         reader.close()
+        try:
+            async with session_factory() as session:
+                await drop(session, staging)
+        except Exception as exc:  # never hide the import's own error behind this one
+            log.warning("import_staging_not_dropped", table=staging.key, error=str(exc))

@@ -20,10 +20,15 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Final, LiteralString
+
+from psycopg import AsyncConnection
+from psycopg import sql as pgsql
+from psycopg.types.json import Jsonb
 
 from shelfwise.driverpool import fetch_row, fetch_rows
-from shelfwise.events.payloads import stock_changed_event
-from shelfwise.inventory.domain import Counters, LevelKey, StockChange
+from shelfwise.events.payloads import EventType, stock_changed_event, stock_changed_payload_sql
+from shelfwise.inventory.domain import Counters, LevelKey, MovementKind, StockChange
 from shelfwise.store import sql
 from shelfwise.store.unit import UnitOfWork
 
@@ -231,3 +236,177 @@ async def write(
             )
         )
     return WrittenStock(levels, movements)
+
+
+# -- set-based: absolute counts from a staging relation (the CSV import) ---------------
+#
+# The import's merge writes up to a batch of levels per statement, so it cannot build a
+# `StockEdits` per level in Python (a million `StockChange`s and payload dicts). These
+# statements keep the shape above: levels locked in ascending id first
+# (`lock_staged_levels`, whose rows the caller checks against `domain.set_on_hand`),
+# then counters, ledger rows and `stock.changed` events in one statement
+# (`set_staged_counts`), the payload SQL derived from `events/payloads.py`. The relation
+# (`imports/staging.py`'s `_rows`) has `rec`, `line`, `error`, `sku`, `location_id`,
+# `on_hand` (the target); a batch is `rec` from `lo` to `hi`, rows whose `error` is NULL.
+
+ENSURE_STAGED_LEVELS: Final[LiteralString] = """\
+INSERT INTO stock_levels (product_id, location_id)
+SELECT p.id, r.location_id
+  FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
+ WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND r.location_id IS NOT NULL
+ ORDER BY p.id, r.location_id
+ON CONFLICT (product_id, location_id) DO NOTHING
+"""
+
+LOCK_STAGED_LEVELS: Final[LiteralString] = """\
+SELECT r.rec, r.on_hand, s.on_hand, s.reserved
+  FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
+  JOIN stock_levels AS s ON s.product_id = p.id AND s.location_id = r.location_id
+ WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
+ ORDER BY s.id
+   FOR UPDATE OF s
+"""
+
+_STOCK_CHANGED: Final = pgsql.SQL(  # derived from a constant key list: no input reaches this SQL
+    stock_changed_payload_sql(
+        {
+            "stock_level_id": "m.id",
+            "product_id": "m.product_id",
+            "location_id": "m.location_id",
+            "on_hand": "m.on_hand",
+            "reserved": "m.reserved",
+            "available": "m.on_hand - m.reserved",
+            "level_version": "m.version",
+            "cause": "%(cause)s::text",
+            "reference": "%(reference)s::text",
+        }
+    )
+)
+
+# What every staged stock write appends to `moved` (id, product_id, location_id, on_hand,
+# reserved, version, delta, line): one ledger row and one `stock.changed` per level.
+_LEDGER_AND_EVENTS: Final = pgsql.SQL("""\
+, ledger AS (
+    INSERT INTO stock_movements (stock_level_id, product_id, location_id, kind,
+                                 on_hand_delta, reserved_delta, reason, reference, actor_id)
+    SELECT m.id, m.product_id, m.location_id, %(kind)s, m.delta, 0,
+           'CSV import, line ' || m.line, %(reference)s, %(actor_id)s
+      FROM moved AS m ORDER BY m.id
+), events AS (
+    INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, trace_context)
+    SELECT %(event_type)s, 'stock_level', m.id::text, {payload}, %(trace_context)s::jsonb
+      FROM moved AS m ORDER BY m.id
+)""").format(payload=_STOCK_CHANGED)
+
+# The levels of the batch that do not exist yet (products this batch created, or new
+# locations of existing ones) are created at their target, with the ledger row and the
+# event that explain it: one row written instead of an insert at 0 and an update. A
+# target of 0 creates the level and moves nothing.
+CREATE_STAGED_LEVELS: Final[LiteralString] = """\
+WITH created AS (
+    INSERT INTO stock_levels AS s (product_id, location_id, on_hand)
+    SELECT p.id, r.location_id, r.on_hand
+      FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
+     WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND r.location_id IS NOT NULL
+     ORDER BY p.id, r.location_id
+    ON CONFLICT (product_id, location_id) DO NOTHING
+    RETURNING s.id, s.product_id, s.location_id, s.on_hand, s.reserved, s.version
+), moved AS (
+    SELECT c.id, c.product_id, c.location_id, c.on_hand, c.reserved, c.version,
+           c.on_hand AS delta, r.line
+      FROM created AS c JOIN products AS p ON p.id = c.product_id
+      JOIN {rows} AS r ON r.sku = p.sku AND r.location_id = c.location_id
+     WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND c.on_hand <> 0
+){ledger_and_events}
+SELECT (SELECT count(*) FROM moved)
+"""
+
+# `target` locks again (the caller's `lock_staged_levels` holds most of these already;
+# the levels of products this batch created are new) and is read whole by the last
+# SELECT, so every level is locked whether or not it moves. A target under `reserved`
+# is left alone and its line returned: only a product another transaction created and
+# reserved between the caller's check and this statement can get here.
+SET_STAGED_COUNTS: Final[LiteralString] = """\
+WITH target AS MATERIALIZED (
+    SELECT s.id, s.on_hand, s.reserved, r.on_hand AS goal, r.line
+      FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
+      JOIN stock_levels AS s ON s.product_id = p.id AND s.location_id = r.location_id
+     WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
+     ORDER BY s.id
+       FOR UPDATE OF s
+), moved AS (
+    UPDATE stock_levels AS s
+       SET on_hand = t.goal, version = s.version + 1, updated_at = now()
+      FROM target AS t
+     WHERE s.id = t.id AND t.goal <> t.on_hand AND t.goal >= t.reserved
+    RETURNING s.id, s.product_id, s.location_id, s.on_hand, s.reserved, s.version,
+              s.on_hand - t.on_hand AS delta, t.line
+){ledger_and_events}
+SELECT (SELECT count(*) FROM moved),
+       (SELECT coalesce(array_agg(line ORDER BY line), '{{}}') FROM target
+         WHERE goal < reserved AND goal <> on_hand)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedLevel:
+    """A locked level and the row that sets it: (`rec`, target, counters now)."""
+
+    rec: int
+    target: int
+    counters: Counters
+
+
+async def ensure_staged_levels(
+    conn: AsyncConnection[Any], rows: pgsql.Identifier, lo: int, hi: int
+) -> None:
+    """Create the batch's missing levels (of products that exist by now)."""
+    statement = pgsql.SQL(ENSURE_STAGED_LEVELS).format(rows=rows)
+    await conn.execute(statement, {"lo": lo, "hi": hi})
+
+
+async def lock_staged_levels(
+    conn: AsyncConnection[Any], rows: pgsql.Identifier, lo: int, hi: int
+) -> list[StagedLevel]:
+    """Lock the batch's existing levels (ascending id) and return their counters."""
+    cur = await conn.execute(pgsql.SQL(LOCK_STAGED_LEVELS).format(rows=rows), {"lo": lo, "hi": hi})
+    return [
+        StagedLevel(rec, target, Counters(on_hand, reserved))
+        for rec, target, on_hand, reserved in await cur.fetchall()
+    ]
+
+
+async def set_staged_counts(
+    conn: AsyncConnection[Any],
+    rows: pgsql.Identifier,
+    lo: int,
+    hi: int,
+    *,
+    cause: str,
+    reference: str,
+    actor_id: uuid.UUID | None,
+    trace_context: dict[str, str] | None,
+) -> tuple[int, list[int]]:
+    """Move each level of the batch to its row's target (creating it if missing) with one
+    `adjustment` ledger row and one `stock.changed` event (none when already there; the
+    products must exist by now); returns the levels moved and
+    the lines left alone because their target is under `reserved`. The caller wakes the
+    relay after its commit."""
+    params = {
+        "lo": lo,
+        "hi": hi,
+        "kind": MovementKind.ADJUSTMENT.value,  # what `domain.set_on_hand` records
+        "cause": cause,
+        "reference": reference,
+        "actor_id": actor_id,
+        "event_type": EventType.STOCK_CHANGED.value,
+        "trace_context": Jsonb(trace_context) if trace_context else None,
+    }
+    parts = {"rows": rows, "ledger_and_events": _LEDGER_AND_EVENTS}
+    cur = await conn.execute(pgsql.SQL(CREATE_STAGED_LEVELS).format(**parts), params)
+    created = await cur.fetchone()
+    cur = await conn.execute(pgsql.SQL(SET_STAGED_COUNTS).format(**parts), params)
+    moved = await cur.fetchone()
+    assert created is not None
+    assert moved is not None
+    return int(created[0]) + int(moved[0]), list(moved[1])
