@@ -49,6 +49,7 @@ class Binaries:
     statements: bool
 
 
+@cache
 def pgserver_binaries() -> Binaries:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -81,13 +82,18 @@ def choose_binaries(
     version_file = pgdata / "PG_VERSION"
     if version_file.exists():
         created_by = version_file.read_text().strip()
+        # A cluster created to preload pg_stat_statements cannot start without it.
+        conf = pgdata / "postgresql.conf"
+        preloads = conf.exists() and STATEMENTS_LIBRARY in conf.read_text()
         candidates = [pgserver_binaries(), *system_binaries(system_root)]
         for each in candidates:
-            if each.major == created_by:
+            if each.major == created_by and (each.statements or not preloads):
                 return each
         majors = ", ".join(sorted({each.major for each in candidates}))
         raise EmbeddedVersionMismatch(
-            f"{pgdata} was created by PostgreSQL {created_by}; this machine runs {majors}: "
+            f"{pgdata} was created by PostgreSQL {created_by}"
+            f"{' preloading ' + STATEMENTS_LIBRARY if preloads else ''}; this machine runs "
+            f"{majors}: "
             f"install postgresql-{created_by}, or move {pgdata} away to start a new cluster"
         )
     if prefer_system:

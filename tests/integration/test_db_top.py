@@ -80,8 +80,13 @@ def test_an_existing_cluster_keeps_the_major_that_created_it(tmp_path: Path) -> 
     _fake_system(system, "15", statements=True)
     pgdata = tmp_path / "pg"
     pgdata.mkdir()
+    (pgdata / "postgresql.conf").write_text("#shared_preload_libraries = ''\n")
     (pgdata / "PG_VERSION").write_text(pgserver_binaries().major + "\n")
     assert choose_binaries(pgdata, system_root=system).source == "pgserver"
+    # Created by a system build of pgserver's major, preloading the module: that build.
+    _fake_system(system, pgserver_binaries().major, statements=True)
+    (pgdata / "postgresql.conf").write_text("shared_preload_libraries = 'pg_stat_statements'\n")
+    assert choose_binaries(pgdata, system_root=system).source == "system"
     (pgdata / "PG_VERSION").write_text("15\n")
     assert choose_binaries(pgdata, system_root=system).bin_dir == system / "15" / "bin"
     (pgdata / "PG_VERSION").write_text("9\n")
