@@ -73,7 +73,9 @@ class Instances:
 
 
 @contextlib.asynccontextmanager
-async def nginx_in_front(instances: Instances) -> AsyncIterator[str]:
+async def nginx_in_front(
+    instances: Instances, limits: EdgeLimits | None = None
+) -> AsyncIterator[str]:
     """A real nginx on the cluster's rendered configuration, two fake instances behind it."""
     nginx = require_binary("nginx")
     openssl = require_binary("openssl")
@@ -90,7 +92,7 @@ async def nginx_in_front(instances: Instances) -> AsyncIterator[str]:
         api_ports=ports,
         live_ports=ports,
         tls=ensure_self_signed(directory / "tls", openssl),
-        limits=EdgeLimits(rate="1000r/s", burst=1000, connections=1000),
+        limits=limits or EdgeLimits(rate="1000r/s", burst=1000, connections=1000),
     )
     process = subprocess.Popen(
         nginx_argv(nginx, conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -145,6 +147,18 @@ async def test_a_dropped_request_is_retried_elsewhere_only_when_safe(
     assert [line for _, line in instances.seen] == [f"{method} {path} HTTP/1.1"] * attempts
     if attempts == 2:  # the retry went to the other instance
         assert instances.seen[0][0] != instances.seen[1][0]
+    else:  # nginx's own answer, in the app's language
+        assert_problem(response, 502, "bad_gateway")
+        assert response.headers["retry-after"] == "1"
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["type"] == f"urn:shelfwise:problem:{code}"
+    assert len(body["request_id"]) == 32  # nginx's $request_id, also sent to the instance
 
 
 async def test_a_503_is_passed_on_not_retried() -> None:
@@ -156,4 +170,27 @@ async def test_a_503_is_passed_on_not_retried() -> None:
             response = await client.get(url + "/v1/products")
             assert response.status_code == 503
             assert response.headers["retry-after"] == "2"
+            assert response.content == b"{}"  # the instance's own body, not replaced
     assert len(instances.seen) == 4  # one attempt each, none refused as "no live upstreams"
+
+
+async def test_edge_limits_answer_problem_json_before_any_instance() -> None:
+    """nginx's first rate limit (limit_req, per address) and body limit refuse at the edge,
+    as problem+json like the app's own 429 and 413; the instances never see those."""
+    instances = Instances(lambda attempt: OK)
+    limits = EdgeLimits(rate="1r/m", burst=2, connections=1000)
+    async with nginx_in_front(instances, limits) as url, httpx.AsyncClient(timeout=10) as client:
+        statuses = [(await client.get(url + "/v1/products")).status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]  # one + a burst of two
+        refused = await client.get(url + "/v1/products")
+        assert_problem(refused, 429, "rate_limited")
+        assert refused.headers["retry-after"] == "1"
+        assert len(instances.seen) == 3
+
+    instances = Instances(lambda attempt: OK)
+    async with nginx_in_front(instances) as url, httpx.AsyncClient(timeout=10) as client:
+        too_large = await client.post(
+            url + "/v1/orders", content=b"x" * (1024 * 1024 + 1), headers=KEY
+        )
+        assert_problem(too_large, 413, "payload_too_large")
+        assert instances.seen == []
