@@ -2,7 +2,7 @@
 
     python -m bench.cluster [--apis 1 --apis 2 --apis 3] [--duration 10] [--connections 64]
 
-With the defaults it runs 4 to 5 minutes (four targets, two workloads each, 2 s warm-up + 10 s,
+With the defaults it runs 3 to 5 minutes (four targets, two workloads each, 2 s warm-up + 10 s,
 plus starting each cluster: ~20 s quiet, up to a minute on a busy box); the total is
 printed and stored as `elapsed_s`.
 

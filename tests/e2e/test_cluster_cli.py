@@ -169,6 +169,15 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, run_
     started: set[int] = set()
     try:
         await wait_serving(runner, log_path, http_port)
+        # It says where everything is, and how to sign in.
+        welcome = log_path.read_text(errors="replace")
+        for printed in (
+            f"http://127.0.0.1:{http_port}/docs",
+            f"https://127.0.0.1:{https_port}/",
+            "staff@shelfwise.local",
+            "staff-demo-password",
+        ):
+            assert printed in welcome, welcome[-3000:]
         async with httpx.AsyncClient(timeout=5.0, verify=False) as tls_client:  # self-signed
             tls = await tls_client.get(f"https://127.0.0.1:{https_port}/healthz")
         assert tls.status_code == 200
