@@ -168,6 +168,8 @@ def _infrastructure(
                     str(ports.redis),
                     "--bind",
                     "127.0.0.1",
+                    "--daemonize",  # the default, said out loud: the supervisor
+                    "no",  # watches this very process (nginx: `daemon off`)
                     # Browser sessions live here: the append-only file keeps them
                     # through a restart (decision 0030); no RDB snapshots on top.
                     "--save",
@@ -195,6 +197,7 @@ def _infrastructure(
         specs.append(
             ChildSpec(
                 name="pgbouncer",
+                # No `-d`: in the foreground, so the supervisor watches pgbouncer itself.
                 argv=[binaries["pgbouncer"], *_pgbouncer_user(options.database_url), str(ini)],
                 log_path=run / "logs" / "pgbouncer.log",
                 tier=0,
