@@ -19,7 +19,7 @@ connection per request. "Sold out" never outlives reality for long:
   (no relay running, the hub's feed lost) or it cannot be ordered against the refusal.
 
 The staleness window is therefore min(event delivery lag, `sold_out_ttl`) from the
-moment stock came back (docs/decisions/0029-hot-row-admission.md).
+moment stock came back (docs/decisions/0033-hot-row-admission.md).
 
 Idempotent retries keep their stored response: before answering "sold out", the
 request's key is looked up (`StoredKeys`, one statement for every request that is
