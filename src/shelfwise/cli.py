@@ -325,9 +325,13 @@ def _start_metrics_server(host: str, port: int | None) -> None:
 
 
 def _start_worker_process(metrics_port: int) -> subprocess.Popen[bytes]:
-    """The worker as a child process: its own event loop and GIL, like in production."""
+    """The worker as a child process: its own event loop and GIL, like in production. It
+    dies with this process, even by kill -9 (`PR_SET_PDEATHSIG`), instead of lingering."""
+    from shelfwise.cluster.supervisor import die_with_parent
+
     return subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-        [sys.executable, "-m", "shelfwise.cli", "worker", "--metrics-port", str(metrics_port)]
+        [sys.executable, "-m", "shelfwise.cli", "worker", "--metrics-port", str(metrics_port)],
+        preexec_fn=die_with_parent,
     )
 
 
