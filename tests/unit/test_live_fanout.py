@@ -225,3 +225,75 @@ async def test_a_slow_fan_out_spaces_the_next_flush() -> None:
     assert not await settled(waiting)
     live.flush()
     assert positions(await waiting) == [2]
+
+
+CUSTOMER_A = Principal(PrincipalKind.USER, uuid.uuid4(), ROLE_SCOPES[Role.CUSTOMER], Role.CUSTOMER)
+CUSTOMER_B = Principal(PrincipalKind.USER, uuid.uuid4(), ROLE_SCOPES[Role.CUSTOMER], Role.CUSTOMER)
+ORDERS = parse_channels(["orders"])
+
+
+def order_event(position: int, owner: Principal) -> PublishedEvent:
+    return PublishedEvent(
+        position=position,
+        id=position,
+        type="order.reserved",
+        aggregate_type="order",
+        aggregate_id=str(position),
+        payload={"placed_by_user_id": str(owner.id)},
+        version=1,
+        created_at=datetime.now(UTC),
+        published_at=None,
+    )
+
+
+async def test_an_audience_shares_one_batch_and_one_encoding() -> None:
+    live = hub()
+    many = [(await live.subscribe(STOCK, STAFF, since=None, transport="sse"))[0] for _ in range(50)]
+    encoded: list[int] = []
+
+    def encode(event: PublishedEvent) -> bytes:
+        encoded.append(event.position)
+        return f"{event.position};".encode()
+
+    live.publish([stock_event(1), stock_event(2)])
+    batches = [await s.next_batch() for s in many]
+    assert all(b is batches[0] for b in batches)  # one object for the whole audience
+    assert {live.joined(b, "sse", encode, b"") for b in batches} == {b"1;2;"}
+    assert encoded == [1, 2]  # each event encoded once, the batch joined once
+
+
+async def test_orders_audiences_are_per_owner_unless_managing() -> None:
+    live = hub(flush_seconds=0.0)
+    a, _ = await live.subscribe(ORDERS, CUSTOMER_A, since=None, transport="sse")
+    a2, _ = await live.subscribe(ORDERS, CUSTOMER_A, since=None, transport="ws")
+    b, _ = await live.subscribe(ORDERS, CUSTOMER_B, since=None, transport="sse")
+    staff, _ = await live.subscribe(ORDERS, STAFF, since=None, transport="sse")
+    live.publish([order_event(1, CUSTOMER_A), order_event(2, CUSTOMER_B)])
+    assert positions(list(await a.next_batch())) == [1]
+    assert positions(list(await a2.next_batch())) == [1]
+    assert positions(list(await b.next_batch())) == [2]
+    assert positions(list(await staff.next_batch())) == [1, 2]
+    assert a.audience is a2.audience
+    assert a.audience is not b.audience
+
+
+async def test_changed_channels_filter_what_was_queued_and_move_the_audience() -> None:
+    live = hub()
+    subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="ws")
+    live.publish([stock_event(1)])  # first flush: at once
+    live.publish([order_event(2, STAFF), stock_event(3)])
+    live.flush()  # queued for `stock`: events 1 and 3, not read yet
+    live.change_channels(subscription, ORDERS)
+    live.publish([order_event(4, STAFF), stock_event(5)])
+    live.flush()
+    assert positions(list(await subscription.next_batch())) == [4]
+
+
+async def test_long_poll_takes_one_event_at_a_time_across_batches() -> None:
+    live = hub(flush_seconds=0.0)
+    subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="poll")
+    live.publish([stock_event(1), stock_event(2)])
+    live.publish([stock_event(3)])
+    taken = [await subscription.next(0.0) for _ in range(4)]
+    assert [e.position if e else None for e in taken] == [1, 2, 3, None]
+    assert subscription.pending() == 0

@@ -1,22 +1,26 @@
 """One client's view of the stream: a bounded, ordered queue the hub fills and the
 transport drains.
 
-The hub queues matching events without waking anyone; it wakes every subscription that
-got something once per flush (see `Hub`), and the transport then takes *everything*
-queued as one batch — one socket write per wake-up instead of one per event. Positions
-make delivery exactly-once: an event at or below the last position delivered is dropped.
+The hub matches events per audience (`live/audience.py`) and, at each flush, offers every
+member the same `Batch`; the transport then takes *everything* queued — one socket write
+per wake-up instead of one per event. When that is exactly one fresh batch (the usual
+case), the batch itself is handed over, so its frames are joined once for the whole
+audience (`Hub.joined`). Positions make delivery exactly-once: an event at or below the
+last position delivered is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
 
 from shelfwise.events.outbox import PublishedEvent
 from shelfwise.identity.principal import Principal
+from shelfwise.live.audience import Audience, Batch
 from shelfwise.live.channels import ChannelSet, matches
 from shelfwise.observability.metrics import LIVE_SLOW_DISCONNECTS
 
@@ -51,33 +55,32 @@ class Subscription:
         self.position = 0  # last position delivered (or skipped as not ours)
         self.queue_limit = queue_limit
         self.backlog: deque[PublishedEvent] = deque()
-        self._live: deque[PublishedEvent] = deque()
+        self._live: deque[Batch] = deque()
+        self._offset = 0  # events of `_live[0]` already taken (long-poll takes one by one)
+        self._queued = 0  # live events not taken yet
+        self._rematch = False  # channels changed while batches were queued
+        self.audience: Audience | None = None  # set by the hub
         self._wakeup = asyncio.Event()
         self._closed: str | None = None
         self._ping = False
-        self.flagged = False  # queued for the hub's next flush
         self.quiet_until = 0.0  # loop time after which a heartbeat is due
 
     # -- called by the hub ---------------------------------------------------------------
-    def offer(self, event: PublishedEvent) -> bool:
-        """Queue `event` if it is for this client. True when the subscription was idle
-        and must be woken at the next flush (the hub keeps the list)."""
-        if self._closed or not matches(self.channels, event, self.principal):
+    def offer(self, batch: Batch) -> bool:
+        """Queue a flush's batch and wake the transport. False when closed, or when the
+        batch would take the queue past `queue_limit`: then the client is too slow and
+        is disconnected (it resumes from its last position)."""
+        if self._closed:
             return False
-        if len(self._live) >= self.queue_limit:
+        if self._queued + len(batch) > self.queue_limit:
             LIVE_SLOW_DISCONNECTS.labels(self.transport).inc()
-            log.info("live_slow_consumer", transport=self.transport, queued=len(self._live))
+            log.info("live_slow_consumer", transport=self.transport, queued=self._queued)
             self.close("slow_consumer")
             return False
-        self._live.append(event)
-        if self.flagged:
-            return False
-        self.flagged = True
-        return True
-
-    def wake(self) -> None:
-        self.flagged = False
+        self._live.append(batch)
+        self._queued += len(batch)
         self._wakeup.set()
+        return True
 
     def ping(self) -> None:
         """Nothing was written for a heartbeat interval: let the transport send a ping."""
@@ -88,6 +91,7 @@ class Subscription:
         if self._closed is None:
             self._closed = reason
             self._live.clear()
+            self._queued = self._offset = 0
             self._wakeup.set()
 
     @property
@@ -95,21 +99,46 @@ class Subscription:
         return self._closed
 
     def change_channels(self, channels: ChannelSet) -> None:
+        """Called by the hub, which also moves the subscription to its new audience;
+        batches queued for the old channels are filtered on the way out."""
         self.channels = channels
+        self._rematch = bool(self._live)
 
     # -- called by the transport ---------------------------------------------------------
-    def take(self, limit: int | None = None) -> list[PublishedEvent]:
-        """What is queued and still for us, in order: the backlog first, then live events."""
+    def take(self, limit: int | None = None) -> Sequence[PublishedEvent]:
+        """What is queued and still for us, in order: the backlog first, then live events.
+        One fresh batch alone is returned as it is (shared with its audience)."""
+        if limit is None and not self.backlog and len(self._live) == 1:
+            batch = self._live[0]
+            if not self._rematch and not self._offset and batch[0].position > self.position:
+                self._live.clear()
+                self._queued = 0
+                self.position = batch[-1].position
+                return batch
         events: list[PublishedEvent] = []
-        for queue in (self.backlog, self._live):
-            while queue and (limit is None or len(events) < limit):
-                event = queue.popleft()
-                if event.position > self.position and matches(self.channels, event, self.principal):
-                    self.position = event.position
-                    events.append(event)
+        while self.backlog and (limit is None or len(events) < limit):
+            self._accept(self.backlog.popleft(), events, rematch=True)
+        while self._live and (limit is None or len(events) < limit):
+            batch = self._live[0]
+            event = batch[self._offset]
+            self._offset += 1
+            self._queued -= 1
+            if self._offset == len(batch):
+                self._live.popleft()
+                self._offset = 0
+            self._accept(event, events, rematch=self._rematch)
+        if not self._live:
+            self._rematch = False
         return events
 
-    async def next_batch(self) -> list[PublishedEvent]:
+    def _accept(self, event: PublishedEvent, into: list[PublishedEvent], *, rematch: bool) -> None:
+        if event.position > self.position and (
+            not rematch or matches(self.channels, event, self.principal)
+        ):
+            self.position = event.position
+            into.append(event)
+
+    async def next_batch(self) -> Sequence[PublishedEvent]:
         """Everything queued, as one batch, once the hub wakes us; an empty batch means a
         heartbeat is due. Raises `Closed` when the subscription ended."""
         while True:
@@ -141,4 +170,4 @@ class Subscription:
                 return None
 
     def pending(self) -> int:
-        return len(self.backlog) + len(self._live)
+        return len(self.backlog) + self._queued

@@ -157,7 +157,7 @@ class _Connection:
         if self.subscription is None or message.since is not None:
             await self._resubscribe(message.since)
         else:
-            self.subscription.change_channels(self.channels)
+            self.hub.change_channels(self.subscription, self.channels)
         await self.send(
             {
                 "type": "subscribed",
@@ -193,7 +193,6 @@ class _Connection:
                 raise
             if not events:
                 continue  # heartbeat: uvicorn sends transport-level pings itself
-            frames = [self.hub.encoded(event, "ws", _ws_frame) for event in events]
             # With tracing on, a span of the connection's linked to each event's writer.
             with batch_span(
                 "live send",
@@ -204,10 +203,11 @@ class _Connection:
                 root=False,
             ):
                 if self.batch:  # one message, one socket write, per wake-up
-                    await self.ws.send_text(f'{{"type":"events","events":[{",".join(frames)}]}}')
+                    frames = self.hub.joined(events, "ws", _ws_frame, ",")
+                    await self.ws.send_text(f'{{"type":"events","events":[{frames}]}}')
                 else:
-                    for frame in frames:
-                        await self.ws.send_text(frame)
+                    for event in events:
+                        await self.ws.send_text(self.hub.encoded(event, "ws", _ws_frame))
             _SENT.inc(len(events))
             _LATENCY.observe(self.hub.lag_seconds(events[0]))
 
