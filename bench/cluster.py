@@ -11,7 +11,11 @@ N `serve --role api`, one worker for the relay, nginx) run on the bench database
 (`var/bench`, as `bench.run`); product reads (`GET /v1/products/{id}`, random of the
 seeded products) and keyed orders (`POST /v1/orders`, one unit of a random product) are
 driven closed-loop over keep-alive connections through nginx's plain-HTTP port. The raw
-baseline (`bench/baseline.py`, no nginx) is measured in the same run. Results go to
+baseline (`bench/baseline.py`, no nginx) is measured in the same run. Each step records
+where the CPU went, to say where the ceiling is: `parts_cpu_pct` per part of the cluster
+(`api` instances together, `nginx` master + workers, `pgbouncer`, `redis`, `worker`, and
+`loadgen`, this process), `db_cpu_pct` for PostgreSQL, `rest_cpu_pct` for everything else
+on the machine (the parts included); 100 = one core. Results go to
 `bench/results/<stamp>-cluster.json`. The load generator runs in this process (uvloop, raw
 sockets: less CPU per request than any of the servers under test).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -27,15 +32,17 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from bench.issues import CUSTOMER, RESULTS, Load, login
 from bench.loadgen import _read_response, percentile
-from bench.servers import ROOT, baseline_server, free_port, prepare_database
+from bench.servers import ROOT, Server, baseline_server, free_port, prepare_database
 from shelfwise.cluster.binaries import require
 from shelfwise.cluster.nginx import EdgeLimits
 from shelfwise.cluster.supervisor import Supervisor
@@ -112,16 +119,66 @@ def workloads(port: int, ids: list[str], location: str, token: str) -> dict[str,
     return {"reads": read, "orders": order}
 
 
+CpuByPart = Callable[[], dict[str, float]]
+
+
+def process_tree_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of `pid` and its descendants (nginx: master + workers)."""
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def cluster_cpu(supervisor: Supervisor) -> CpuByPart:
+    """CPU seconds so far per part of the cluster (the API instances together, nginx,
+    pgbouncer, Redis, the worker) and of this process (the load generator)."""
+
+    def read() -> dict[str, float]:
+        own = psutil.Process().cpu_times()  # not its children: they are the cluster
+        parts: dict[str, float] = {"loadgen": own.user + own.system}
+        for name, child in supervisor.children.items():
+            part = name.rsplit("-", 1)[0] if name[-1].isdigit() else name
+            parts[part] = parts.get(part, 0.0) + process_tree_cpu(child.pid)
+        return parts
+
+    return read
+
+
 def measure(
-    port: int, ids: list[str], location: str, args: argparse.Namespace, token: str = ""
+    port: int,
+    ids: list[str],
+    location: str,
+    args: argparse.Namespace,
+    token: str = "",
+    *,
+    server: Server | None = None,
+    parts: CpuByPart | None = None,
 ) -> dict[str, Any]:
+    """Both workloads against `port`. CPU is split into the server under test (`server`, the
+    baseline) or the cluster's parts (`parts`: where the ceiling is), PostgreSQL, and the rest."""
     token = token or login(port, CUSTOMER)  # the baseline checks no token
     out: dict[str, Any] = {}
     for name, make in workloads(port, ids, location, token).items():
         asyncio.run(closed_loop(port, make, args.connections, args.warmup))
-        with Load(None) as load:
+        before, started = (parts() if parts else {}), time.monotonic()
+        with Load(server) as load:
             result = asyncio.run(closed_loop(port, make, args.connections, args.duration))
         out[name] = {**result, **load.figures}
+        if parts:
+            wall, after = time.monotonic() - started, parts()
+            out[name]["parts_cpu_pct"] = {
+                part: round(100 * (after[part] - before.get(part, 0.0)) / wall) for part in after
+            }
         print(f"    {name}: {json.dumps(out[name])}", flush=True)
     return out
 
@@ -140,7 +197,7 @@ async def with_cluster(url: str, apis: int, run_dir: Path, work: Any) -> Any:
     supervisor = Supervisor(topology.specs)
     try:
         await supervisor.start_all(ready_timeout=120)
-        return await asyncio.to_thread(work, topology.ports.http)
+        return await asyncio.to_thread(work, topology.ports.http, cluster_cpu(supervisor))
     finally:
         await supervisor.stop_all()
 
@@ -167,14 +224,21 @@ def main() -> int:
     try:
         baseline.wait_ready()
         print("== baseline (raw, no nginx)", flush=True)
-        results["baseline"] = measure(baseline.port, ids, location, args, token="none")
+        results["baseline"] = measure(
+            baseline.port, ids, location, args, token="none", server=baseline
+        )
     finally:
         baseline.stop()
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-cluster-") as tmp:
         for n in sizes:
             print(f"== {n} API instance(s) through nginx", flush=True)
             results[f"apis_{n}"] = asyncio.run(
-                with_cluster(url, n, Path(tmp) / f"c{n}", lambda p: measure(p, ids, location, args))
+                with_cluster(
+                    url,
+                    n,
+                    Path(tmp) / f"c{n}",
+                    lambda port, parts: measure(port, ids, location, args, parts=parts),
+                )
             )
     results["loadavg_end"] = os.getloadavg()
     results["elapsed_s"] = round(time.monotonic() - began, 1)
