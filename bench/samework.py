@@ -6,12 +6,12 @@ events); this app does *exactly the statements Shelfwise executes* for a one-lin
 (psycopg 3, a pool of 10 autocommit connections, statements prepared after first use):
 
     principal look-up                  ACTIVE_ROLE_SQL          (own checkout, autocommit)
-    BEGIN
-    idempotency claim                  TRY_LOCK, FIND
-    reservation                        RESERVE_AT_LOCATION
-    order + line + ledger row + events WRITE_ORDER
-    idempotency record                 RECORD
-    COMMIT
+    BEGIN                                                       ┐ pipeline mode,
+    idempotency claim                  TRY_LOCK, FIND           │ round trip 1
+    reservation (under the claim)      RESERVE_AT_LOCATION_CLAIMED ┘
+    order + line + ledger row + events WRITE_ORDER              ┐
+    idempotency record                 RECORD                   │ round trip 2
+    COMMIT                                                      ┘
 
 The SQL strings are imported from Shelfwise's modules, so the two cannot drift apart; the
 event payloads come from the same builders (`events/payloads.py`), so the rows written
@@ -46,7 +46,7 @@ from shelfwise.events.outbox import Event
 from shelfwise.events.payloads import EventType, order_payload, stock_changed_event
 from shelfwise.idempotency.service import FIND, RECORD, TRY_LOCK
 from shelfwise.identity.service import ACTIVE_ROLE_SQL
-from shelfwise.orders.placement import RESERVE_AT_LOCATION, WRITE_ORDER
+from shelfwise.orders.store import RESERVE_AT_LOCATION_CLAIMED, WRITE_ORDER
 
 CUSTOMER = "SELECT id FROM users WHERE email = 'customer@shelfwise.local'"
 RESERVATION_TTL = timedelta(minutes=15)
@@ -102,20 +102,31 @@ async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
     if role is None:
         return await _respond(send, 401, {"detail": "inactive"})
 
-    async with pool.connection() as conn, conn.transaction():
-        locked = await (await conn.execute(TRY_LOCK, (principal + "\x1f" + key,))).fetchone()
-        if not (locked and locked[0]):
-            return await _respond(send, 409, {"detail": "in progress"})
-        found = await (await conn.execute(FIND, (principal, key))).fetchone()
-        if found is not None:
-            return await _respond(send, found[1], found[2])
+    async with pool.connection() as conn, conn.pipeline():
+        # As Shelfwise (docs/decisions/0030): pipeline mode from BEGIN to COMMIT, the
+        # claim and the guarded reservation in one round trip, then the order, the
+        # record and COMMIT in a second.
+        await conn.execute("BEGIN")
+        claim = {"claim_lock": principal + "\x1f" + key, "principal": principal, "key": key}
+        locked = await conn.execute(TRY_LOCK, (claim["claim_lock"],))
+        found = await conn.execute(FIND, (principal, key))
         params = {"product_id": product_id, "location_id": location_id, "quantity": quantity}
-        level = await (await conn.execute(RESERVE_AT_LOCATION, params)).fetchone()
+        reserving = await conn.execute(RESERVE_AT_LOCATION_CLAIMED, {**params, **claim})
+        lock_row = await locked.fetchone()
+        if not (lock_row and lock_row[0]):
+            await conn.execute("ROLLBACK")
+            return await _respond(send, 409, {"detail": "in progress"})
+        stored = await found.fetchone()
+        if stored is not None:
+            await conn.execute("ROLLBACK")
+            return await _respond(send, stored[1], stored[2])
+        level = await reserving.fetchone()
         if level is None:
             # Shelfwise explains a shortfall through its general path; under the bench's
             # full shelves this is rare, and it answers 409 just the same.
+            await conn.execute("ROLLBACK")
             return await _respond(send, 409, {"detail": "insufficient stock"})
-        level_id, on_hand, reserved, level_version, price, currency = level
+        level_id, on_hand, reserved, level_version, price, currency, placed_at = level
         order_id = uuid.uuid4()
         expires_at = datetime.now(UTC) + RESERVATION_TTL
         total = price * quantity
@@ -150,34 +161,34 @@ async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
                 "unit_price_minor": price,
             }
         ]
-        written = await (
-            await conn.execute(
-                WRITE_ORDER,
-                {
-                    "id": order_id,
-                    "currency": currency,
-                    "total_minor": total,
-                    "expires_at": expires_at,
-                    "user_id": user_id,
-                    "api_key_id": None,
-                    "actor_id": user_id,
-                    "lines": json.dumps(lines),
-                    "events": json.dumps([asdict(e) for e in events], default=str),
-                },
-            )
-        ).fetchone()
-        assert written is not None
+        await conn.execute(
+            WRITE_ORDER,
+            {
+                "id": order_id,
+                "currency": currency,
+                "total_minor": total,
+                "expires_at": expires_at,
+                "user_id": user_id,
+                "api_key_id": None,
+                "actor_id": user_id,
+                "version": 1,
+                "placed_at": placed_at,
+                "lines": json.dumps(lines),
+                "events": json.dumps([asdict(e) for e in events], default=str),
+            },
+        )
         out = {
             "id": str(order_id),
             "status": "reserved",
             "currency": currency,
             "total_minor": total,
             "expires_at": expires_at.isoformat(),
-            "version": written[0],
-            "created_at": written[1].isoformat(),
+            "version": 1,
+            "created_at": placed_at.isoformat(),
             "lines": lines,
         }
         await conn.execute(RECORD, (principal, key, fingerprint, 201, Jsonb(out)))
+        await conn.execute("COMMIT")  # sent with the order and the record at the exit
     await _respond(send, 201, out)
 
 

@@ -17,12 +17,13 @@ edge), and refused at once while the breaker knows it is down (`availability.py`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncPipeline, pq
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -36,6 +37,19 @@ from shelfwise.observability.pools import observe_driver_pool
 from shelfwise.observability.statements import timed_cursor_class
 
 Params = Sequence[Any] | Mapping[str, Any]
+BEGIN: LiteralString = "BEGIN"
+COMMIT: LiteralString = "COMMIT"
+ROLLBACK: LiteralString = "ROLLBACK"
+
+
+async def _abandon(conn: AsyncConnection[Any], pipeline: AsyncPipeline) -> None:
+    """Roll back a pipelined transaction whose block raised. After a failed statement
+    the server skips everything up to the next Sync (the pipeline is aborted): sync
+    first, or the ROLLBACK would be skipped too. The pipeline's exit sends it."""
+    if conn.pgconn.pipeline_status == pq.PipelineStatus.ABORTED:
+        with contextlib.suppress(psycopg.Error):  # the error the block already raised
+            await pipeline.sync()
+    await conn.execute(ROLLBACK)
 
 
 async def fetch_row(
@@ -118,10 +132,26 @@ class DriverPool:
             raise self.breaker.failed(exc, "driver") from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection inside BEGIN ... COMMIT (ROLLBACK if the block raises)."""
-        async with self.connection() as conn, conn.transaction():
-            yield conn
+    async def transaction(self, *, pipeline: bool = False) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection inside BEGIN ... COMMIT (ROLLBACK if the block raises).
+
+        With `pipeline`, in psycopg's pipeline mode from BEGIN to COMMIT: a statement is
+        sent when executed and its result read when fetched, so BEGIN travels with the
+        first statements and COMMIT with the last (docs/decisions/0030). BEGIN and COMMIT
+        are sent as statements: psycopg's `transaction()` inside a pipeline syncs on entry
+        and on exit, a round trip each."""
+        if not pipeline:
+            async with self.connection() as conn, conn.transaction():
+                yield conn
+            return
+        async with self.connection() as conn, conn.pipeline() as statements:
+            await conn.execute(BEGIN)
+            try:
+                yield conn
+            except BaseException:
+                await _abandon(conn, statements)
+                raise
+            await conn.execute(COMMIT)  # the pipeline's exit sends it and reads every result
 
     async def fetch_one(self, sql: LiteralString, params: tuple[Any, ...]) -> dict[str, Any] | None:
         async with self.connection() as conn:

@@ -115,6 +115,24 @@ async def test_idempotency_key_required_and_replayed(
     assert different.json()["code"] == "idempotency_key_reused"
 
 
+async def test_placed_order_answers_what_was_stored(
+    client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any]
+) -> None:
+    """Placement reads nothing back after writing the order (its times are the
+    reservation's, its version 1, docs/decisions/0030): the 201 and a later read agree,
+    on the fast path (one line at a location) and the general one."""
+    product, location = await stocked_product(client, staff, 5)
+    fast = await place(client, customer, [(product["id"], 1)], location_id=location["id"])
+    general = await place(client, customer, [(product["id"], 1)])
+    for placed in (fast, general):
+        assert placed.status_code == 201, placed.text
+        stored = await client.get(f"/v1/orders/{placed.json()['id']}", headers=customer["headers"])
+        assert stored.json() == placed.json()
+        assert placed.json()["version"] == 1
+        assert placed.json()["created_at"] == placed.json()["updated_at"]
+    assert fast.json()["created_at"] < general.json()["created_at"]
+
+
 async def test_other_customers_order_is_404(
     client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any], ctx: AppContext
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from sqlalchemy import func, select
 
 from shelfwise.context import AppContext
@@ -131,21 +132,28 @@ async def test_keys_belong_to_their_caller(
     assert await order_count(ctx) == 2
 
 
+@pytest.mark.parametrize("at_location", [False, True], ids=["general-path", "fast-path"])
 async def test_retry_while_the_first_attempt_is_still_running_ends_with_one_order(
     client: httpx.AsyncClient,
     ctx: AppContext,
     staff: dict[str, Any],
     customer: dict[str, Any],
     database_url: str,
+    at_location: bool,
 ) -> None:
     """A client times out and retries while its first request is still inside its
-    transaction. The retry must neither queue behind it nor create a second order."""
-    product, _ = await stocked_product(client, staff, 5)
+    transaction. The retry must neither queue behind it nor create a second order.
+
+    With a location (the fast path), the retry's reservation travels in the same round
+    trip as its idempotency claim, before the claim is read (docs/decisions/0030): it
+    must not wait for the row lock the first attempt is queued on either."""
+    product, location = await stocked_product(client, staff, 5)
     async with ctx.db.sessions() as session, session.begin():
         level_id = await session.scalar(
             select(StockLevel.id).where(StockLevel.product_id == uuid.UUID(product["id"]))
         )
-    body = order_body(product, 2)
+    where = {"location_id": location["id"]} if at_location else {}
+    body = {**order_body(product, 2), **where}
     key = "slow-checkout"
 
     # Another transaction holds the level's row lock, so the first order request stops
@@ -178,7 +186,7 @@ async def test_retry_while_the_first_attempt_is_still_running_ends_with_one_orde
         assert_in_progress(retry)
         # Even a different body is only told to wait: the key's first use is undecided.
         other_body = await asyncio.wait_for(
-            place(client, customer, key, order_body(product, 1)), timeout=10
+            place(client, customer, key, {**order_body(product, 1), **where}), timeout=10
         )
         assert_in_progress(other_body)
         assert not first.done()

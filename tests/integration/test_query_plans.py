@@ -29,7 +29,7 @@ from shelfwise.context import AppContext
 from shelfwise.idempotency.service import FIND
 from shelfwise.identity.models import Role
 from shelfwise.identity.service import ACTIVE_ROLE_SQL
-from shelfwise.orders.placement import AVAILABILITY, RESERVE_AT_LOCATION, RESERVE_LEVEL
+from shelfwise.orders.store import AVAILABILITY, RESERVE_AT_LOCATION, RESERVE_LEVEL
 from shelfwise.store import sql as store_sql
 from tests.support import PASSWORD, make_user
 

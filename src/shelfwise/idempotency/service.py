@@ -7,6 +7,11 @@ Semantics (Stripe / IETF draft `Idempotency-Key`), per caller:
 The in-flight check is a transaction-scoped advisory lock on the key: a second request
 does not queue behind the first, it is told to retry. The record is inserted inside the
 caller's transaction, so it commits or rolls back with the effect itself.
+
+`claim` is two statements. On a connection in pipeline mode (placing an order,
+docs/decisions/0030) `send_claim` only queues them, so the effect's first statement can
+travel in the same round trip; `read_claim` then reads the answer. Such a statement must
+act only under the claim: `claim_params` gives what it needs to check that itself.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.driverpool import fetch_row
 from shelfwise.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from shelfwise.idempotency.models import IdempotencyRecord
 
@@ -65,19 +70,53 @@ RECORD = (
 )
 
 
+def lock_name(request: IdempotentRequest[Any]) -> str:
+    return request.principal + "\x1f" + request.key
+
+
+def claim_params(request: IdempotentRequest[Any]) -> dict[str, str]:
+    """For a statement sent before the claim is read: `%(claim_lock)s` (the advisory
+    lock's name), `%(principal)s`, `%(key)s`."""
+    return {"claim_lock": lock_name(request), "principal": request.principal, "key": request.key}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingClaim:
+    """A claim's two statements, sent; their rows not read yet."""
+
+    locked: AsyncCursor[TupleRow]
+    existing: AsyncCursor[TupleRow]
+
+
+async def send_claim(conn: AsyncConnection[Any], request: IdempotentRequest[Any]) -> PendingClaim:
+    """Send the claim's statements (only queue them in pipeline mode). Two statements,
+    not one: the lookup's snapshot must be taken after the lock is held, or a first
+    request committing in between would go unseen."""
+    locked = conn.cursor(row_factory=tuple_row)
+    await locked.execute(TRY_LOCK, (lock_name(request),))
+    existing = conn.cursor(row_factory=tuple_row)
+    await existing.execute(FIND, (request.principal, request.key))
+    return PendingClaim(locked, existing)
+
+
 async def claim(conn: AsyncConnection[Any], request: IdempotentRequest[T]) -> StoredResponse | None:
     """Take the key for this transaction: the stored response to replay, or None when the
     effect is to run now (then `record` its response before commit). `conn` must be
     inside an open transaction."""
-    # Two statements, not one: the lookup's snapshot must be taken after the lock is
-    # held, or a first request committing in between would go unseen.
-    locked = await fetch_row(conn, TRY_LOCK, (request.principal + "\x1f" + request.key,))
+    return await read_claim(await send_claim(conn, request), request)
+
+
+async def read_claim(
+    pending: PendingClaim, request: IdempotentRequest[Any]
+) -> StoredResponse | None:
+    """`claim`'s answer from statements `send_claim` sent."""
+    locked = await pending.locked.fetchone()
     if not (locked and locked[0]):
         # Requests under one key are short: a second is a fair first retry interval.
         raise IdempotencyKeyInProgress(
             "Retry once the first request has finished", headers={"Retry-After": "1"}
         )
-    existing = await fetch_row(conn, FIND, (request.principal, request.key))
+    existing = await pending.existing.fetchone()
     if existing is None:
         return None
     fingerprint, status, body = existing

@@ -1,31 +1,35 @@
 """Placing an order, written against the driver: the hottest write in the system.
 
 The rules are the ones `orders.service` states (one location, all-or-nothing, lock order,
-ledger + outbox in the same transaction); only the means differ. Each step is one fixed
-SQL string run on the psycopg connection under the session's transaction, so a one-line
-order with a location costs two statements after the idempotency check:
+ledger + outbox in the same transaction); only the means differ. Each step is one named
+statement of `orders/store.py` run on the unit's psycopg connection, so a one-line order
+with a location costs two statements after the idempotency claim:
 
-1. the conditional UPDATE that reserves the line, joined to the product for its price;
+1. the conditional UPDATE that reserves the line, joined to the product for its price
+   (`RESERVE_AT_LOCATION[_CLAIMED]`), queued with the claim by `send_fast_reservation`;
 2. one INSERT ... WITH that writes the order, its lines, the ledger rows and the outbox
-   events (the caller marks the session, so the relay is woken after the commit).
+   events (`WRITE_ORDER`), queued with the idempotency record and COMMIT.
 
-Through SQLAlchemy's ORM the same work was ~12 statements and most of the request's CPU
-(docs/decisions/0013-order-placement-on-the-driver.md). Anything the fast path cannot
-decide alone (another location, several lines, an unknown product, too little stock)
-goes through the general path below, which reads availability first and explains a
-refusal line by line.
+In pipeline mode (docs/decisions/0030) that is two round trips for the whole order:
+claim + reservation, then order + record + COMMIT. The payloads and the response are
+built here, in Python, between the two: they need the price and the level's counters.
+
+Anything the fast path cannot decide alone (another location, several lines, an unknown
+product, too little stock) goes through the general path below, which reads
+availability first and explains a refusal line by line (one round trip per statement).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, Rollback
+from psycopg import AsyncConnection, AsyncCursor, Rollback
+from psycopg.rows import TupleRow
 
 from shelfwise.driverpool import fetch_row, fetch_rows
 from shelfwise.errors import InsufficientStock
@@ -38,73 +42,18 @@ from shelfwise.observability.tracing import ORDER_ID, annotate
 from shelfwise.orders.allocation import Candidate, best_availability, candidate_locations
 from shelfwise.orders.errors import MixedCurrencies, UnknownProducts
 from shelfwise.orders.models import OrderStatus
+from shelfwise.orders.store import (
+    AVAILABILITY,
+    LOCATION_EXISTS,
+    RESERVE_AT_LOCATION,
+    RESERVE_AT_LOCATION_CLAIMED,
+    RESERVE_LEVEL,
+    WRITE_ORDER,
+    send,
+)
 from shelfwise.store.unit import UnitOfWork
 
-# The one-line fast path: reserve at (product, location) if enough is unreserved.
-RESERVE_AT_LOCATION = """\
-UPDATE stock_levels AS s
-   SET reserved = s.reserved + %(quantity)s, version = s.version + 1, updated_at = now()
-  FROM products AS p
- WHERE s.product_id = %(product_id)s AND s.location_id = %(location_id)s
-   AND p.id = s.product_id AND s.on_hand - s.reserved >= %(quantity)s
-RETURNING s.id, s.on_hand, s.reserved, s.version, p.price_minor, p.currency
-"""
-
-# The general path: prices of every product and the levels that could serve them.
-AVAILABILITY = """\
-SELECT p.id, p.price_minor, p.currency, s.id, s.location_id, s.on_hand - s.reserved
-  FROM products AS p
-  LEFT JOIN stock_levels AS s
-    ON s.product_id = p.id AND (%(location_id)s::uuid IS NULL OR s.location_id = %(location_id)s)
- WHERE p.id = ANY(%(product_ids)s)
- ORDER BY s.id
-"""
-
-RESERVE_LEVEL = """\
-UPDATE stock_levels
-   SET reserved = reserved + %(quantity)s, version = version + 1, updated_at = now()
- WHERE id = %(level_id)s AND on_hand - reserved >= %(quantity)s
-RETURNING id, on_hand, reserved, version
-"""
-
-LOCATION_EXISTS = "SELECT 1 FROM locations WHERE id = %s"
-
-# Order, lines, ledger and events in one statement. The lines' foreign key to the order
-# is checked at the end of the statement, when the order row exists.
-WRITE_ORDER = """\
-WITH placed AS (
-    INSERT INTO orders (id, status, currency, total_minor, expires_at,
-                        placed_by_user_id, placed_by_api_key_id)
-    VALUES (%(id)s, 'reserved', %(currency)s, %(total_minor)s, %(expires_at)s,
-            %(user_id)s, %(api_key_id)s)
-    RETURNING version, created_at, updated_at
-), lines AS (
-    SELECT * FROM jsonb_to_recordset(%(lines)s::jsonb) AS l(
-        stock_level_id bigint, product_id uuid, location_id uuid, quantity int,
-        unit_price_minor bigint)
-), order_lines AS (
-    INSERT INTO order_lines (order_id, product_id, location_id, stock_level_id, quantity,
-                             unit_price_minor, currency)
-    SELECT %(id)s, product_id, location_id, stock_level_id, quantity, unit_price_minor,
-           %(currency)s
-      FROM lines ORDER BY stock_level_id
-), ledger AS (
-    INSERT INTO stock_movements (stock_level_id, product_id, location_id, kind,
-                                 on_hand_delta, reserved_delta, reason, order_id, actor_id)
-    SELECT stock_level_id, product_id, location_id, 'reserve', 0, quantity,
-           'order reserved', %(id)s, %(actor_id)s
-      FROM lines ORDER BY stock_level_id
-), events AS (
-    INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, version,
-                               trace_context)
-    SELECT e->>'type', e->>'aggregate_type', e->>'aggregate_id', e->'payload',
-           (e->>'version')::smallint, nullif(e->'trace_context', 'null')
-      FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS events(e, n)
-     ORDER BY n
-    RETURNING 1
-)
-SELECT version, created_at, updated_at, (SELECT count(*) FROM events) FROM placed
-"""
+NEW_ORDER_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +91,38 @@ class _Reserved:
     on_hand: int
     reserved: int
     level_version: int
+    at: datetime  # the database's clock when the line was reserved
+
+
+@dataclass(frozen=True, slots=True)
+class FastReservation:
+    """The fast path's reservation, sent but not yet read (pipeline mode)."""
+
+    cursor: AsyncCursor[TupleRow]
+    product_id: uuid.UUID
+    location_id: uuid.UUID
+    quantity: int
+
+
+async def send_fast_reservation(
+    unit: UnitOfWork,
+    quantities: Mapping[uuid.UUID, int],
+    location_id: uuid.UUID | None,
+    *,
+    claim: Mapping[str, str] | None,
+) -> FastReservation | None:
+    """Queue the one-line reservation when the order is the fast path's (one line, a
+    location), else None. With `claim` (the idempotency claim's parameters, queued just
+    before), the statement reserves only under the claim (`RESERVE_AT_LOCATION_CLAIMED`)."""
+    if location_id is None or len(quantities) != 1:
+        return None
+    ((product_id, quantity),) = quantities.items()
+    params = {"product_id": product_id, "location_id": location_id, "quantity": quantity}
+    if claim is None:
+        cursor = await send(unit.conn, RESERVE_AT_LOCATION, params)
+    else:
+        cursor = await send(unit.conn, RESERVE_AT_LOCATION_CLAIMED, {**params, **claim})
+    return FastReservation(cursor, product_id, location_id, quantity)
 
 
 async def place(
@@ -151,35 +132,30 @@ async def place(
     *,
     placer: Principal,
     expires_at: datetime,
+    fast: FastReservation | None = None,
 ) -> PlacedOrder:
     """Reserve every line at one location and write the order. Runs inside an open
-    transaction on `conn`; raises (and the caller rolls back) when nothing can be placed."""
+    transaction on `unit.conn`; raises (and the caller rolls back) when nothing can be
+    placed. `fast`: the reservation `send_fast_reservation` queued for this order."""
     conn = unit.conn
-    reserved = None
-    if location_id is not None and len(quantities) == 1:
-        reserved = await _reserve_one(conn, quantities, location_id)
+    if fast is None:
+        fast = await send_fast_reservation(unit, quantities, location_id, claim=None)
+    reserved = await _fast_result(fast) if fast is not None else None
     if reserved is None:
         reserved = await _reserve_general(conn, quantities, location_id)
     placed = await _write(conn, reserved, placer=placer, expires_at=expires_at)
-    unit.mark_events_written()  # WRITE_ORDER inserted them: the unit wakes the relay
+    unit.mark_events_written()  # WRITE_ORDER inserts them: the unit wakes the relay
     return placed
 
 
-async def _reserve_one(
-    conn: AsyncConnection[Any], quantities: dict[uuid.UUID, int], location_id: uuid.UUID
-) -> list[_Reserved] | None:
+async def _fast_result(fast: FastReservation) -> list[_Reserved] | None:
     """None when the single statement could not reserve: the general path says why."""
-    ((product_id, quantity),) = quantities.items()
-    row = await fetch_row(
-        conn,
-        RESERVE_AT_LOCATION,
-        {"product_id": product_id, "location_id": location_id, "quantity": quantity},
-    )
+    row = await fast.cursor.fetchone()
     if row is None:
         return None
-    level_id, on_hand, reserved, version, price, currency = row
-    line = PlacedLine(product_id, location_id, level_id, quantity, price, currency)
-    return [_Reserved(line, on_hand, reserved, version)]
+    level_id, on_hand, reserved, version, price, currency, at = row
+    line = PlacedLine(fast.product_id, fast.location_id, level_id, fast.quantity, price, currency)
+    return [_Reserved(line, on_hand, reserved, version, at)]
 
 
 async def _reserve_general(
@@ -260,12 +236,12 @@ async def _reserve_at(
         )
         if row is None:
             return None
-        _, on_hand, level_reserved, version = row
+        _, on_hand, level_reserved, version, at = row
         price, currency = prices[level.product_id]
         line = PlacedLine(
             level.product_id, level.location_id, level.stock_level_id, quantity, price, currency
         )
-        reserved.append(_Reserved(line, on_hand, level_reserved, version))
+        reserved.append(_Reserved(line, on_hand, level_reserved, version, at))
     return reserved
 
 
@@ -309,7 +285,9 @@ async def _write(
         for r in sorted(reserved, key=lambda r: r.line.stock_level_id)
     ]
     events.append(Event(EventType.ORDER_RESERVED.value, "order", str(order_id), payload))
-    row = await fetch_row(
+    placed_at = max(r.at for r in reserved)
+    # Queued, not read: nothing comes back that Python does not already know.
+    await send(
         conn,
         WRITE_ORDER,
         {
@@ -320,12 +298,12 @@ async def _write(
             "user_id": user_id,
             "api_key_id": api_key_id,
             "actor_id": user_id,
+            "version": NEW_ORDER_VERSION,
+            "placed_at": placed_at,
             "lines": json.dumps([_line_record(line) for line in lines]),
-            "events": json.dumps([asdict(event) for event in events]),
+            "events": json.dumps([_event_record(event) for event in events]),
         },
     )
-    assert row is not None
-    version, created_at, updated_at, _ = row
     return PlacedOrder(
         id=order_id,
         currency=currency,
@@ -334,10 +312,22 @@ async def _write(
         placed_by_user_id=user_id,
         placed_by_api_key_id=api_key_id,
         lines=lines,
-        version=version,
-        created_at=created_at,
-        updated_at=updated_at,
+        version=NEW_ORDER_VERSION,
+        created_at=placed_at,
+        updated_at=placed_at,
     )
+
+
+def _event_record(event: Event) -> dict[str, Any]:
+    # Field by field: `dataclasses.asdict` deep-copies the payload, ~3 % of an order.
+    return {
+        "type": event.type,
+        "aggregate_type": event.aggregate_type,
+        "aggregate_id": event.aggregate_id,
+        "payload": event.payload,
+        "version": event.version,
+        "trace_context": event.trace_context,
+    }
 
 
 def _line_record(line: PlacedLine) -> dict[str, Any]:

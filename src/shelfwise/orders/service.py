@@ -20,7 +20,14 @@ from sqlalchemy.orm import selectinload
 from shelfwise.driverpool import DriverPool
 from shelfwise.errors import InsufficientStock, InvalidCursor
 from shelfwise.events.doorbell import Doorbell
-from shelfwise.idempotency.service import IdempotentRequest, Outcome, claim, record
+from shelfwise.idempotency.service import (
+    IdempotentRequest,
+    Outcome,
+    claim_params,
+    read_claim,
+    record,
+    send_claim,
+)
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
 from shelfwise.observability.metrics import ORDER_TRANSITIONS, ORDERS_PLACED
@@ -67,13 +74,24 @@ async def place_order(
     idempotency: IdempotentRequest[PlacedOrder] | None,
 ) -> Outcome[PlacedOrder]:
     """Reserve and record the order. The hottest write runs on the driver pool with fixed
-    SQL (`orders.placement`, docs/decisions/0013); the rules are the same as everywhere.
+    SQL (`orders.placement`, docs/decisions/0013) in pipeline mode: two round trips for a
+    one-line order (docs/decisions/0030); the rules are the same as everywhere.
     Expiry needs no job per order: the minute sweep releases it, and confirming refuses
     it from `expires_at` on."""
 
     async def work(unit: UnitOfWork) -> Outcome[PlacedOrder]:
         # Top to bottom, in one transaction: claim the key (or replay), place, record.
-        if idempotency is not None and (replay := await claim(unit.conn, idempotency)):
+        # In pipeline mode the claim and the fast path's reservation (which acts only
+        # under the claim) travel together; the first read sends both.
+        claimed = await send_claim(unit.conn, idempotency) if idempotency else None
+        fast = await placement.send_fast_reservation(
+            unit,
+            command.quantities,
+            command.location_id,
+            claim=claim_params(idempotency) if idempotency else None,
+        )
+        replay = await read_claim(claimed, idempotency) if claimed and idempotency else None
+        if replay is not None:
             return Outcome(result=None, replay=replay)
         placed = await placement.place(
             unit,
@@ -81,13 +99,17 @@ async def place_order(
             command.location_id,
             placer=placer,
             expires_at=now + reservation_ttl,
+            fast=fast,
         )
+        # Queued with COMMIT: the order, its record and the commit are one round trip.
         stored = await record(unit.conn, idempotency, placed) if idempotency else None
         return Outcome(result=placed, replay=None, stored=stored)
 
     try:
         # The unit wakes the relay after the commit (only if events were written).
-        outcome = await run_unit(driver, work, use_case="place_order", doorbell=doorbell)
+        outcome = await run_unit(
+            driver, work, use_case="place_order", doorbell=doorbell, pipeline=True
+        )
     except InsufficientStock:
         ORDERS_PLACED.labels("insufficient_stock").inc()
         raise

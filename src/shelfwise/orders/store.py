@@ -1,11 +1,17 @@
-"""The only writer of `orders` and `order_lines` after placement, and of `order.*` events.
+"""The only writer of `orders` and `order_lines`, and of `order.*` events; the SQL of
+placing an order lives here, by name, beside the SQL of every later step.
 
-Placing an order is `orders/placement.py` (the hot path, fixed SQL on the driver);
-every later step of an order goes through `move`: lock the orders, ask the lifecycle
-table (`orders/lifecycle.py`) what the action does from each order's status, apply its
-stock effect to every line through the stock writer (`inventory/store.py`), set the new
-status and emit `order.<status>`. Lock order: the order rows first, then their levels in
+Placing an order is `orders/placement.py` (the algorithm: which location, when to fall
+back) over the statements below (`RESERVE_*`, `AVAILABILITY`, `WRITE_ORDER`). Every
+later step of an order goes through `move`: lock the orders, ask the lifecycle table
+(`orders/lifecycle.py`) what the action does from each order's status, apply its stock
+effect to every line through the stock writer (`inventory/store.py`), set the new status
+and emit `order.<status>`. Lock order: the order rows first, then their levels in
 ascending id, the same in every writer.
+
+Placement runs in psycopg's pipeline mode (`run_unit(..., pipeline=True)`): a statement
+is sent when executed and its result read when fetched, so `send_*` below only queue;
+the first fetch sends everything queued in one round trip (docs/decisions/0030).
 """
 
 from __future__ import annotations
@@ -14,13 +20,113 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any, LiteralString
 
-from shelfwise.driverpool import fetch_row, fetch_rows
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import TupleRow, tuple_row
+
+from shelfwise.driverpool import Params, fetch_row, fetch_rows
 from shelfwise.events.payloads import order_event
 from shelfwise.inventory import store as stock
 from shelfwise.orders.lifecycle import OrderAction, OrderStatus, transition
 from shelfwise.store import sql
 from shelfwise.store.unit import UnitOfWork
+
+# -- placing: reserve, then write the order -------------------------------------------
+
+# The one-line fast path: reserve at (product, location) if enough is unreserved.
+RESERVE_AT_LOCATION = """\
+UPDATE stock_levels AS s
+   SET reserved = s.reserved + %(quantity)s, version = s.version + 1, updated_at = now()
+  FROM products AS p
+ WHERE s.product_id = %(product_id)s AND s.location_id = %(location_id)s
+   AND p.id = s.product_id AND s.on_hand - s.reserved >= %(quantity)s
+RETURNING s.id, s.on_hand, s.reserved, s.version, p.price_minor, p.currency,
+          clock_timestamp()
+"""
+# The same, sent in one round trip with the idempotency claim (before its answer is
+# read), so it must not act for a request the claim refuses: it reserves only if this
+# transaction holds the key's advisory lock (re-entrant: true when the claim took it,
+# false at once when another request holds it: a retry never queues behind its first
+# attempt's row lock) and no response is stored under the key yet (a replay reserves
+# nothing). Both conditions are uncorrelated: evaluated once, before any row is locked.
+RESERVE_AT_LOCATION_CLAIMED = """\
+UPDATE stock_levels AS s
+   SET reserved = s.reserved + %(quantity)s, version = s.version + 1, updated_at = now()
+  FROM products AS p
+ WHERE s.product_id = %(product_id)s AND s.location_id = %(location_id)s
+   AND p.id = s.product_id AND s.on_hand - s.reserved >= %(quantity)s
+   AND (SELECT pg_try_advisory_xact_lock(hashtextextended(%(claim_lock)s, 0)))
+   AND NOT EXISTS (SELECT FROM idempotency_keys
+                    WHERE principal = %(principal)s AND key = %(key)s)
+RETURNING s.id, s.on_hand, s.reserved, s.version, p.price_minor, p.currency,
+          clock_timestamp()
+"""
+
+# The general path: prices of every product and the levels that could serve them.
+AVAILABILITY = """\
+SELECT p.id, p.price_minor, p.currency, s.id, s.location_id, s.on_hand - s.reserved
+  FROM products AS p
+  LEFT JOIN stock_levels AS s
+    ON s.product_id = p.id AND (%(location_id)s::uuid IS NULL OR s.location_id = %(location_id)s)
+ WHERE p.id = ANY(%(product_ids)s)
+ ORDER BY s.id
+"""
+
+RESERVE_LEVEL = """\
+UPDATE stock_levels
+   SET reserved = reserved + %(quantity)s, version = version + 1, updated_at = now()
+ WHERE id = %(level_id)s AND on_hand - reserved >= %(quantity)s
+RETURNING id, on_hand, reserved, version, clock_timestamp()
+"""
+
+LOCATION_EXISTS = "SELECT 1 FROM locations WHERE id = %s"
+
+# Order, lines, ledger and events in one statement. The lines' foreign key to the order
+# is checked at the end of the statement, when the order row exists. Every value is
+# given (the order's times are the reservation's `clock_timestamp()`, its version 1), so
+# nothing is read back: the statement is queued with the idempotency record and COMMIT.
+WRITE_ORDER = """\
+WITH placed AS (
+    INSERT INTO orders (id, status, currency, total_minor, expires_at,
+                        placed_by_user_id, placed_by_api_key_id, version,
+                        created_at, updated_at)
+    VALUES (%(id)s, 'reserved', %(currency)s, %(total_minor)s, %(expires_at)s,
+            %(user_id)s, %(api_key_id)s, %(version)s, %(placed_at)s, %(placed_at)s)
+), lines AS (
+    SELECT * FROM jsonb_to_recordset(%(lines)s::jsonb) AS l(
+        stock_level_id bigint, product_id uuid, location_id uuid, quantity int,
+        unit_price_minor bigint)
+), order_lines AS (
+    INSERT INTO order_lines (order_id, product_id, location_id, stock_level_id, quantity,
+                             unit_price_minor, currency)
+    SELECT %(id)s, product_id, location_id, stock_level_id, quantity, unit_price_minor,
+           %(currency)s
+      FROM lines ORDER BY stock_level_id
+), ledger AS (
+    INSERT INTO stock_movements (stock_level_id, product_id, location_id, kind,
+                                 on_hand_delta, reserved_delta, reason, order_id, actor_id)
+    SELECT stock_level_id, product_id, location_id, 'reserve', 0, quantity,
+           'order reserved', %(id)s, %(actor_id)s
+      FROM lines ORDER BY stock_level_id
+)
+INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, version,
+                           trace_context)
+SELECT e->>'type', e->>'aggregate_type', e->>'aggregate_id', e->'payload',
+       (e->>'version')::smallint, nullif(e->'trace_context', 'null')
+  FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS events(e, n)
+ ORDER BY n
+"""
+
+
+async def send(
+    conn: AsyncConnection[Any], statement: LiteralString, params: Params
+) -> AsyncCursor[TupleRow]:
+    """Execute `statement`; in pipeline mode only queued: its rows arrive with the next
+    fetch on the connection (`cursor.fetchone()`), together with every queued result."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(statement, params)
+    return cursor
 
 
 @dataclass(frozen=True, slots=True)

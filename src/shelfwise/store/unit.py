@@ -82,9 +82,9 @@ class UnitOfWork:
 
 
 @asynccontextmanager
-async def _transaction(source: Source) -> AsyncIterator[AsyncConnection[Any]]:
+async def _transaction(source: Source, pipeline: bool) -> AsyncIterator[AsyncConnection[Any]]:
     if isinstance(source, DriverPool):
-        async with source.transaction() as conn:
+        async with source.transaction(pipeline=pipeline) as conn:
             yield conn
     else:
         async with source.begin():
@@ -93,11 +93,12 @@ async def _transaction(source: Source) -> AsyncIterator[AsyncConnection[Any]]:
 
 @asynccontextmanager
 async def unit_of_work(
-    source: Source, *, doorbell: Doorbell | None = None
+    source: Source, *, doorbell: Doorbell | None = None, pipeline: bool = False
 ) -> AsyncIterator[UnitOfWork]:
     """One transaction, no retries (for callers that own their retry policy, and use
-    cases on a session whose ORM work shares the transaction: catalog, webhooks)."""
-    async with _transaction(source) as conn:
+    cases on a session whose ORM work shares the transaction: catalog, webhooks).
+    `pipeline` (driver pool only): psycopg's pipeline mode, see `DriverPool.transaction`."""
+    async with _transaction(source, pipeline) as conn:
         unit = UnitOfWork(conn)
         yield unit
         await unit.flush()
@@ -132,11 +133,12 @@ async def run_unit(
     use_case: str,
     doorbell: Doorbell | None = None,
     attempts: int = 5,
+    pipeline: bool = False,
 ) -> T:
     """`work` in a unit of work, retried from the start on 40001/40P01."""
 
     async def once() -> T:
-        async with unit_of_work(source, doorbell=doorbell) as unit:
+        async with unit_of_work(source, doorbell=doorbell, pipeline=pipeline) as unit:
             return await work(unit)
 
     return await retrying(once, use_case=use_case, attempts=attempts)
