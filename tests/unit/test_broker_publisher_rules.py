@@ -57,7 +57,8 @@ def test_backoff_doubles_to_the_cap_with_half_of_it_random() -> None:
         PublisherConfig(backoff_initial=0.2, backoff_max=3.0),
         rng=random.Random(1),
     )
-    delays = [publisher._backoff(n) for n in range(1, 9)]
+    backoff = publisher.broker_backoff()
+    delays = [backoff.after(0.0) for _ in range(8)]
     ceilings = [0.2, 0.4, 0.8, 1.6, 3.0, 3.0, 3.0, 3.0]
     assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
     assert len(set(delays[4:])) == 4  # jittered, not lockstep

@@ -1,9 +1,9 @@
 """The broker publisher: the outbox stream, in position order, to RabbitMQ with confirms.
 
-- Exactly one publisher is active across all workers, elected like the relay
-  (events/relay.py, docs/decisions/0011): a session-level `pg_try_advisory_lock` on a
-  dedicated connection; the others retry every `standby_retry` seconds and take over
-  when the leader's connection closes.
+- Exactly one publisher is active across all workers, elected like the relay and by the
+  same code (`election.py`, docs/decisions/0011): a session-level `pg_try_advisory_lock`
+  on a dedicated connection; the others retry every `standby_retry` seconds and take
+  over when the leader's connection closes.
 - Its position (the last stream position the broker *confirmed*) is a row of
   `broker_publisher_positions`, written on that same connection, and only after the
   confirms for every event up to it have arrived. A crash, a kill -9 or a broker restart
@@ -16,9 +16,10 @@
 - `mandatory`: an event no queue is bound for comes back (basic.return). It is counted
   (`shelfwise_broker_returned_total{type}`), logged with its id and position, and alerted
   once per type per process; the stream goes on (the event stays in the outbox).
-- A nack or a lost connection ends the session: backoff with jitter (doubling up to
-  `backoff_max`), `shelfwise_broker_connected` 0, the error stored next to the position
-  for `/readyz` to show, then a new connection resumes from the stored position.
+- A nack or a lost connection ends the broker session: backoff with jitter (doubling up
+  to `backoff_max`, `reconnect.py`), `shelfwise_broker_connected` 0, the error stored
+  next to the position for `/readyz` to show, then a new connection resumes from the
+  stored position.
 
 It wakes on the relay's `shelfwise_stream` NOTIFY and polls every `poll_interval`.
 """
@@ -26,8 +27,8 @@ It wakes on the relay's `shelfwise_stream` NOTIFY and polls every `poll_interval
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,16 +37,18 @@ import aio_pika
 import aiormq
 import psycopg
 import structlog
-from aio_pika.abc import AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import AMQPError, DeliveryError
 from opentelemetry.trace import SpanKind
 
 from shelfwise.broker import metrics
-from shelfwise.broker.envelope import OutboxRow, to_message
+from shelfwise.broker.envelope import OutboxRow, to_properties
 from shelfwise.broker.topology import DEFAULT_EXCHANGE, declare_events_exchange
+from shelfwise.election import ElectedSession, wait_or_stop
 from shelfwise.events.outbox import STREAM_CHANNEL
 from shelfwise.jobs.alerts import Alerts
 from shelfwise.observability.tracing import EVENT_TYPE, linked_span, links_from
+from shelfwise.reconnect import ReconnectBackoff
 
 log = structlog.get_logger("shelfwise.broker.publisher")
 
@@ -101,8 +104,17 @@ class PublisherConfig:
     batch_size: int = 500
     window: int = 200  # unconfirmed messages in flight, at most
     poll_interval: float = 0.5
+    # After a wake-up, before fetching: the relay's next commits join this batch. At the
+    # order path's rate the relay commits every few ms, a handful of events each; one
+    # fetch + publish + position update per commit cost the worker more CPU per event
+    # than the publishing itself (docs/events.md, "Measured").
+    linger: float = 0.02
     standby_retry: float = 1.0
-    reconnect_delay: float = 1.0  # after a lost database connection
+    # After a lost database connection: 0.5 s doubling to 5 s, jittered, as the relay.
+    reconnect_first: float = 0.5
+    reconnect_cap: float = 5.0
+    # After a lost or refused broker connection (reconnect.py: doubling, capped, half of
+    # it random; short again after a connection that stayed up 30 s).
     backoff_initial: float = 0.2
     backoff_max: float = 30.0
     confirm_timeout: float = 10.0
@@ -132,55 +144,61 @@ class BrokerPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; survives database and broker outages."""
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-            except psycopg.Error as exc:  # database connection lost or server restarting
-                log.warning("broker_publisher_db_lost", publisher=self._name, error=str(exc))
-                await _wait(stop, self._config.reconnect_delay)
-            finally:
-                self._set_active(False)
-                metrics.CONNECTED.set(0)
+        election = ElectedSession(
+            self._db_url,
+            lock_key=PUBLISHER_LOCK_KEY,
+            application_name="shelfwise-broker-publisher",
+            standby_retry=self._config.standby_retry,
+            backoff=ReconnectBackoff(
+                self._config.reconnect_first, self._config.reconnect_cap, rng=self._rng
+            ),
+            on_active=self._set_active,
+            lost_event="broker_publisher_db_lost",
+            log_fields={"publisher": self._name},
+        )
+        await election.run(stop, self._lead)
 
-    async def _session(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self._db_url, autocommit=True, application_name="shelfwise-broker-publisher"
-        ) as conn:
+    async def _lead(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+        """The active publisher's session on the lock's connection: broker connections,
+        one after another, each resuming from the stored position."""
+        await conn.execute(ENSURE_SQL, (self._config.exchange,))
+        await conn.execute(f"LISTEN {STREAM_CHANNEL}")
+        # The position is a resume point, not a fact: a PostgreSQL crash losing its
+        # last updates means re-sending a few confirmed events (at least once, the
+        # inbox drops them), never losing one. So the publish loop does not wait for a
+        # WAL flush per batch (visible to others at once; durable within ~3 x 200 ms).
+        await conn.execute("SET synchronous_commit = off")
+        log.info("broker_publisher_active", publisher=self._name)
+        backoff = self.broker_backoff()
+        try:
             while not stop.is_set():
-                if await self._try_lock(conn):
-                    break
-                await _wait(stop, self._config.standby_retry)
-            else:
-                return
-            self._set_active(True)
-            await conn.execute(ENSURE_SQL, (self._config.exchange,))
-            await conn.execute(f"LISTEN {STREAM_CHANNEL}")
-            # The position is a resume point, not a fact: a PostgreSQL crash losing its
-            # last updates means re-sending a few confirmed events (at least once, the
-            # inbox drops them), never losing one. So the publish loop does not wait for a
-            # WAL flush per batch (visible to others at once; durable within ~3 x 200 ms).
-            await conn.execute("SET synchronous_commit = off")
-            log.info("broker_publisher_active", publisher=self._name)
-            failures = 0
-            while not stop.is_set():
+                started = time.monotonic()
                 try:
                     await self._connected(conn, stop)
                     return
                 except BROKER_ERRORS as exc:
-                    failures += 1
-                    await self._broker_failed(conn, exc, failures, stop)
+                    delay = backoff.after(time.monotonic() - started)
+                    await self._broker_failed(conn, exc, delay, stop)
+        finally:
+            metrics.CONNECTED.set(0)
 
-    async def _try_lock(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (PUBLISHER_LOCK_KEY,))
-        row = await cur.fetchone()
-        return bool(row and row[0])
+    def broker_backoff(self) -> ReconnectBackoff:
+        """Doubling from `backoff_initial`, capped at `backoff_max`, with half of it random:
+        workers that lost the same broker do not come back in lockstep."""
+        return ReconnectBackoff(
+            self._config.backoff_initial, self._config.backoff_max, rng=self._rng
+        )
 
     async def _connected(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         """One broker connection: resume from the stored position, publish until stopped."""
         amqp = await aio_pika.connect(self._broker_url, timeout=self._config.connect_timeout)
         async with amqp:
             channel = await amqp.channel(publisher_confirms=True, on_return_raises=False)
-            exchange = await declare_events_exchange(channel, self._config.exchange)
+            await declare_events_exchange(channel, self._config.exchange)
+            # aiormq's channel, under aio-pika's: basic.publish with properties built
+            # straight from the row (envelope.to_properties), no Message in between.
+            wire = await channel.get_underlay_channel()
+            assert isinstance(wire, aiormq.Channel)  # for `wait` (not in the abc)
             self.position = await self._stored_position(conn)
             await self._set_status(conn, connected=True, error=None)
             metrics.CONNECTED.set(1)
@@ -189,40 +207,28 @@ class BrokerPublisher:
             while not stop.is_set():
                 rows = await self._fetch(conn)
                 if rows:
-                    await self._publish(conn, exchange, rows)
+                    await self._publish(conn, wire, rows)
                 if loop.time() >= lag_due:  # a gauge: twice a second is plenty
                     await self._update_lag(conn)
                     lag_due = loop.time() + 0.5
                 if len(rows) < self._config.batch_size:
-                    await self._wait_for_work(conn, amqp)
+                    await self._wait_for_work(conn, amqp, stop)
 
     async def _broker_failed(
         self,
         conn: psycopg.AsyncConnection[Any],
         exc: BaseException,
-        failures: int,
+        delay: float,
         stop: asyncio.Event,
     ) -> None:
         metrics.CONNECTED.set(0)
         metrics.CONNECTION_FAILURES.labels("publisher").inc()
         error = f"{type(exc).__name__}: {exc}"[:500]
-        delay = self._backoff(failures)
         log.warning(
-            "broker_unavailable",
-            publisher=self._name,
-            error=error,
-            failures=failures,
-            retry_in=round(delay, 2),
+            "broker_unavailable", publisher=self._name, error=error, retry_in=round(delay, 2)
         )
         await self._set_status(conn, connected=False, error=error)
-        await _wait(stop, delay)
-
-    def _backoff(self, failures: int) -> float:
-        """Doubling, capped, with half of it random: workers that lost the same broker
-        do not come back in lockstep."""
-        doubled = self._config.backoff_initial * 2.0 ** min(failures - 1, 30)
-        ceiling = min(self._config.backoff_max, doubled)
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        await wait_or_stop(stop, delay)
 
     async def _fetch(self, conn: psycopg.AsyncConnection[Any]) -> list[OutboxRow]:
         cur = await conn.execute(
@@ -243,13 +249,13 @@ class BrokerPublisher:
     async def _publish(
         self,
         conn: psycopg.AsyncConnection[Any],
-        exchange: AbstractExchange,
+        wire: aiormq.Channel,
         rows: Sequence[OutboxRow],
     ) -> None:
         """Send `rows` in order, at most `window` unconfirmed; store the confirmed prefix."""
         links = links_from((row.trace, {EVENT_TYPE: row.type}) for row in rows)
         with linked_span("broker publish", links, kind=SpanKind.PRODUCER, attributes=_span(rows)):
-            results = await self._send_all(exchange, rows)
+            results = await self._send_all(wire, rows)
         confirmed, returned, failure = _tally(rows, results)
         for row in returned:
             await self._report_unroutable(row)
@@ -261,18 +267,23 @@ class BrokerPublisher:
         if failure is not None:
             raise failure
 
-    async def _send_all(
-        self, exchange: AbstractExchange, rows: Sequence[OutboxRow]
-    ) -> list[object]:
+    async def _send_all(self, wire: aiormq.Channel, rows: Sequence[OutboxRow]) -> list[object]:
+        """The confirm (or the error) of each row, in order. Each publish is its own task
+        (confirms come back asynchronously); `wait=False`: no per-message drain of the
+        socket, the confirm is what is awaited."""
         window = asyncio.Semaphore(self._config.window)
+        exchange, timeout = self._config.exchange, self._config.confirm_timeout
 
         async def send(row: OutboxRow) -> object:
             try:
-                return await exchange.publish(
-                    to_message(row),
+                return await wire.basic_publish(
+                    row.payload_json.encode(),
+                    exchange=exchange,
                     routing_key=row.type,
+                    properties=to_properties(row),
                     mandatory=True,
-                    timeout=self._config.confirm_timeout,
+                    timeout=timeout,
+                    wait=False,
                 )
             finally:
                 window.release()
@@ -282,11 +293,12 @@ class BrokerPublisher:
             for row in rows:
                 await window.acquire()
                 pending.append(asyncio.ensure_future(send(row)))
-                metrics.PUBLISHED.inc()
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
+        finally:
+            metrics.PUBLISHED.inc(len(pending))
         return list(await asyncio.gather(*pending, return_exceptions=True))
 
     async def _report_unroutable(self, row: OutboxRow) -> None:
@@ -318,13 +330,16 @@ class BrokerPublisher:
             metrics.LAG_SECONDS.set(float(row[1] or 0.0))
 
     async def _wait_for_work(
-        self, conn: psycopg.AsyncConnection[Any], amqp: AbstractConnection
+        self, conn: psycopg.AsyncConnection[Any], amqp: AbstractConnection, stop: asyncio.Event
     ) -> None:
-        """Until the relay publishes (NOTIFY) or `poll_interval` passes; the generators run
-        to their end (a suspended `notifies()` holds the connection's lock)."""
+        """Until the relay publishes (NOTIFY) or `poll_interval` passes, then `linger`; the
+        generators run to their end (a suspended `notifies()` holds the connection's lock)."""
+        woken = False
         async for _ in conn.notifies(timeout=self._config.poll_interval, stop_after=1):
-            pass
-        async for _ in conn.notifies(timeout=0):
+            woken = True
+        if woken and self._config.linger > 0:
+            await wait_or_stop(stop, self._config.linger)
+        async for _ in conn.notifies(timeout=0):  # what arrived meanwhile: this batch
             pass
         if amqp.is_closed:
             raise aiormq.exceptions.AMQPConnectionError("broker connection closed")
@@ -359,8 +374,3 @@ def _tally(
 
 def _span(rows: Sequence[OutboxRow]) -> dict[str, int]:
     return {"shelfwise.stream.first": rows[0].position, "shelfwise.stream.last": rows[-1].position}
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -7,7 +7,8 @@ resumed "after id 11" would never see 10. Positions are therefore stamped *after
 - Exactly one relay is active across all processes and machines. It holds a session-level
   `pg_try_advisory_lock` on its own dedicated connection; the others retry every
   `standby_retry` seconds. If the active relay dies, its connection closes, PostgreSQL
-  drops the lock, and a standby takes over.
+  drops the lock, and a standby takes over (`election.py`, shared with the broker
+  publisher).
 - The active relay repeatedly runs one short transaction on that same connection:
   `position = max(position) + row_number() OVER (ORDER BY id)` for the visible
   (= committed) unstamped rows, a batch at a time. Uncommitted rows are invisible, so
@@ -26,7 +27,6 @@ and polls every `poll_interval` seconds as a safety net. After a commit it notif
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ from typing import Any, cast
 import psycopg
 import structlog
 
+from shelfwise.election import ElectedSession
 from shelfwise.events.doorbell import OUTBOX_CHANNEL
 from shelfwise.events.outbox import STREAM_CHANNEL
 from shelfwise.observability.metrics import (
@@ -126,45 +127,26 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; reconnect on connection loss, backing off."""
-        backoff = ReconnectBackoff(self._config.reconnect_first, self._config.reconnect_cap)
+        election = ElectedSession(
+            self._url,
+            lock_key=RELAY_LOCK_KEY,
+            application_name="shelfwise-relay",
+            standby_retry=self._config.standby_retry,
+            backoff=ReconnectBackoff(self._config.reconnect_first, self._config.reconnect_cap),
+            on_active=self._set_active,
+            lost_event="relay_connection_lost",
+            log_fields={"relay": self._name},
+        )
+        await election.run(stop, self._lead)
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+        """Stamp batches on the lock's connection while this relay is the leader."""
+        log.info("relay_active", relay=self._name)
+        await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
         while not stop.is_set():
-            started = time.monotonic()
-            try:
-                await self._session(stop)
-            except psycopg.Error as exc:  # connection lost, server restart, lock conflict
-                delay = backoff.after(time.monotonic() - started)
-                log.warning(
-                    "relay_connection_lost",
-                    relay=self._name,
-                    error=str(exc),
-                    retry_in=round(delay, 2),
-                )
-                await _wait(stop, delay)
-            finally:
-                self._set_active(False)
-
-    async def _session(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, application_name="shelfwise-relay"
-        ) as conn:
-            while not stop.is_set():
-                if await self._try_lock(conn):
-                    break
-                await _wait(stop, self._config.standby_retry)
-            else:
-                return
-            self._set_active(True)
-            log.info("relay_active", relay=self._name)
-            await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
-            while not stop.is_set():
-                published = await self.publish_batch(conn)
-                if published < self._config.batch_size:
-                    await self._wait_for_work(conn)
-
-    async def _try_lock(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> bool:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
-        row = await cur.fetchone()
-        return bool(row and row[0])
+            published = await self.publish_batch(conn)
+            if published < self._config.batch_size:
+                await self._wait_for_work(conn)
 
     async def publish_batch(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> int:
         """One stamping transaction; returns how many events it published."""
@@ -223,8 +205,3 @@ class Relay:
         if active != self.active:
             self.active = active
             OUTBOX_RELAY_ACTIVE.set(1 if active else 0)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
