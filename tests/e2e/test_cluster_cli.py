@@ -198,6 +198,28 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, run_
         await wait_until(worker_is_back, timeout=30, what="the runner to restart worker-1")
         assert "cluster_child_restarted" in log_path.read_text(errors="replace")
 
+        # kill -9 of nginx's master leaves its workers holding the ports; the runner ends
+        # them with the master's process group, so the master it starts again can listen.
+        master = pid_running(runner.pid, "nginx: master process")
+        old_workers = {pid for pid in descendants(master) if alive(pid)}
+        assert old_workers
+        os.kill(master, signal.SIGKILL)
+
+        async def nginx_is_back() -> bool:
+            again = pid_running(runner.pid, "nginx: master process", missing_ok=True)
+            if again in (None, master) or any(alive(pid) for pid in old_workers):
+                return False
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    ready = await client.get(f"http://127.0.0.1:{http_port}/readyz")
+            except httpx.TransportError:
+                return False
+            return ready.status_code == 200 and again == pid_running(
+                runner.pid, "nginx: master process", missing_ok=True
+            )
+
+        await wait_until(nginx_is_back, timeout=30, what="a new nginx master serving")
+
         started = descendants(runner.pid)
         # redis, pgbouncer, 2 instances, 1 worker, nginx master + worker
         assert len(started) >= 7, started
