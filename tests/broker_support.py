@@ -27,12 +27,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 import psycopg
 import sqlalchemy.event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,7 +47,13 @@ from shelfwise.broker.topology import declare_consumer_queue
 from shelfwise.db import libpq_url
 from shelfwise.events.relay import Relay, RelayConfig
 from shelfwise.jobs.alerts import Alerts
-from tests.support import require_binary, wait_until
+from tests.support import (
+    create_location,
+    create_product,
+    receive_stock,
+    require_binary,
+    wait_until,
+)
 
 REAL_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 START_TIMEOUT = 60.0
@@ -133,6 +141,12 @@ class RabbitNode:
                 self.stop()
                 raise RuntimeError(f"rabbitmq-server did not start:\n{log}")
             time.sleep(0.1)  # polling the condition, with the deadline above
+
+    @property
+    def pid(self) -> int:
+        """The node's process (its Erlang VM is a descendant): for CPU accounting."""
+        assert self._process is not None
+        return self._process.pid
 
     def answers(self) -> bool:
         async def probe() -> bool:
@@ -233,6 +247,26 @@ async def dead_letters(url: str, queue: str) -> int:
         channel = await connection.channel()
         declared = await channel.declare_queue(f"{queue}.dead", passive=True, timeout=5)
         return int(declared.declaration_result.message_count or 0)
+
+
+async def queue_state(url: str, queue: str) -> tuple[int, int] | None:
+    """(messages ready, consumers) of `queue`; None when it does not exist."""
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True, timeout=5)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return None
+        result = declared.declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)
+
+
+async def delete_queue(url: str, queue: str) -> None:
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue, timeout=5)
 
 
 async def stamped_positions(database_url: str) -> list[int]:
@@ -395,3 +429,99 @@ async def publish_events(url: str, exchange: str, positions: list[int]) -> None:
             message = to_message(row)
             message.message_id = f"m{position}"
             await target.publish(message, routing_key=row.type, mandatory=True)
+
+
+# -- a shop and a burst of writes through the API (the tests' event source) ---------------
+
+
+async def open_shop(client: httpx.AsyncClient, staff: dict[str, Any]) -> dict[str, Any]:
+    """Two locations, four products with stock at the first."""
+    north = await create_location(client, staff["headers"])
+    south = await create_location(client, staff["headers"])
+    products = [await create_product(client, staff["headers"]) for _ in range(4)]
+    for product in products:
+        done = await receive_stock(client, staff["headers"], product["id"], north["id"], 500)
+        assert done.status_code == 201, done.text
+    return {"north": north["id"], "south": south["id"], "products": [p["id"] for p in products]}
+
+
+async def write_burst(
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    customer: dict[str, Any],
+    shop: dict[str, Any],
+    rounds: int,
+    seed: int,
+) -> None:
+    """Orders, adjustments and transfers from concurrent clients, `rounds` of each."""
+    rng = random.Random(seed)
+
+    async def order() -> None:
+        body = {
+            "lines": [{"product_id": rng.choice(shop["products"]), "quantity": 1}],
+            "location_id": shop["north"],
+        }
+        headers = {**customer["headers"], "Idempotency-Key": uuid.uuid4().hex}
+        response = await client.post("/v1/orders", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+
+    async def adjust() -> None:
+        response = await receive_stock(
+            client, staff["headers"], rng.choice(shop["products"]), shop["north"], 3
+        )
+        assert response.status_code == 201, response.text
+
+    async def transfer() -> None:
+        body = {
+            "product_id": rng.choice(shop["products"]),
+            "from_location_id": shop["north"],
+            "to_location_id": shop["south"],
+            "quantity": 1,
+            "reason": "rebalance",
+        }
+        headers = {**staff["headers"], "Idempotency-Key": uuid.uuid4().hex}
+        response = await client.post("/v1/stock/transfers", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+
+    writes = [make() for _ in range(rounds) for make in (order, adjust, transfer)]
+    rng.shuffle(writes)
+    await asyncio.gather(*writes)
+
+
+async def all_delivered(bus: Bus, received: Received, timeout: float = 30.0) -> list[int]:
+    """Wait until every stamped event was published, confirmed and processed."""
+
+    async def done() -> bool:
+        if await unstamped(bus.database_url):
+            return False
+        stamped = await stamped_positions(bus.database_url)
+        return len(received.events) >= len(stamped) and stamped[-1:] == received.positions[-1:]
+
+    try:
+        await wait_until(done, timeout=timeout, interval=0.1, what="every event consumed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {await delivery_report(bus, received)}") from None
+    return await stamped_positions(bus.database_url)
+
+
+async def delivery_report(bus: Bus, received: Received) -> str:
+    """Where the missing events are: not confirmed by the broker (publisher), or
+    confirmed but not in any consumer's inbox (broker, consumer), or committed in the
+    inbox but not recorded by the test (its record of commits)."""
+    stamped = await stamped_positions(bus.database_url)
+    confirmed = await confirmed_position(bus.database_url, bus.exchange)
+    async with await psycopg.AsyncConnection.connect(bus.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT position FROM broker_inbox WHERE consumer = ANY(%s)", (bus.queues,)
+        )
+        inbox = {int(row[0]) for row in await cur.fetchall()}
+    missing = sorted(set(stamped) - set(received.positions))
+    return (
+        f"{len(stamped)} stamped, {len(received.events)} recorded, broker confirmed up to"
+        f" {confirmed}; missing {missing[:20]}, of them committed in the inbox"
+        f" {sorted(set(missing) & inbox)[:20]}"
+    )
+
+
+async def at_least(received: Received, count: int) -> bool:
+    return len(received.events) >= count

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,84 +26,21 @@ from shelfwise.jobs.alerts import Alerts
 from tests.broker_support import (
     Bus,
     Received,
+    all_delivered,
+    at_least,
     confirmed_position,
     dead_letters,
     declare_queue,
+    delete_queue,
     insert_events,
+    open_shop,
     publish_events,
-    stamped_positions,
-    unstamped,
+    queue_state,
+    write_burst,
 )
-from tests.support import create_location, create_product, receive_stock, wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e  # starts rabbitmq-server
-
-
-async def _shop(client: httpx.AsyncClient, staff: dict[str, Any]) -> dict[str, Any]:
-    """Two locations, four products with stock at the first."""
-    north = await create_location(client, staff["headers"])
-    south = await create_location(client, staff["headers"])
-    products = [await create_product(client, staff["headers"]) for _ in range(4)]
-    for product in products:
-        done = await receive_stock(client, staff["headers"], product["id"], north["id"], 500)
-        assert done.status_code == 201, done.text
-    return {"north": north["id"], "south": south["id"], "products": [p["id"] for p in products]}
-
-
-async def _burst(
-    client: httpx.AsyncClient,
-    staff: dict[str, Any],
-    customer: dict[str, Any],
-    shop: dict[str, Any],
-    rounds: int,
-    seed: int,
-) -> None:
-    """Orders, adjustments and transfers from concurrent clients, `rounds` of each."""
-    rng = random.Random(seed)
-
-    async def order() -> None:
-        body = {
-            "lines": [{"product_id": rng.choice(shop["products"]), "quantity": 1}],
-            "location_id": shop["north"],
-        }
-        headers = {**customer["headers"], "Idempotency-Key": uuid.uuid4().hex}
-        response = await client.post("/v1/orders", json=body, headers=headers)
-        assert response.status_code == 201, response.text
-
-    async def adjust() -> None:
-        response = await receive_stock(
-            client, staff["headers"], rng.choice(shop["products"]), shop["north"], 3
-        )
-        assert response.status_code == 201, response.text
-
-    async def transfer() -> None:
-        body = {
-            "product_id": rng.choice(shop["products"]),
-            "from_location_id": shop["north"],
-            "to_location_id": shop["south"],
-            "quantity": 1,
-            "reason": "rebalance",
-        }
-        headers = {**staff["headers"], "Idempotency-Key": uuid.uuid4().hex}
-        response = await client.post("/v1/stock/transfers", json=body, headers=headers)
-        assert response.status_code == 201, response.text
-
-    writes = [make() for _ in range(rounds) for make in (order, adjust, transfer)]
-    rng.shuffle(writes)
-    await asyncio.gather(*writes)
-
-
-async def _all_delivered(bus: Bus, received: Received, timeout: float = 30.0) -> list[int]:
-    """Wait until every stamped event was published, confirmed and processed."""
-
-    async def done() -> bool:
-        if await unstamped(bus.database_url):
-            return False
-        stamped = await stamped_positions(bus.database_url)
-        return len(received.events) >= len(stamped) and stamped[-1:] == received.positions[-1:]
-
-    await wait_until(done, timeout=timeout, interval=0.1, what="every event consumed")
-    return await stamped_positions(bus.database_url)
 
 
 async def test_a_concurrent_burst_arrives_in_position_order_exactly_once(
@@ -114,16 +50,16 @@ async def test_a_concurrent_burst_arrives_in_position_order_exactly_once(
     staff: dict[str, Any],
     customer: dict[str, Any],
 ) -> None:
-    shop = await _shop(client, staff)
+    shop = await open_shop(client, staff)
     received = Received()
     await bus.start_consumer(
         ctx.db.sessions, "audit-" + uuid.uuid4().hex[:6], ("#",), received.handle
     )
     bus.start_relay()
     publisher = bus.start_publisher()
-    await _burst(client, staff, customer, shop, rounds=15, seed=1)
+    await write_burst(client, staff, customer, shop, rounds=15, seed=1)
 
-    stamped = await _all_delivered(bus, received)
+    stamped = await all_delivered(bus, received)
     assert received.positions == stamped == list(range(1, len(stamped) + 1))
     assert len({e.message_id for e in received.events}) == len(stamped)
     kinds = {e.type for e in received.events}
@@ -140,10 +76,6 @@ async def test_a_concurrent_burst_arrives_in_position_order_exactly_once(
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
-
-
-async def _at_least(received: Received, count: int) -> bool:
-    return len(received.events) >= count
 
 
 async def test_unroutable_events_are_counted_alerted_and_do_not_block_the_stream(
@@ -167,7 +99,7 @@ async def test_unroutable_events_are_counted_alerted_and_do_not_block_the_stream
     bus.start_relay()
     bus.start_publisher(alerts=alerts)
 
-    await wait_until(lambda: _at_least(received, 6), timeout=20, what="order events consumed")
+    await wait_until(lambda: at_least(received, 6), timeout=20, what="order events consumed")
     await wait_until(
         lambda: _equals(confirmed_position(bus.database_url, bus.exchange), 8),
         what="the position past the unroutable events",
@@ -208,7 +140,7 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_can_be_r
     bus.start_publisher()
 
     await wait_until(lambda: _dead(bus.rabbit.url, queue, 1), timeout=20, what="a dead letter")
-    await wait_until(lambda: _at_least(received, 3), timeout=10, what="the others consumed")
+    await wait_until(lambda: at_least(received, 3), timeout=10, what="the others consumed")
     assert received.positions == [1, 3, 4]  # the poison message did not block the queue
     # Two tries in place per delivery; delivery limit 2: the third delivery's failure
     # dead-letters it.
@@ -216,7 +148,7 @@ async def test_a_poison_message_is_dead_lettered_after_n_deliveries_and_can_be_r
 
     fixed.set()
     assert await replay_dead_letters(bus.rabbit.url, queue=queue) == 1
-    await wait_until(lambda: _at_least(received, 4), timeout=10, what="the replayed message")
+    await wait_until(lambda: at_least(received, 4), timeout=10, what="the replayed message")
     assert received.positions == [1, 3, 4, 2]
     assert await dead_letters(bus.rabbit.url, queue) == 0
 
@@ -297,3 +229,57 @@ async def test_a_batch_commits_once_drops_duplicates_and_a_poison_message_does_n
 
 async def _rows(read: Callable[[], Awaitable[list[Any]]], count: int) -> bool:
     return len(await read()) >= count
+
+
+async def test_a_consumer_the_broker_cancels_subscribes_again(bus: Bus, ctx: AppContext) -> None:
+    """RabbitMQ cancels a consumer whose queue is gone (basic.cancel) but keeps its channel
+    and connection open: a consumer that watched only the connection waited forever."""
+    queue = "cancelled-" + uuid.uuid4().hex[:6]
+    received = Received()
+    await bus.start_consumer(ctx.db.sessions, queue, ("order.*",), received.handle)
+    await publish_events(bus.rabbit.url, bus.exchange, [1])
+    await wait_until(lambda: at_least(received, 1), timeout=10, what="the first event")
+
+    await delete_queue(bus.rabbit.url, queue)  # the broker sends basic.cancel
+    await wait_until(
+        lambda: _subscribed(bus.rabbit.url, queue),
+        timeout=10,
+        what="queue declared, consumed again",
+    )
+    await publish_events(bus.rabbit.url, bus.exchange, [2])
+    await wait_until(lambda: at_least(received, 2), timeout=10, what="an event after the cancel")
+    assert received.positions == [1, 2]
+
+
+async def _subscribed(url: str, queue: str) -> bool:
+    state = await queue_state(url, queue)
+    return state is not None and state[1] > 0
+
+
+async def test_a_stopping_consumer_finishes_the_batch_in_hand(bus: Bus, ctx: AppContext) -> None:
+    """Stopped (or cut off from the broker) while a batch is inside its transaction, the
+    consumer lets it commit and ack, instead of cancelling it mid-COMMIT: committed with
+    nobody told (the record of commits of this module's tests, a real consumer's metrics)."""
+    queue = "finish-" + uuid.uuid4().hex[:6]
+    inside, release = asyncio.Event(), asyncio.Event()
+    received = Received()
+
+    async def slow(session: AsyncSession, event: BrokerEvent) -> None:
+        await received.handle(session, event)
+        inside.set()
+        await release.wait()
+
+    await bus.start_consumer(ctx.db.sessions, queue, ("order.*",), slow)
+    await publish_events(bus.rabbit.url, bus.exchange, [1])
+    await wait_until(lambda: _set(inside), timeout=10, what="the handler inside its transaction")
+    bus.stop.set()  # the commit that follows takes round trips; a cancel would come first
+    release.set()
+    _, running = await asyncio.wait(bus.tasks, timeout=15)
+    assert not running
+
+    assert received.positions == [1]
+    assert await queue_state(bus.rabbit.url, queue) == (0, 0)  # acked, not redelivered
+
+
+async def _set(event: asyncio.Event) -> bool:
+    return event.is_set()

@@ -92,6 +92,10 @@ CLAIM_BATCH_SQL = text(
 )
 
 
+# How long a stopping (or disconnected) consumer lets its batch in hand finish.
+FINISH_TIMEOUT = 10.0
+
+
 class HandlerFailed(Exception):
     """The handler raised for `message_id` inside a batch (the cause is chained)."""
 
@@ -140,6 +144,7 @@ class InboxConsumer:
         self._handler = handler
         self._rng = rng or random.Random()  # noqa: S311 (jitter)
         self._last_position = 0
+        self._in_hand: asyncio.Future[None] | None = None  # the batch being handled
         self.consuming = asyncio.Event()  # set while subscribed (tests wait on it)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -182,6 +187,12 @@ class InboxConsumer:
             )
             closed = asyncio.Event()
             amqp.close_callbacks.add(lambda *_: closed.set())
+            # A consumer the broker cancels (basic.cancel: its queue deleted, or lost by
+            # the node) leaves the channel and the connection open; aio-pika's plain
+            # channel only logs it, and the iterator would wait forever for a delivery.
+            cancelled = asyncio.Event()
+            underlay = await channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(lambda *_: cancelled.set())
             # The iterator, not `queue.consume(callback)`: aio-pika runs callbacks as
             # concurrent tasks, which would process prefetched messages out of order.
             async with queue.iterator() as messages:
@@ -192,15 +203,18 @@ class InboxConsumer:
                     work,
                     asyncio.ensure_future(stop.wait()),
                     asyncio.ensure_future(closed.wait()),
+                    asyncio.ensure_future(cancelled.wait()),
                 }
                 try:
                     await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for end in ends:
                         end.cancel()
-                    # A message being handled is abandoned: rolled back, redelivered.
                     with contextlib.suppress(asyncio.CancelledError):
                         await work
+                    await self._finish_in_hand()
+            if cancelled.is_set() and not stop.is_set():
+                raise ConnectionError("the broker cancelled the consumer (basic.cancel)")
             if not stop.is_set():
                 raise ConnectionError("broker connection closed")
 
@@ -222,13 +236,36 @@ class InboxConsumer:
             ended = False
             while not ended:
                 batch, ended = await self._next_batch(deliveries)
-                if len(batch) == 1:
-                    await self.handle(batch[0])
-                elif batch:
-                    await self.handle_batch(batch)
+                if batch:
+                    # Shielded: stopping, or losing the connection, does not cancel a
+                    # batch inside its transaction (`_finish_in_hand`).
+                    self._in_hand = asyncio.ensure_future(self._handle_any(batch))
+                    await asyncio.shield(self._in_hand)
             await reader  # its error, if it ended with one
         finally:
             reader.cancel()
+
+    async def _handle_any(self, batch: list[AbstractIncomingMessage]) -> None:
+        if len(batch) == 1:
+            await self.handle(batch[0])
+        else:
+            await self.handle_batch(batch)
+
+    async def _finish_in_hand(self) -> None:
+        """Let the batch being handled end its transaction: a batch cancelled inside its
+        COMMIT may be committed with nobody knowing (its metrics, a test's record of
+        commits), then only the inbox tells when it comes back. Its ack fails if the
+        connection is gone; the redelivery is then recognised by the inbox."""
+        in_hand, self._in_hand = self._in_hand, None
+        if in_hand is None or in_hand.done():
+            if in_hand is not None and not in_hand.cancelled():
+                in_hand.exception()  # retrieved: raised already, or nothing to raise
+            return
+        done, _ = await asyncio.wait([in_hand], timeout=FINISH_TIMEOUT)
+        if not done:
+            in_hand.cancel()  # a handler stuck past the bound: abandoned, rolled back
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await in_hand
 
     async def _next_batch(
         self, deliveries: asyncio.Queue[AbstractIncomingMessage | None]
