@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import json
 import os
+import pstats
 import random
 import subprocess
 import sys
@@ -39,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import psutil
 import psycopg
 import sqlalchemy.event
+import uvloop
 from psycopg import sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,10 +76,53 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds per role (process tree) over a phase: where the machine's time went."""
+
+    def __init__(self, roles: dict[str, int]) -> None:
+        self.roles = roles
+        self.start = {role: tree_cpu(pid) for role, pid in roles.items()}
+
+    def seconds(self) -> dict[str, float]:
+        return {
+            role: round(tree_cpu(pid) - self.start[role], 2) for role, pid in self.roles.items()
+        }
+
+
+def postmaster_pid(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    parent = psutil.Process(int(row[0])).parent()
+    assert parent is not None
+    return int(parent.pid)
+
+
 # -- part 1: publisher throughput -----------------------------------------------------------
 
 
-async def publish_backlog(url: str, rabbit: RabbitNode, events: int) -> dict[str, Any]:
+async def publish_backlog(
+    url: str, rabbit: RabbitNode, events: int, profile: Path | None = None
+) -> dict[str, Any]:
+    """Publish `events` stamped events; wall time, and this process's CPU per event (the
+    publisher is the only work here: the broker and PostgreSQL are other processes)."""
     with psycopg.connect(url) as conn:
         conn.execute(
             "INSERT INTO outbox_events (type, aggregate_type, aggregate_id, payload, position,"
@@ -94,11 +142,18 @@ async def publish_backlog(url: str, rabbit: RabbitNode, events: int) -> dict[str
         await queue.bind(ex, routing_key="#")
         stop_event = asyncio.Event()
         publisher = BrokerPublisher(url, rabbit.url, PublisherConfig(exchange=exchange))
-        started = time.perf_counter()
+        profiler = _profiler() if profile else None
+        started, times = time.perf_counter(), os.times()
         task = asyncio.create_task(publisher.run(stop_event))
         while publisher.position < events:
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
+        user, system = os.times().user - times.user, os.times().system - times.system
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(40)
+            profile.write_text(text.getvalue())
         stop_event.set()
         await task
         await queue.purge()
@@ -106,9 +161,17 @@ async def publish_backlog(url: str, rabbit: RabbitNode, events: int) -> dict[str
         "events": events,
         "seconds": round(elapsed, 2),
         "events_per_s": round(events / elapsed),
+        "cpu_seconds": {"user": round(user, 2), "system": round(system, 2)},
+        "cpu_us_per_event": round((user + system) / events * 1e6, 1),
         "batch": 500,
         "window": 200,
     }
+
+
+def _profiler() -> cProfile.Profile:
+    profiler = cProfile.Profile(time.process_time)  # CPU, not wall: a busy box preempts
+    profiler.enable()
+    return profiler
 
 
 def scratch_database(server: str) -> tuple[str, str]:
@@ -251,6 +314,9 @@ async def orders_part(
     server.start()
     server.wait_ready()
     out: dict[str, Any] = {}
+    postgres = postmaster_pid(url)
+    assert server.process is not None
+    serve_pid = server.process.pid
     try:
         token = login(server.port, CUSTOMER)
         with psycopg.connect(url) as conn:
@@ -261,9 +327,18 @@ async def orders_part(
         plain = start_broker_worker(url, None, tmp / "worker-plain.log")  # relay only
         try:
             await _settled(url)  # seeding's backlog stamped and fanned out, as in steady state
+            cpu = CpuMeter(
+                {
+                    "serve": serve_pid,
+                    "worker": plain.pid,
+                    "postgres": postgres,
+                    "bench": os.getpid(),
+                }
+            )
             out["broker_off"] = await order_load_process(
                 server.port, token, location, products, args.duration, args.connections, tmp
             )
+            out["broker_off"]["cpu_seconds"] = cpu.seconds()
             await _settled(url)  # the relay stamps the tail: nothing left for the next run
         finally:
             stop(plain)
@@ -328,9 +403,19 @@ async def orders_part(
         try:
             await _wait_connected(url, exchange)
             all_lags.since = inbox_lags.since = datetime.now(UTC)
+            cpu = CpuMeter(
+                {
+                    "serve": serve_pid,
+                    "worker": worker.pid,
+                    "postgres": postgres,
+                    "rabbitmq": rabbit.pid,
+                    "bench": os.getpid(),  # the two consumers
+                }
+            )
             out["broker_on"] = await order_load_process(
                 server.port, token, location, products, args.duration, args.connections, tmp
             )
+            out["broker_on"]["cpu_seconds"] = cpu.seconds()
             print(f"  orders, broker on:  {json.dumps(out['broker_on'])}", flush=True)
             with psycopg.connect(url) as conn:
                 end = int(
@@ -422,8 +507,6 @@ async def _wait_connected(url: str, exchange: str) -> None:
 def load_main(argv: list[str]) -> int:
     port, spec_path, seconds, connections = argv
     spec = json.loads(Path(spec_path).read_text())
-    import uvloop
-
     result = uvloop.run(
         order_load(
             int(port),
@@ -434,6 +517,7 @@ def load_main(argv: list[str]) -> int:
             int(connections),
         )
     )
+    result["load_cpu_seconds"] = round(time.process_time(), 2)  # the load generator's own
     print(json.dumps(result))
     return 0
 
@@ -449,6 +533,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--inbox-batch", type=int, default=50, help="1: commit per message")
     parser.add_argument("--inbox-linger-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--publish-only", action="store_true", help="only part 1 (publisher throughput, CPU)"
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile of part 1 (by own time)")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -471,15 +560,27 @@ def main() -> int:
         name, scratch = scratch_database(server)
         try:
             print("== publish", flush=True)
-            results["publish"] = asyncio.run(publish_backlog(scratch, rabbit, args.backlog))
+            profile = RESULTS / f"{stamp}-broker-publish-profile.txt" if args.profile else None
+            publishing = publish_backlog(scratch, rabbit, args.backlog, profile)
+            # The loop the worker runs the publisher on (`shelfwise worker`: uvloop).
+            results["publish"] = (
+                uvloop.run(publishing) if args.loop == "uvloop" else asyncio.run(publishing)
+            )
+            results["publish"]["loop"] = args.loop
             print(f"  {json.dumps(results['publish'])}", flush=True)
         finally:
             drop_database(server, name)
+        if args.publish_only:
+            return _write(results, stamp)
         print("== orders", flush=True)
         tmp = RESULTS / f"{stamp}-broker-logs"
         tmp.mkdir()
         results["orders"] = asyncio.run(orders_part(url, rabbit, args, tmp))
         print(f"  {json.dumps(results['orders'])}", flush=True)
+    return _write(results, stamp)
+
+
+def _write(results: dict[str, Any], stamp: str) -> int:
     results["loadavg_end"] = os.getloadavg()
     out = RESULTS / f"{stamp}-broker.json"
     out.write_text(json.dumps(results, indent=2, default=str))
