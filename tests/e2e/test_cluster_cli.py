@@ -150,14 +150,28 @@ async def wait_serving(runner: subprocess.Popen[bytes], log_path: Path, http_por
         await wait_until(serving, timeout=120, interval=0.2, what="the cluster through nginx")
 
 
-def kill_everything(runner: subprocess.Popen[bytes], started: set[int]) -> None:
-    """After a failure: the runner, and whatever it started that is still there."""
-    started |= descendants(runner.pid)
+def started_at(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat): tells a pid reused by
+    another process from the one seen earlier."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def snapshot(root: int) -> dict[int, str | None]:
+    return {pid: started_at(pid) for pid in descendants(root)}
+
+
+def kill_everything(runner: subprocess.Popen[bytes], seen: dict[int, str | None]) -> None:
+    """After a failure: the runner, and whatever it started that is still there (the
+    same processes: a pid since reused by someone else is left alone)."""
+    seen = {**seen, **snapshot(runner.pid)}
     if runner.poll() is None:
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(timeout=10)
-    for pid in started:
-        if alive(pid):
+    for pid, start in seen.items():
+        if alive(pid) and started_at(pid) == start:
             os.kill(pid, signal.SIGKILL)
 
 
@@ -166,9 +180,11 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, run_
     runner, log_path = start_runner(
         database_url, run_dir, http_port, https_port, "--apis", "2", "--workers", "1"
     )
-    started: set[int] = set()
+    started: dict[int, str | None] = {}
+    seen: dict[int, str | None] = {}  # every process of the run, for the cleanup on failure
     try:
         await wait_serving(runner, log_path, http_port)
+        seen = snapshot(runner.pid)
         # It says where everything is, and how to sign in.
         welcome = log_path.read_text(errors="replace")
         for printed in (
@@ -220,17 +236,17 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, run_
 
         await wait_until(nginx_is_back, timeout=30, what="a new nginx master serving")
 
-        started = descendants(runner.pid)
+        started = snapshot(runner.pid)
         # redis, pgbouncer, 2 instances, 1 worker, nginx master + worker
         assert len(started) >= 7, started
 
         os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground group
         assert runner.wait(timeout=60) == 0
-        left = {pid for pid in started if alive(pid)}
+        left = {pid for pid, start in started.items() if alive(pid) and started_at(pid) == start}
         assert left == set(), left
         assert "cluster stopped" in log_path.read_text(errors="replace")
     finally:
-        kill_everything(runner, started)
+        kill_everything(runner, {**seen, **started})
 
 
 async def test_kill_9_of_the_runner_leaves_no_process_behind(
@@ -244,10 +260,10 @@ async def test_kill_9_of_the_runner_leaves_no_process_behind(
         database_url, run_dir, http_port, https_port,
         "--apis", "1", "--workers", "1", "--live-instances", "0",
     )  # fmt: skip
-    started: set[int] = set()
+    started: dict[int, str | None] = {}
     try:
         await wait_serving(runner, log_path, http_port)
-        started = descendants(runner.pid)
+        started = snapshot(runner.pid)
         for command in (
             "pgbouncer",
             "redis-server",
@@ -260,7 +276,7 @@ async def test_kill_9_of_the_runner_leaves_no_process_behind(
         assert runner.wait(timeout=10) == -signal.SIGKILL
 
         def orphans() -> set[int]:
-            return {pid for pid in started if alive(pid)}
+            return {pid for pid, at in started.items() if alive(pid) and started_at(pid) == at}
 
         async def none_left() -> bool:
             return not orphans()
