@@ -236,6 +236,23 @@ async def test_ctrl_c_stops_every_process_of_the_cluster(database_url: str, run_
 
         await wait_until(nginx_is_back, timeout=30, what="a new nginx master serving")
 
+        # kill -9 of pgbouncer: restarted by the runner, and the instances' pools find it
+        # again by themselves (their breaker answers 503 meanwhile, never a hang).
+        pooler = pid_running(runner.pid, "pgbouncer")
+        os.kill(pooler, signal.SIGKILL)
+
+        async def database_reachable_again() -> bool:
+            again = pid_running(runner.pid, "pgbouncer", missing_ok=True)
+            if again in (None, pooler):
+                return False
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                ready = await client.get(f"http://127.0.0.1:{http_port}/readyz")
+                listed = await client.get(f"http://127.0.0.1:{http_port}/v1/products")
+            assert ready.status_code in (200, 503), ready.text
+            return ready.status_code == 200 and listed.status_code == 200
+
+        await wait_until(database_reachable_again, timeout=30, what="reads through a new pgbouncer")
+
         started = snapshot(runner.pid)
         # redis, pgbouncer, 2 instances, 1 worker, nginx master + worker
         assert len(started) >= 7, started
