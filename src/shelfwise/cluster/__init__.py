@@ -10,5 +10,7 @@ on Ctrl-C). The same pieces build the test harness (`tests/cluster_support.py`).
 - `pgbouncer`, `nginx`: configuration rendered under the run directory.
 - `topology`: which processes, on which ports, with which environment.
 - `supervisor`: child processes, readiness, restarts, ordered shutdown.
+- `keeper`: a tiny process that kills every child's process group once the runner is
+  gone, however it went (a `kill -9` leaves no orphans).
 - `runner`: `shelfwise cluster` itself.
 """
