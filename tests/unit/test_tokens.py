@@ -223,3 +223,25 @@ def test_subject_must_be_a_uuid(clock: FixedClock) -> None:
 def test_garbage_is_refused(clock: FixedClock, garbage: str) -> None:
     with pytest.raises(Unauthenticated):
         issuer_with().verify(garbage, now=clock.now())
+
+
+def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered(
+    clock: FixedClock,
+) -> None:
+    """Verified signatures are remembered (issue 14: ~10 % of an order's CPU); expiry is
+    judged at every use, and a refusal is not remembered as anything."""
+    issuer = issuer_with()
+    token, _ = issuer.issue(user_id=USER, role="staff", now=clock.now())
+    assert issuer.verify(token, now=clock.now()).user_id == USER
+    assert issuer.verify(token, now=clock.now()).user_id == USER  # from memory
+    clock.advance(TTL)
+    with pytest.raises(Unauthenticated) as expired:
+        issuer.verify(token, now=clock.now())
+    assert expired.value.extra["reason"] == "expired"
+
+    header, payload, _ = _segments(token)
+    forged = ".".join([header, payload, _b64(b"x" * 32)])
+    for _ in range(2):
+        with pytest.raises(Unauthenticated) as refused:
+            issuer.verify(forged, now=START)
+        assert refused.value.extra["reason"] == "invalid_token"
