@@ -14,7 +14,8 @@ from the migrated template). A test that must restart PostgreSQL itself passes t
 server it owns. Children are the same specs `shelfwise cluster` runs
 (`shelfwise.cluster.topology`); unlike the runner, nothing is restarted behind the test's
 back unless `supervised=True`. Every child is stopped on exit (SIGTERM, then SIGKILL), also
-when the test fails, and dies with the test process if that is killed (PR_SET_PDEATHSIG).
+when the test fails, and dies with the test process if that is killed (PR_SET_PDEATHSIG,
+and the supervisor's keeper for nginx's workers and a pgbouncer that switched user).
 On failure the tail of every child's log is printed.
 
 Missing nginx/pgbouncer/redis-server/openssl: skipped locally, a failure in CI
