@@ -9,7 +9,8 @@ One product at one location with `--units` received; `--accounts` customer accou
 (tokens minted with the development key, so no login limit is spent). A client in its
 own process opens one connection per buyer, then every buyer sends its one-line order
 (`location_id` set, fresh `Idempotency-Key`) at the same moment; latency is from that
-moment to the answer.
+moment to the answer. Then the same burst of connections sends `GET /healthz` (no
+auth, no database): the control, what the server spends per buyer before any order work.
 
 Target (issue 14): never oversold, every buyer answered 201 or 409 within 2 s, no 429 and
 no 503; exactly `--units` x 201. Checked afterwards in the database: the level's
@@ -38,7 +39,7 @@ import psycopg
 
 from bench.issues import Load, integrity
 from bench.loadgen import _read_response, percentile
-from bench.servers import DATA_DIR, ROOT, free_port, shelfwise_server
+from bench.servers import DATA_DIR, ROOT, Server, free_port, shelfwise_server
 
 RESULTS = ROOT / "bench" / "results"
 DATABASE = "shelfwise_flash"
@@ -50,7 +51,8 @@ TARGET_S = 2.0
 
 
 async def _buyers(port: int, body: bytes, tokens: list[str], buyers: int) -> dict[str, Any]:
-    """Connect every buyer first, then send every order at once; time each answer."""
+    """Connect every buyer first, then send every order at once; time each answer.
+    With an empty body, each sends `GET /healthz` instead (the control burst)."""
     opened = asyncio.Semaphore(256)  # connect in waves: not 2,000 SYNs in one burst
 
     async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -66,12 +68,17 @@ async def _buyers(port: int, body: bytes, tokens: list[str], buyers: int) -> dic
 
     async def buy(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = (
-            f"POST /v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {tokens[n % len(tokens)]}\r\n"
-            f"Idempotency-Key: flash-{n}-{secrets.token_hex(8)}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode() + body
+            (
+                f"POST /v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {tokens[n % len(tokens)]}\r\n"
+                f"Idempotency-Key: flash-{n}-{secrets.token_hex(8)}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            + body
+            if body
+            else b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
         await go.wait()
         try:
             writer.write(request)
@@ -106,7 +113,7 @@ def client_main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--body", required=True)
+    parser.add_argument("--body", default="")
     parser.add_argument("--buyers", type=int, required=True)
     args = parser.parse_args(argv)
     tokens = os.environ["BENCH_TOKENS"].split(",")
@@ -215,6 +222,30 @@ def _level(url: str, product: str, location: str) -> dict[str, Any]:
     return {"on_hand": on_hand, "reserved": reserved, "orders": orders[0], "units": orders[1]}
 
 
+def burst(server: Server, body: str, tokens: list[str], buyers: int) -> dict[str, Any]:
+    """One burst of `buyers` connections from the client process; the server's CPU for it
+    (connecting, serving and closing every buyer's connection)."""
+    argv = [str(BIN / "python"), "-m", "bench.flash", "client", "--port", str(server.port)]
+    argv += ["--body", body, "--buyers", str(buyers)]
+    cpu_before = server.cpu_seconds()
+    with Load(server) as load:
+        done = subprocess.run(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, "BENCH_TOKENS": ",".join(tokens)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"client failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    cpu = server.cpu_seconds() - cpu_before
+    result["server_cpu_s"] = round(cpu, 2)
+    result["server_cpu_us_per_buyer"] = round(cpu / buyers * 1e6)
+    return {**result, **load.figures}
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         client_main(sys.argv[2:])
@@ -269,26 +300,9 @@ def main() -> int:
             {"lines": [{"product_id": product, "quantity": 1}], "location_id": location},
             separators=(",", ":"),
         )
-        argv = [str(BIN / "python"), "-m", "bench.flash", "client", "--port", str(server.port)]
-        argv += ["--body", body, "--buyers", str(args.buyers)]
-        cpu_before = server.cpu_seconds()
-        with Load(server) as load:
-            done = subprocess.run(
-                argv,
-                cwd=ROOT,
-                env={**os.environ, "BENCH_TOKENS": ",".join(tokens)},
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        if done.returncode != 0:
-            raise RuntimeError(f"client failed: {done.stderr[-2000:]}")
-        sale = json.loads(done.stdout.strip().splitlines()[-1])
-        # Connecting, serving and closing every buyer's connection, in the server process.
-        cpu = server.cpu_seconds() - cpu_before
-        sale["server_cpu_s"] = round(cpu, 2)
-        sale["server_cpu_us_per_buyer"] = round(cpu / args.buyers * 1e6)
-        results["sale"] = {**sale, **load.figures}
+        results["sale"] = sale = burst(server, body, tokens, args.buyers)
+        # The same burst of connections to `GET /healthz`: the stack's floor per buyer.
+        results["control_healthz"] = burst(server, "", tokens, args.buyers)
         results["level"] = _level(url, product, location)
         results["integrity"] = integrity(url)
         statuses = sale["statuses"]
