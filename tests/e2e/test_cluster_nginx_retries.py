@@ -75,8 +75,9 @@ class Instances:
 @contextlib.asynccontextmanager
 async def nginx_in_front(
     instances: Instances, limits: EdgeLimits | None = None
-) -> AsyncIterator[str]:
-    """A real nginx on the cluster's rendered configuration, two fake instances behind it."""
+) -> AsyncIterator[tuple[str, str]]:
+    """A real nginx on the cluster's rendered configuration, two fake instances behind it;
+    its plain-HTTP and TLS base URLs."""
     nginx = require_binary("nginx")
     openssl = require_binary("openssl")
     directory = Path(tempfile.mkdtemp(prefix="shelfwise-nginx-retries-"))
@@ -84,11 +85,11 @@ async def nginx_in_front(
         await asyncio.start_server(instances.handle, "127.0.0.1", free_port()) for _ in range(2)
     ]
     ports = [server.sockets[0].getsockname()[1] for server in servers]
-    http_port = free_port()
+    http_port, https_port = free_port(), free_port()
     conf = render_nginx(
         directory / "nginx",
         http_port=http_port,
-        https_port=free_port(),
+        https_port=https_port,
         api_ports=ports,
         live_ports=ports,
         tls=ensure_self_signed(directory / "tls", openssl),
@@ -109,7 +110,7 @@ async def nginx_in_front(
             return True
 
         await wait_until(listening, timeout=10, what="nginx listening")
-        yield f"http://127.0.0.1:{http_port}"
+        yield f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -141,7 +142,7 @@ async def test_a_dropped_request_is_retried_elsewhere_only_when_safe(
     method: str, path: str, headers: dict[str, str], status: int, attempts: int
 ) -> None:
     instances = Instances(drop_first)
-    async with nginx_in_front(instances) as url, httpx.AsyncClient(timeout=10) as client:
+    async with nginx_in_front(instances) as (url, _), httpx.AsyncClient(timeout=10) as client:
         response = await client.request(method, url + path, headers=headers, json={"a": 1})
     assert response.status_code == status, response.text
     assert [line for _, line in instances.seen] == [f"{method} {path} HTTP/1.1"] * attempts
@@ -150,6 +151,7 @@ async def test_a_dropped_request_is_retried_elsewhere_only_when_safe(
     else:  # nginx's own answer, in the app's language
         assert_problem(response, 502, "bad_gateway")
         assert response.headers["retry-after"] == "1"
+        assert "strict-transport-security" not in response.headers  # plain HTTP
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> None:
@@ -165,7 +167,7 @@ async def test_a_503_is_passed_on_not_retried() -> None:
     """Every instance answers 503 + Retry-After in a database outage: nginx must neither
     retry it nor count it as a failed instance (which would end in 502s for everyone)."""
     instances = Instances(lambda attempt: BUSY)
-    async with nginx_in_front(instances) as url, httpx.AsyncClient(timeout=10) as client:
+    async with nginx_in_front(instances) as (url, _), httpx.AsyncClient(timeout=10) as client:
         for _ in range(4):
             response = await client.get(url + "/v1/products")
             assert response.status_code == 503
@@ -179,7 +181,10 @@ async def test_edge_limits_answer_problem_json_before_any_instance() -> None:
     as problem+json like the app's own 429 and 413; the instances never see those."""
     instances = Instances(lambda attempt: OK)
     limits = EdgeLimits(rate="1r/m", burst=2, connections=1000)
-    async with nginx_in_front(instances, limits) as url, httpx.AsyncClient(timeout=10) as client:
+    async with (
+        nginx_in_front(instances, limits) as (url, _),
+        httpx.AsyncClient(timeout=10) as client,
+    ):
         statuses = [(await client.get(url + "/v1/products")).status_code for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]  # one + a burst of two
         refused = await client.get(url + "/v1/products")
@@ -188,9 +193,20 @@ async def test_edge_limits_answer_problem_json_before_any_instance() -> None:
         assert len(instances.seen) == 3
 
     instances = Instances(lambda attempt: OK)
-    async with nginx_in_front(instances) as url, httpx.AsyncClient(timeout=10) as client:
+    async with nginx_in_front(instances) as (url, _), httpx.AsyncClient(timeout=10) as client:
         too_large = await client.post(
             url + "/v1/orders", content=b"x" * (1024 * 1024 + 1), headers=KEY
         )
         assert_problem(too_large, 413, "payload_too_large")
         assert instances.seen == []
+
+
+async def test_edge_problems_over_tls_keep_hsts() -> None:
+    instances = Instances(drop_first)
+    async with (
+        nginx_in_front(instances) as (_, tls_url),
+        httpx.AsyncClient(timeout=10, verify=False) as client,  # self-signed
+    ):
+        response = await client.post(tls_url + "/v1/orders", json={"a": 1})
+    assert_problem(response, 502, "bad_gateway")
+    assert response.headers["strict-transport-security"].startswith("max-age=")
