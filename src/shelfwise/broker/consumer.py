@@ -30,19 +30,10 @@ to `<queue>.dead` (topology.py), where `replay_dead_letters` (replay.py) can sen
 bug is fixed. A message that is not a Shelfwise event at all is rejected straight to the
 dead letters.
 
-Ordering: RabbitMQ delivers one queue's messages in the order they were published, and
-the publisher publishes in stream order on one channel, so ONE consumer of a queue
-processing messages in delivery order (as here, batch by batch) sees positions
-increasing — duplicates aside, which the inbox drops. A consumer that dies gives back
-its unacked messages, which are redelivered to the next consumer in order. A nacked
-message is not: it is redelivered after the messages already prefetched (measured:
-position 788 came back after 886),
-which is why failures are retried in place first; one that still fails has lost its
-place. With SEVERAL consumers on one queue, messages are spread round-robin and
-processed concurrently: no order at all, not even per aggregate. Per-aggregate order
-with parallelism needs one queue per partition (the consistent-hash exchange keyed on
-`aggregate_id`), or a per-aggregate version check in the handler (`stock.changed`
-carries `level_version`).
+Ordering (one consumer per queue sees positions increasing; a nacked message comes back
+behind the prefetched ones; several consumers on one queue keep no order at all) and
+how a session ends (broker cancel, stop, lost connection: the batch in hand finishes):
+docs/events.md, "Consumers: the inbox pattern"; docs/decisions/0025, 0034.
 """
 
 from __future__ import annotations
@@ -56,11 +47,11 @@ from dataclasses import dataclass
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueueIterator
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shelfwise.broker import metrics
 from shelfwise.broker.envelope import BrokerEvent, from_message
+from shelfwise.broker.inbox import CLAIM_BATCH_SQL, CLAIM_SQL
 from shelfwise.broker.publisher import BROKER_ERRORS
 from shelfwise.broker.replay import replay_dead_letters
 from shelfwise.broker.topology import (
@@ -75,22 +66,6 @@ log = structlog.get_logger("shelfwise.broker.consumer")
 __all__ = ["ConsumerConfig", "Handler", "InboxConsumer", "replay_dead_letters"]
 
 Handler = Callable[[AsyncSession, BrokerEvent], Awaitable[None]]
-
-CLAIM_SQL = text(
-    "INSERT INTO broker_inbox (consumer, message_id, position, event_type)"
-    " VALUES (:consumer, :message_id, :position, :event_type)"
-    " ON CONFLICT DO NOTHING RETURNING 1"
-)
-# The batch's claims in one statement; a message id twice in the arrays (two copies in
-# one batch) inserts once and is returned once.
-CLAIM_BATCH_SQL = text(
-    "INSERT INTO broker_inbox (consumer, message_id, position, event_type)"
-    " SELECT :consumer, m.message_id, m.position, m.event_type"
-    "   FROM unnest(CAST(:message_ids AS text[]), CAST(:positions AS bigint[]),"
-    "               CAST(:event_types AS text[])) AS m(message_id, position, event_type)"
-    " ON CONFLICT DO NOTHING RETURNING message_id"
-)
-
 
 # How long a stopping (or disconnected) consumer lets its batch in hand finish.
 FINISH_TIMEOUT = 10.0

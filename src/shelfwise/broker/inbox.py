@@ -1,5 +1,5 @@
-"""Inbox retention: the rows that deduplicate redeliveries are needed only as long as a
-redelivery can happen.
+"""The inbox's SQL: the claims (`consumer.py`), and retention — the rows that deduplicate
+redeliveries are needed only as long as a redelivery can happen.
 
 A message can come back while it sits unacknowledged in a queue or in `<queue>.dead`,
 or when the publisher re-sends what it had in flight — which it only does from the
@@ -17,6 +17,20 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+CLAIM_SQL = text(
+    "INSERT INTO broker_inbox (consumer, message_id, position, event_type)"
+    " VALUES (:consumer, :message_id, :position, :event_type)"
+    " ON CONFLICT DO NOTHING RETURNING 1"
+)
+# The batch's claims in one statement; a message id twice in the arrays (two copies in
+# one batch) inserts once and is returned once.
+CLAIM_BATCH_SQL = text(
+    "INSERT INTO broker_inbox (consumer, message_id, position, event_type)"
+    " SELECT :consumer, m.message_id, m.position, m.event_type"
+    "   FROM unnest(CAST(:message_ids AS text[]), CAST(:positions AS bigint[]),"
+    "               CAST(:event_types AS text[])) AS m(message_id, position, event_type)"
+    " ON CONFLICT DO NOTHING RETURNING message_id"
+)
 PRUNE_SQL = text(
     "DELETE FROM broker_inbox WHERE ctid = ANY(ARRAY("
     " SELECT ctid FROM broker_inbox WHERE processed_at < :cutoff LIMIT :chunk))"
