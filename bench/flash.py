@@ -15,7 +15,7 @@ auth, no database): the control, what the server spends per buyer before any ord
 Target (issue 14): never oversold, every buyer answered 201 or 409 within 2 s, no 429 and
 no 503; exactly `--units` x 201. Checked afterwards in the database: the level's
 counters, the orders placed for the product, no level oversold, `shelfwise reconcile`.
-Runs ~30-60 s (most of it starting the database and the server).
+Runs about 1-1.5 min (most of it creating the database and starting the server).
 
 Results: bench/results/<stamp>-flash.json.
 """
