@@ -168,6 +168,7 @@ class Settings(BaseSettings):
     broker_batch_size: int = Field(default=500, ge=1)
     broker_window: int = Field(default=200, ge=1)  # unconfirmed messages in flight
     broker_poll_seconds: float = Field(default=0.5, gt=0)  # safety net behind NOTIFY
+    broker_publisher_linger_ms: float = Field(default=20.0, ge=0)  # batch the relay's commits
     broker_backoff_max_seconds: float = Field(default=30.0, gt=0)
     broker_prefetch: int = Field(default=100, ge=1)  # `shelfwise consume`
     broker_delivery_limit: int = Field(default=5, ge=1)  # then dead-lettered

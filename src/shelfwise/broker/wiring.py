@@ -25,6 +25,7 @@ def publisher_from_settings(
         batch_size=settings.broker_batch_size,
         window=settings.broker_window,
         poll_interval=settings.broker_poll_seconds,
+        linger=settings.broker_publisher_linger_ms / 1000,
         backoff_max=settings.broker_backoff_max_seconds,
     )
     return BrokerPublisher(
