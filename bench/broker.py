@@ -399,7 +399,9 @@ async def orders_part(
                 " ON CONFLICT (exchange) DO UPDATE SET position = excluded.position",
                 (exchange, start_position),
             )
-        worker = start_broker_worker(url, rabbit.url, tmp / "worker.log")
+        linger = args.publisher_linger_ms
+        extra = {} if linger is None else {"SHELFWISE_BROKER_PUBLISHER_LINGER_MS": str(linger)}
+        worker = start_broker_worker(url, rabbit.url, tmp / "worker.log", extra)
         try:
             await _wait_connected(url, exchange)
             all_lags.since = inbox_lags.since = datetime.now(UTC)
@@ -451,6 +453,7 @@ async def orders_part(
         out["lag_all_events_autoack"] = _summary(window)
         out["lag_inbox_consumer_order_events"] = _summary(inbox)
         out["inbox_batch"] = {"size": args.inbox_batch, "linger_ms": args.inbox_linger_ms}
+        out["publisher_linger_ms"] = args.publisher_linger_ms  # None: the setting's default
         out["lag_stages_all_events"] = stages(url, all_lags, start_position, end)
         out["order_events_in_window"] = orders_total
         out["stream_end_position"] = end
@@ -460,7 +463,9 @@ async def orders_part(
     return out
 
 
-def start_broker_worker(url: str, broker_url: str | None, log: Path) -> subprocess.Popen[bytes]:
+def start_broker_worker(
+    url: str, broker_url: str | None, log: Path, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as fh:
         return subprocess.Popen(
             [str(BIN / "shelfwise"), "worker", "--metrics-port", str(free_port())],
@@ -474,6 +479,7 @@ def start_broker_worker(url: str, broker_url: str | None, log: Path) -> subproce
                 "SHELFWISE_ENV": "development",
                 "SHELFWISE_LOG_JSON": "true",
                 **({"SHELFWISE_BROKER_URL": broker_url} if broker_url else {}),
+                **(extra or {}),
             },
         )
 
@@ -528,7 +534,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backlog", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=20_000, help="0: skip the publish part")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--inbox-batch", type=int, default=50, help="1: commit per message")
@@ -538,6 +544,9 @@ def main() -> int:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile of part 1 (by own time)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--publisher-linger-ms", type=float, default=None, help="the worker's (default: setting)"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -560,6 +569,8 @@ def main() -> int:
         name, scratch = scratch_database(server)
         try:
             print("== publish", flush=True)
+            if args.backlog <= 0:
+                raise _SkipPublish
             profile = RESULTS / f"{stamp}-broker-publish-profile.txt" if args.profile else None
             publishing = publish_backlog(scratch, rabbit, args.backlog, profile)
             # `shelfwise worker` runs on asyncio's own loop; uvloop measured for comparison.
@@ -568,6 +579,8 @@ def main() -> int:
             )
             results["publish"]["loop"] = args.loop
             print(f"  {json.dumps(results['publish'])}", flush=True)
+        except _SkipPublish:
+            pass
         finally:
             drop_database(server, name)
         if args.publish_only:
@@ -578,6 +591,10 @@ def main() -> int:
         results["orders"] = asyncio.run(orders_part(url, rabbit, args, tmp))
         print(f"  {json.dumps(results['orders'])}", flush=True)
     return _write(results, stamp)
+
+
+class _SkipPublish(Exception):
+    """--backlog 0: the orders part only."""
 
 
 def _write(results: dict[str, Any], stamp: str) -> int:
