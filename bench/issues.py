@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -458,6 +459,9 @@ def live_servers(ctx: dict[str, Any], args: argparse.Namespace, api: Server) -> 
         port = free_port()
         argv = [*api.argv[: api.argv.index("--port")], "--port", str(port)]
         log_path = RESULTS / f"{ctx['stamp']}-issues-live-{n}-{time.time_ns()}.log"
+        if args.profile_live:  # the same serve, sampled (bench/profiled.py)
+            profile = log_path.with_suffix(".profile.txt")
+            argv = [str(BIN / "python"), "-m", "bench.profiled", str(profile), *argv[1:]]
         server = Server(name=f"live-{n}", argv=argv, env=env, port=port, log_path=log_path)
         ctx["servers"][server.name] = server  # stopped by main() like the others
         server.start()
@@ -465,6 +469,13 @@ def live_servers(ctx: dict[str, Any], args: argparse.Namespace, api: Server) -> 
     for server in servers:
         server.wait_ready()
     return servers
+
+
+def profiling(lives: list[Server], args: argparse.Namespace) -> None:
+    """`--profile-live`: open or close the live processes' profiling window."""
+    for server in lives if args.profile_live else []:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGUSR1)
 
 
 def live_metrics(port: int, transport: str) -> dict[str, Any]:
@@ -576,7 +587,8 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         for i in range(procs)
                     ]
                     # Connects may be slower than `ramp`: adjust until every subscriber
-                    # process has finished measuring, whenever that is.
+                    # process has finished measuring, whenever that is (the stop file;
+                    # the duration only bounds a harness that died).
                     stop_file = ctx["tmp"] / f"stop-{mode}-{n}"
                     limit = n / ramp * 6 + args.settle + 2.0 + args.duration
                     adj = rate_client(
@@ -585,7 +597,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         adjust,
                         ctx["tmp"],
                         rate=20,
-                        duration=limit,
+                        duration=limit + 60 + args.duration + 120,
                         stop_file=stop_file,
                     )
                     # Every subscriber process measures the same window, once all are open.
@@ -597,7 +609,9 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     live_before = [s.cpu_seconds() for s in lives]
                     with Load(server) as measured:
                         go_file.touch()
+                        profiling(lives, args)
                         time.sleep(args.duration)
+                        profiling(lives, args)
                     live_cpu = [
                         round(100 * (s.cpu_seconds() - cpu) / args.duration)
                         for s, cpu in zip(lives, live_before, strict=True)
@@ -608,7 +622,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     ]
                     parts = [collect(p, timeout=limit + 120) for p in subs]
                     stop_file.touch()
-                    adj_result = collect(adj, timeout=limit + 30)
+                    adj_result = collect(adj, timeout=30)
                     server_view = live_metrics(port, mode)
                     live_views = [live_metrics(p, mode) for p in live_ports if p != port]
                     live_usage = {
@@ -705,6 +719,12 @@ def main() -> int:
         type=float,
         default=60.0,
         help="sse part: seconds the subscribers wait, after the ramp, for the last streams",
+    )
+    parser.add_argument(
+        "--profile-live",
+        action="store_true",
+        help="sse part: sample the live processes' stacks while measuring (bench/profiled.py); "
+        "the profile is written beside each live log when it stops",
     )
     args = parser.parse_args()
     args.subscribers = args.subscribers or [1000]

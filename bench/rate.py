@@ -30,6 +30,12 @@ from typing import Any
 from bench.loadgen import _read_response, percentile
 
 TIMEOUT_S = 5.0
+# `shelfwise serve` closes a keep-alive connection idle for 5 s (uvicorn's
+# timeout_keep_alive). A request sent on a connection the server has closed, or is closing
+# at that moment, reads EOF (`IncompleteReadError`): a lost request the server never saw.
+# So, like nginx's upstream `keepalive_timeout 4s` (deploy/nginx/upstreams.conf), a
+# connection idle this long is closed here instead of reused.
+REUSE_IDLE_S = 4.0
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:
@@ -44,18 +50,42 @@ def _summary(latencies: list[float]) -> dict[str, float]:
 
 
 async def fixed(
-    port: int, requests: list[bytes], rate: float, duration: float, stop_file: str | None = None
+    port: int,
+    requests: list[bytes],
+    rate: float,
+    duration: float,
+    stop_file: str | None = None,
+    reuse_idle_s: float = REUSE_IDLE_S,
 ) -> dict[str, Any]:
-    """Until `duration` passes, or `stop_file` exists (checked at every send)."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    """Until `duration` passes, or `stop_file` exists (checked at every send). A pooled
+    connection idle for `reuse_idle_s` or closed by the server is not reused."""
+    # (reader, writer, idle since): the most recently used on top
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    retired = 0  # idle connections closed instead of reused
+    failed_idle: list[float] = []  # how long a connection that failed had been idle
     rng = random.Random(1)
 
+    def reusable() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float] | None:
+        nonlocal retired
+        while idle:
+            conn = idle.pop()
+            if time.perf_counter() - conn[2] < reuse_idle_s and not conn[0].at_eof():
+                return conn
+            conn[1].close()
+            retired += 1
+        return None
+
     async def one(scheduled: float) -> None:
+        since = time.perf_counter()
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+                conn = reusable()
+                if conn is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    conn = (reader, writer, time.perf_counter())
+                since = conn[2]
                 conn[1].write(rng.choice(requests))
                 status, close = await _read_response(conn[0])
             latencies.append(time.perf_counter() - scheduled)
@@ -63,9 +93,10 @@ async def fixed(
             if close:
                 conn[1].close()
             else:
-                idle.append(conn)
+                idle.append((conn[0], conn[1], time.perf_counter()))
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+            failed_idle.append(round(scheduled - since, 2))
 
     tasks = []
     started = time.perf_counter()
@@ -85,6 +116,8 @@ async def fixed(
         "rate": round(n / elapsed, 1),
         "elapsed_s": round(elapsed, 2),
         "statuses": statuses,
+        "connections_retired_idle": retired,
+        "failed_after_idle_s": failed_idle[:50],
         **_summary(latencies),
     }
 
@@ -302,6 +335,13 @@ def main() -> None:
     parser.add_argument(
         "--stop-file", "--stop_file", help="fixed: stop early once this file exists"
     )
+    parser.add_argument(
+        "--reuse-idle",
+        "--reuse_idle",
+        type=float,
+        default=REUSE_IDLE_S,
+        help="fixed: reuse a pooled connection only if idle for less than this (s)",
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -310,7 +350,9 @@ def main() -> None:
     import uvloop
 
     if args.mode == "fixed":
-        out = uvloop.run(fixed(args.port, requests, args.rate, args.duration, args.stop_file))
+        out = uvloop.run(
+            fixed(args.port, requests, args.rate, args.duration, args.stop_file, args.reuse_idle)
+        )
     else:
         out = uvloop.run(
             subscribers(
