@@ -207,6 +207,29 @@ def _post(port: int, path: str, token: str, body: dict[str, Any]) -> dict[str, A
         return dict(json.load(response))
 
 
+def _gate_counters(port: int) -> dict[str, float]:
+    """Who answered: the gate (`sold_out`), the database (`insufficient_stock`), and the
+    placements admitted; with the driver pool's timeouts (503s) and the in-flight cap."""
+    wanted = {
+        'shelfwise_admission_total{outcome="admitted"}': "gate_admitted",
+        'shelfwise_admission_total{outcome="sold_out"}': "gate_sold_out",
+        'shelfwise_admission_total{outcome="stored_key"}': "gate_stored_key",
+        'shelfwise_orders_total{outcome="insufficient_stock"}': "database_refusals",
+        'shelfwise_orders_total{outcome="reserved"}': "reserved",
+        'shelfwise_rate_limited_total{policy="concurrency"}': "in_flight_cap_429",
+    }
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found: dict[str, float] = dict.fromkeys([*wanted.values(), "pool_timeouts"], 0.0)
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample in wanted:
+            found[wanted[sample]] = float(value)
+        elif sample.startswith("shelfwise_db_pool_timeouts_total"):
+            found["pool_timeouts"] += float(value)
+    return found
+
+
 def _level(url: str, product: str, location: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         on_hand, reserved = conn.execute(
@@ -301,6 +324,7 @@ def main() -> int:
             separators=(",", ":"),
         )
         results["sale"] = sale = burst(server, body, tokens, args.buyers)
+        results["counters"] = _gate_counters(server.port)
         # The same burst of connections to `GET /healthz`: the stack's floor per buyer.
         results["control_healthz"] = burst(server, "", tokens, args.buyers)
         results["level"] = _level(url, product, location)
