@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import cProfile
 import json
+import os
 import pstats
 import random
 import sys
@@ -179,7 +180,7 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             with open(args.html, "w") as f:
                 f.write(profiler.output_html())
             print("wrote", args.html, file=out)
-            print(profiler.output_text(unicode=True, show_all=False), file=out)
+            print(profiler.output_text(unicode=True, show_all=bool(os.environ.get("PROFILE_ALL"))), file=out)
             return
         stats = pstats.Stats(profiler, stream=out)
         by_pkg: dict[str, float] = defaultdict(float)

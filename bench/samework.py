@@ -103,7 +103,7 @@ async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
         return await _respond(send, 401, {"detail": "inactive"})
 
     async with pool.connection() as conn, conn.pipeline():
-        # As Shelfwise (docs/decisions/0030): pipeline mode from BEGIN to COMMIT, the
+        # As Shelfwise (docs/decisions/0035): pipeline mode from BEGIN to COMMIT, the
         # claim and the guarded reservation in one round trip, then the order, the
         # record and COMMIT in a second.
         await conn.execute("BEGIN")

@@ -137,7 +137,7 @@ class DriverPool:
 
         With `pipeline`, in psycopg's pipeline mode from BEGIN to COMMIT: a statement is
         sent when executed and its result read when fetched, so BEGIN travels with the
-        first statements and COMMIT with the last (docs/decisions/0030). BEGIN and COMMIT
+        first statements and COMMIT with the last (docs/decisions/0035). BEGIN and COMMIT
         are sent as statements: psycopg's `transaction()` inside a pipeline syncs on entry
         and on exit, a round trip each."""
         if not pipeline:

@@ -119,7 +119,7 @@ async def test_placed_order_answers_what_was_stored(
     client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any]
 ) -> None:
     """Placement reads nothing back after writing the order (its times are the
-    reservation's, its version 1, docs/decisions/0030): the 201 and a later read agree,
+    reservation's, its version 1, docs/decisions/0035): the 201 and a later read agree,
     on the fast path (one line at a location) and the general one."""
     product, location = await stocked_product(client, staff, 5)
     fast = await place(client, customer, [(product["id"], 1)], location_id=location["id"])

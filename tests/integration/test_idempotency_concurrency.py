@@ -145,7 +145,7 @@ async def test_retry_while_the_first_attempt_is_still_running_ends_with_one_orde
     transaction. The retry must neither queue behind it nor create a second order.
 
     With a location (the fast path), the retry's reservation travels in the same round
-    trip as its idempotency claim, before the claim is read (docs/decisions/0030): it
+    trip as its idempotency claim, before the claim is read (docs/decisions/0035): it
     must not wait for the row lock the first attempt is queued on either."""
     product, location = await stocked_product(client, staff, 5)
     async with ctx.db.sessions() as session, session.begin():

@@ -1,5 +1,5 @@
 """`DriverPool.transaction(pipeline=True)`: BEGIN ... COMMIT in psycopg's pipeline mode
-(docs/decisions/0030), the transaction placing an order runs in.
+(docs/decisions/0035), the transaction placing an order runs in.
 
 Statements are only queued until something is fetched, so an error can surface later
 than the statement that caused it: at a fetch, or at COMMIT. Whichever way the block

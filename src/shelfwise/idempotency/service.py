@@ -9,7 +9,7 @@ does not queue behind the first, it is told to retry. The record is inserted ins
 caller's transaction, so it commits or rolls back with the effect itself.
 
 `claim` is two statements. On a connection in pipeline mode (placing an order,
-docs/decisions/0030) `send_claim` only queues them, so the effect's first statement can
+docs/decisions/0035) `send_claim` only queues them, so the effect's first statement can
 travel in the same round trip; `read_claim` then reads the answer. Such a statement must
 act only under the claim: `claim_params` gives what it needs to check that itself.
 """

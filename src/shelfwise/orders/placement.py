@@ -10,7 +10,7 @@ with a location costs two statements after the idempotency claim:
 2. one INSERT ... WITH that writes the order, its lines, the ledger rows and the outbox
    events (`WRITE_ORDER`), queued with the idempotency record and COMMIT.
 
-In pipeline mode (docs/decisions/0030) that is two round trips for the whole order:
+In pipeline mode (docs/decisions/0035) that is two round trips for the whole order:
 claim + reservation, then order + record + COMMIT. The payloads and the response are
 built here, in Python, between the two: they need the price and the level's counters.
 

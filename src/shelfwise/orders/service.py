@@ -75,7 +75,7 @@ async def place_order(
 ) -> Outcome[PlacedOrder]:
     """Reserve and record the order. The hottest write runs on the driver pool with fixed
     SQL (`orders.placement`, docs/decisions/0013) in pipeline mode: two round trips for a
-    one-line order (docs/decisions/0030); the rules are the same as everywhere.
+    one-line order (docs/decisions/0035); the rules are the same as everywhere.
     Expiry needs no job per order: the minute sweep releases it, and confirming refuses
     it from `expires_at` on."""
 

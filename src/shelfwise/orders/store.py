@@ -11,7 +11,7 @@ ascending id, the same in every writer.
 
 Placement runs in psycopg's pipeline mode (`run_unit(..., pipeline=True)`): a statement
 is sent when executed and its result read when fetched, so `send_*` below only queue;
-the first fetch sends everything queued in one round trip (docs/decisions/0030).
+the first fetch sends everything queued in one round trip (docs/decisions/0035).
 """
 
 from __future__ import annotations
