@@ -82,7 +82,7 @@ from shelfwise.jobs.router import router as jobs_router
 from shelfwise.live.auth import Reauthorization, recheck_for
 from shelfwise.live.drain import drain_on_signals, on_drain
 from shelfwise.live.feeds import failover_feed, postgres_feed, redis_feed
-from shelfwise.live.hub import Hub
+from shelfwise.live.hub import FANOUT_SHARE, LIVE_ROLE_FANOUT_SHARE, Hub
 from shelfwise.live.roles import RoleGateMiddleware
 from shelfwise.live.router import router as live_router
 from shelfwise.live.streaming import StreamSendMiddleware
@@ -204,6 +204,10 @@ async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
         queue_limit=settings.live_queue_limit,
         heartbeat_seconds=settings.live_heartbeat_seconds,
         rechecks=Reauthorization(recheck_for(ctx), interval=settings.live_recheck_seconds),
+        # A live-role process flushes back to back: no requests to leave room for.
+        fanout_share=(
+            LIVE_ROLE_FANOUT_SHARE if settings.server_role is ServerRole.LIVE else FANOUT_SHARE
+        ),
     )
     poll = settings.live_feed_poll_seconds
     notify = postgres_feed(libpq_url(settings.direct_url(database_url)), poll_seconds=poll)

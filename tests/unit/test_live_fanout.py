@@ -16,7 +16,7 @@ from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import ROLE_SCOPES
 from shelfwise.live.auth import Credential, Reauthorization
 from shelfwise.live.channels import parse_channels
-from shelfwise.live.hub import Closed, Hub, Subscription
+from shelfwise.live.hub import FANOUT_SHARE, LIVE_ROLE_FANOUT_SHARE, Closed, Hub, Subscription
 
 STAFF = Principal(PrincipalKind.USER, uuid.uuid4(), ROLE_SCOPES[Role.STAFF], Role.STAFF)
 STOCK = parse_channels(["stock"])
@@ -204,7 +204,7 @@ async def test_hub_closes_revoked_subscriptions_and_forgets_closed_ones() -> Non
 
 async def test_a_slow_fan_out_spaces_the_next_flush() -> None:
     clock = Clock()
-    live = hub(clock, flush_seconds=0.05)
+    live = hub(clock, flush_seconds=0.05, fanout_share=FANOUT_SHARE)
     first, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
     second, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
 
@@ -297,3 +297,21 @@ async def test_long_poll_takes_one_event_at_a_time_across_batches() -> None:
     taken = [await subscription.next(0.0) for _ in range(4)]
     assert [e.position if e else None for e in taken] == [1, 2, 3, None]
     assert subscription.pending() == 0
+
+
+async def test_a_live_role_hub_flushes_once_the_last_fan_out_has_written() -> None:
+    clock = Clock()
+    live = hub(clock, flush_seconds=0.05, fanout_share=LIVE_ROLE_FANOUT_SHARE)
+    subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+
+    async def slow_writer() -> None:
+        await subscription.next_batch()
+        clock.t += 0.2  # writing took 200 ms of the loop
+
+    writer = asyncio.create_task(slow_writer())
+    live.publish([stock_event(1)])
+    assert await settled(writer)
+    waiting = asyncio.create_task(subscription.next_batch())
+    live.publish([stock_event(2)])  # 200 ms after the last flush, which took 200 ms
+    assert await settled(waiting)  # (with FANOUT_SHARE: at 400 ms, see the test above)
+    assert positions(list(waiting.result())) == [2]

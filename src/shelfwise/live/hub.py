@@ -20,7 +20,8 @@ flush interval, not connections x events/s. The interval adapts to the cost: at 
 `flush_seconds`, and at least `FANOUT_SHARE` times as long as waking and writing to the
 waiting subscribers is expected to take (per-subscriber cost measured on recent
 flushes), so fan-out takes at most ~1/`FANOUT_SHARE` of the event loop and the rest
-stays for requests. One ticker task sends heartbeats to quiet connections and re-checks
+stays for requests — except on a live-role process, which has none to serve
+(`LIVE_ROLE_FANOUT_SHARE`). One ticker task sends heartbeats to quiet connections and re-checks
 credentials, one lookup per credential (`live/auth.py`).
 
 Backpressure: each subscription holds at most `queue_limit` undelivered events. A client
@@ -68,6 +69,9 @@ Wire = TypeVar("Wire", str, bytes)
 FLUSH_SECONDS = 0.05
 FANOUT_SHARE = 2.0
 MAX_FLUSH_SECONDS = 1.0
+# A `serve --role live` process has no requests to leave room for: the next flush may
+# start as soon as the last one has written (every interval spent idle was pure lag).
+LIVE_ROLE_FANOUT_SHARE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,7 @@ class Hub:
         queue_limit: int = 1000,
         max_backlog: int = 50_000,
         flush_seconds: float = FLUSH_SECONDS,
+        fanout_share: float = FANOUT_SHARE,
         heartbeat_seconds: float = 15.0,
         rechecks: Reauthorization | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -109,6 +114,7 @@ class Hub:
         # Called with every event, in order (e.g. cache invalidation); must not block.
         self.listeners: list[Callable[[PublishedEvent], None]] = []
         self.flush_seconds = flush_seconds
+        self.fanout_share = fanout_share
         self._due: dict[Audience, None] = {}  # audiences with events for the next flush
         self._flush_at: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")
@@ -233,7 +239,7 @@ class Hub:
         """How long after the last flush the next may start, given who is waiting."""
         waiting = sum(len(audience.members) for audience in self._due)
         fanout = min(self._costs, default=0.0) * waiting
-        return min(max(self.flush_seconds, FANOUT_SHARE * fanout), MAX_FLUSH_SECONDS)
+        return min(max(self.flush_seconds, self.fanout_share * fanout), MAX_FLUSH_SECONDS)
 
     def flush(self) -> None:
         """Hand each audience's events, as one shared batch, to its subscriptions."""
