@@ -64,7 +64,7 @@ async def fixed(
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     retired = 0  # idle connections closed instead of reused
-    failed_idle: list[float] = []  # how long a connection that failed had been idle
+    failed_idle: list[float] = []  # how long a reused connection that failed had been idle
     rng = random.Random(1)
 
     def reusable() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float] | None:
@@ -78,14 +78,15 @@ async def fixed(
         return None
 
     async def one(scheduled: float) -> None:
-        since = time.perf_counter()
+        since: float | None = None  # when the pooled connection used was last used
         try:
             async with asyncio.timeout(TIMEOUT_S):
                 conn = reusable()
                 if conn is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     conn = (reader, writer, time.perf_counter())
-                since = conn[2]
+                else:
+                    since = conn[2]
                 conn[1].write(rng.choice(requests))
                 status, close = await _read_response(conn[0])
             latencies.append(time.perf_counter() - scheduled)
@@ -96,7 +97,8 @@ async def fixed(
                 idle.append((conn[0], conn[1], time.perf_counter()))
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
-            failed_idle.append(round(scheduled - since, 2))
+            if since is not None:
+                failed_idle.append(round(scheduled - since, 2))
 
     tasks = []
     started = time.perf_counter()
