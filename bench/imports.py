@@ -1,7 +1,7 @@
 """CSV import at scale: rows/s and the importing process's peak memory.
 
     flock /tmp/shelfwise-bench.lock python -m bench.imports --rows 1000000
-        [--via worker|cli] [--locations 3] [--batch-size 1000] [--timeout 1800]
+        [--via worker|cli|direct] [--locations 3] [--batch-size 1000] [--timeout 1800]
 
 Writes a deterministic CSV (seeded: same bytes for the same arguments) of products with
 stock — one row per SKU, most with `location,on_hand`, one in 1,000 deliberately bad —
@@ -12,6 +12,10 @@ database the other benchmarks read), then imports it the way production does:
   relay, as deployed) runs the `import_products` job, deferred like `POST /v1/imports`
   does; elapsed is the job's started → finished, from Procrastinate's own events.
 - `--via cli`: `shelfwise import FILE`, wall time of the process.
+- `--via direct`: `run_import` in the benchmark's own process, without the relay the
+  worker runs beside it: the import's own cost, with this process's CPU and the CPU of
+  the benchmark database's backends (robust to other benchmarks on the cluster); peak
+  RSS is the benchmark process's, file generation included.
 
 Peak RSS is the kernel's high-water mark of that process (`VmHWM`, sampled until it
 exits, and `ru_maxrss` for the CLI child), so no short peak can slip between samples.
@@ -188,6 +192,53 @@ def via_worker(url: str, path: Path, log: Path, timeout: float) -> dict[str, Any
     }
 
 
+def database_cpu_seconds() -> float:
+    """CPU time of this benchmark database's live backends (and autovacuum workers on it):
+    PostgreSQL puts the database name in each backend's process title, so other
+    benchmarks sharing the cluster are not counted."""
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if DATABASE in " ".join(proc.info["cmdline"] or []):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def via_direct(url: str, path: Path) -> dict[str, Any]:
+    """`run_import` in this process, no relay beside it: the import's own cost, split into
+    this process's CPU and its PostgreSQL backends' CPU (read before they close)."""
+    from shelfwise.config import load_settings
+    from shelfwise.db import open_database
+    from shelfwise.imports.service import run_import
+
+    async def main() -> dict[str, Any]:
+        db = open_database(load_settings(database_url=url), url)
+        try:
+            cpu, pg_cpu = time.process_time(), database_cpu_seconds()
+            started = time.perf_counter()
+            summary = await run_import(db.sessions, path, job_id=0)
+            seconds = time.perf_counter() - started
+            return {
+                "seconds": seconds,
+                "importer_cpu_s": round(time.process_time() - cpu, 1),
+                "postgres_cpu_s": round(database_cpu_seconds() - pg_cpu, 1),
+                "imported": summary.imported,
+                "stock_changed": summary.stock_changed,
+                "bad": summary.bad,
+            }
+        finally:
+            await db.dispose()
+
+    import resource
+
+    run = asyncio.run(main())
+    run["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return run
+
+
 def via_cli(url: str, path: Path, timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -256,7 +307,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--via", choices=("worker", "cli"), default="worker")
+    parser.add_argument("--via", choices=("worker", "cli", "direct"), default="worker")
     parser.add_argument("--locations", type=int, default=3, choices=range(1, 6))
     parser.add_argument("--seed", type=int, default=20261121)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds, then give up")
@@ -280,6 +331,8 @@ def main() -> int:
         if args.via == "worker":
             run = via_worker(url, path, RESULTS / f"{stamp}-imports-worker.log", args.timeout)
             run["postgres_cpu_s"] = round(run.pop("postgres_cpu_s_total") - pg_cpu, 1)
+        elif args.via == "direct":
+            run = via_direct(url, path)
         else:  # the CLI's backends are gone with it, and their CPU time with them
             run = via_cli(url, path, args.timeout)
         result = {
