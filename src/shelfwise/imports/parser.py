@@ -47,12 +47,6 @@ class NotUtf8(ValueError):
     pass
 
 
-@dataclass
-class BadRow:
-    line: int
-    error: str
-
-
 @dataclass(frozen=True, slots=True)
 class CheckedRow:
     """A valid row's values, as `ProductIn` normalises them (stripped, defaults filled)."""

@@ -35,6 +35,7 @@ from shelfwise.imports.staging import BATCH_COUNTS, BATCH_ERRORS, Staging, drop,
 from shelfwise.jobs.service import report_progress
 from shelfwise.observability.tracing import inject_context
 from shelfwise.store.unit import borrowed_unit
+from shelfwise.transactions import retrying
 
 IMPORT_PROGRESS = "import.progress"
 IMPORT_TASK = "import_products"
@@ -193,15 +194,23 @@ async def run_import(
             batch = BatchOf(
                 job_id, staging.rows, lo, hi, min(hi, loaded.records), k == last, has_stock
             )
-            async with session_factory() as session:
-                result = await merge_batch(
-                    session,
-                    batch,
-                    summary,
-                    reference=reference,
-                    actor_id=actor_id,
-                    trace_context=trace_context,
-                )
+
+            async def once(batch: BatchOf = batch) -> BatchResult:
+                async with session_factory() as session:
+                    return await merge_batch(
+                        session,
+                        batch,
+                        summary,
+                        reference=reference,
+                        actor_id=actor_id,
+                        trace_context=trace_context,
+                    )
+
+            # A batch is all or nothing (its refusals in the staging rows included), so a
+            # deadlock or serialization failure is retried from its start: possible only
+            # when another writer creates a product of the batch between its check and
+            # its upsert, and locks that product's level first.
+            result = await retrying(once, use_case="import_batch", attempts=3)
             summary.add(result)
             if job_id:
                 async with session_factory() as session:
