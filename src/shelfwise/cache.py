@@ -78,6 +78,12 @@ class ReadThroughCache(Generic[K, V]):
         self._generation = 0
         # Keys invalidated while their load was in flight: that load read the old value.
         self._stale: set[K] = set()
+        # Bound once: `labels()` per hit (a lock and a dict look-up) was a measurable
+        # share of a cached product read (docs/performance.md, issue 14).
+        self._hits = CACHE_REQUESTS.labels(name, "hit")
+        self._misses = CACHE_REQUESTS.labels(name, "miss")
+        self._coalesced = CACHE_REQUESTS.labels(name, "coalesced")
+        self._refreshes = CACHE_REQUESTS.labels(name, "refresh")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -94,7 +100,7 @@ class ReadThroughCache(Generic[K, V]):
         now = self._now()
         if entry is not None and entry.expires > now:
             self._entries.move_to_end(key)
-            CACHE_REQUESTS.labels(self.name, "hit").inc()
+            self._hits.inc()
             if (
                 entry.refresh_at <= now
                 and key not in self._loading
@@ -103,14 +109,14 @@ class ReadThroughCache(Generic[K, V]):
                 self._refresh(key, load)
             return entry.value
         if (pending := self._loading.get(key)) is not None:
-            CACHE_REQUESTS.labels(self.name, "coalesced").inc()
+            self._coalesced.inc()
             return await asyncio.shield(pending)
-        CACHE_REQUESTS.labels(self.name, "miss").inc()
+        self._misses.inc()
         return await self._load(key, load)
 
     def _refresh(self, key: K, load: Callable[[], Awaitable[V | None]]) -> None:
         """Reload `key` off the request's path; a failure keeps the entry until it expires."""
-        CACHE_REQUESTS.labels(self.name, "refresh").inc()
+        self._refreshes.inc()
         task = asyncio.get_running_loop().create_task(self._load(key, load))
         self._refreshing.add(task)
         task.add_done_callback(self._refreshed)

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
+from starlette.responses import Response
 
 from shelfwise.cache import ReadThroughCache
 from shelfwise.events.outbox import PublishedEvent
@@ -17,15 +18,55 @@ from shelfwise.events.outbox import PublishedEvent
 
 @dataclass(frozen=True, slots=True)
 class CachedResponse:
+    """A response as it leaves the router: body bytes, ETag, and its encoded headers.
+
+    The header list for each (max-age, status) is built on the first hit and reused:
+    a hit then costs no pydantic, no JSON and no header encoding (issue 14's profile)."""
+
     body: bytes
     etag: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    _raw: dict[tuple[int, int], list[tuple[bytes, bytes]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(
         cls, model: BaseModel, *, etag: str | None = None, headers: dict[str, str] | None = None
     ) -> CachedResponse:
         return cls(model.model_dump_json().encode(), etag, headers or {})
+
+    def response(self, max_age: int, *, status_code: int = 200) -> Response:
+        """A fresh response (middleware appends to its header list) from the prepared one."""
+        raw = self._raw.get((max_age, status_code))
+        if raw is None:
+            raw = self._raw[max_age, status_code] = self._render(max_age, status_code).raw_headers
+        return _Prepared(self.body if status_code == 200 else b"", status_code, list(raw))
+
+    def _render(self, max_age: int, status_code: int) -> Response:
+        headers = {
+            **self.headers,
+            "Cache-Control": f"public, max-age={max_age}",
+            "Vary": "Accept-Encoding",
+        }
+        if self.etag:
+            headers["ETag"] = self.etag
+        body = self.body if status_code == 200 else b""
+        return Response(body, status_code, headers, media_type="application/json")
+
+
+class _Prepared(Response):
+    """A `Response` whose headers were encoded once, when its entry was first served."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self, body: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
 
 
 class CatalogCache:

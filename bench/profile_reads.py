@@ -1,0 +1,139 @@
+"""Where a cached `GET /v1/products/{id}` spends its CPU: the whole app, driven in-process.
+
+    python -m bench.profile_reads [--requests 20000] [--concurrency 16] [--html out.html]
+
+As `bench.profile_orders`: the bench database (`var/bench`), Shelfwise's app with the
+bench's settings (access log on, JSON logs, rate limiting off), the ASGI app called
+directly (no socket, no HTTP parser). Every one of `--products` ids is read once first, so
+the measured reads are all cache hits (the counters are printed to show it). Prints the
+process's CPU per read and where it went, by package, from `cProfile` (or a pyinstrument
+page with `--html`). Runs ~20 s. The access log goes to a temporary file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import os
+import pstats
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any
+
+from bench.profile_orders import _bucket, _call
+from bench.servers import prepare_database
+
+
+def _cache_counts() -> dict[str, float]:
+    from shelfwise.observability.metrics import CACHE_REQUESTS
+
+    return {
+        s.labels["result"]: s.value
+        for metric in CACHE_REQUESTS.collect()
+        for s in metric.samples
+        if s.name.endswith("_total") and s.labels.get("cache") == "product"
+    }
+
+
+async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> None:
+    from shelfwise.app import create_app
+    from shelfwise.config import load_settings
+
+    settings = load_settings(
+        database_url=url,
+        env="development",
+        access_log=True,
+        log_json=True,
+        rate_limit_enabled=False,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        ids = ids[: args.products]
+        for i in range(0, len(ids), 64):  # warm: every id read once
+            await asyncio.gather(
+                *(_call(app, "GET", f"/v1/products/{p}", {}, b"") for p in ids[i : i + 64])
+            )
+        rng = random.Random(14)
+        statuses: dict[int, int] = defaultdict(int)
+
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                status, _ = await _call(app, "GET", f"/v1/products/{rng.choice(ids)}", {}, b"")
+                statuses[status] += 1
+
+        per = max(1, args.requests // args.concurrency)
+        before = _cache_counts()
+        profiler: Any
+        if args.html:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(async_mode="disabled", interval=0.0002)
+        else:
+            profiler = cProfile.Profile()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if args.profile:
+            profiler.start() if args.html else profiler.enable()
+        await asyncio.gather(*(worker(per) for _ in range(args.concurrency)))
+        if args.profile:
+            profiler.stop() if args.html else profiler.disable()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        after = _cache_counts()
+        done = sum(statuses.values())
+        delta = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after}
+        print(
+            f"statuses {dict(statuses)}  reads/s {done / wall:.0f}  "
+            f"process CPU/read {cpu / done * 1e6:.0f} us  cache {delta}"
+            f"{' (profiler overhead included)' if args.profile else ''}",
+            file=out,
+        )
+        if not args.profile:
+            return
+        if args.html:
+            with open(args.html, "w") as f:
+                f.write(profiler.output_html())
+            print(
+                profiler.output_text(unicode=True, show_all=bool(os.environ.get("PROFILE_ALL"))),
+                file=out,
+            )
+            return
+        stats = pstats.Stats(profiler, stream=out)
+        by_pkg: dict[str, float] = defaultdict(float)
+        total = 0.0
+        for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+            by_pkg[_bucket(filename)] += tottime
+            total += tottime
+        print(
+            f"\nself time by package (share of {total / done * 1e6:.0f} us/read profiled):",
+            file=out,
+        )
+        for pkg, t in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"  {pkg:<40} {t / total * 100:5.1f} %  {t / done * 1e6:7.0f} us", file=out)
+        stats.sort_stats("cumulative").print_stats(args.top)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--html")
+    parser.add_argument("--top", type=int, default=50)
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    args = parser.parse_args()
+    url, ids = prepare_database(10_000)
+    report = sys.stdout
+    with (
+        tempfile.NamedTemporaryFile("w", prefix="profile-reads-", suffix=".log") as log,
+        contextlib.redirect_stdout(log),
+    ):
+        asyncio.run(_run(args, url, ids, report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
