@@ -727,6 +727,9 @@ def main() -> int:
         "the profile is written beside each live log when it stops",
     )
     args = parser.parse_args()
+    # `timeout N python -m bench.issues ...` sends SIGTERM: stop the servers (finally
+    # below) instead of leaving them running with thousands of streams open.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.subscribers = args.subscribers or [1000]
     parts = args.part or ["orders", "logins", "relay", "sse"]
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
