@@ -9,6 +9,7 @@ next transaction.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -17,6 +18,8 @@ from psycopg import pq
 
 from shelfwise.db import libpq_url
 from shelfwise.driverpool import DriverPool, fetch_row
+from shelfwise.orders.store import send
+from tests.support import wait_until
 
 CREATE = "CREATE TABLE pipelined (n int PRIMARY KEY CHECK (n > 0))"
 INSERT = "INSERT INTO pipelined (n) VALUES (%s)"
@@ -77,6 +80,7 @@ async def test_a_failing_statement_rolls_back_what_was_queued_before_it(
 
 async def test_an_error_first_seen_at_commit_rolls_back(pool: DriverPool) -> None:
     """Nothing fetched after the bad statement: the error arrives with COMMIT's Sync."""
+
     async def block() -> None:
         async with pool.transaction(pipeline=True) as conn:
             await conn.execute(INSERT, (1,))
@@ -91,6 +95,7 @@ async def test_an_error_first_seen_at_commit_rolls_back(pool: DriverPool) -> Non
 async def test_an_exception_in_the_block_rolls_back(pool: DriverPool) -> None:
     """A refusal decided in Python (an idempotency key in use, too little stock) after
     statements were queued and some read."""
+
     async def block() -> None:
         async with pool.transaction(pipeline=True) as conn:
             await conn.execute(INSERT, (1,))
@@ -102,3 +107,33 @@ async def test_an_exception_in_the_block_rolls_back(pool: DriverPool) -> None:
         await block()
     assert await rows(pool) == 0
     await still_serves(pool)
+
+
+async def test_a_cancelled_block_rolls_back_and_leaves_a_usable_pool(
+    pool: DriverPool, database_url: str
+) -> None:
+    """The request timeout (`http/timeouts.py`) or a client gone cancels the request's
+    task while it waits on the database in the middle of the pipeline."""
+
+    async def block() -> None:
+        async with pool.transaction(pipeline=True) as conn:
+            await conn.execute(INSERT, (1,))
+            sleeper = await send(conn, "SELECT pg_sleep(30)", ())
+            await sleeper.fetchone()
+
+    task = asyncio.create_task(block())
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as watcher:
+
+        async def sleeping() -> bool:
+            cursor = await watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
+            )
+            row = await cursor.fetchone()
+            return row is not None and row[0] == 1
+
+        await wait_until(sleeping, what="the pipelined block to wait on the server")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)  # not the 30 s of the sleep
+    await asyncio.wait_for(still_serves(pool), timeout=10)
