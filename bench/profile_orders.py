@@ -8,14 +8,13 @@ directly — no socket, no HTTP parser — with `--concurrency` requests in flig
 one-line order of a random product with a fresh `Idempotency-Key`. It prints the
 process's CPU per order (the app, psycopg and the loop; PostgreSQL is another process)
 and where it went, by package and by stage, from `cProfile` (or a pyinstrument page with
-`--html`). Runs ~20-40 s. The access log goes to a temporary file, not the terminal.
+`--html`). Runs ~20-40 s. The access log (stderr) goes to a temporary file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import json
 import os
@@ -24,6 +23,7 @@ import random
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -121,11 +121,7 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
         token = json.loads(raw)["access_token"]
         ctx = app.state.ctx
         async with ctx.driver.connection() as conn:
-            location = (
-                await (
-                    await conn.execute(SHELF)
-                ).fetchone()
-            )["id"]
+            location = (await (await conn.execute(SHELF)).fetchone())["id"]
         rng = random.Random(14)
         statuses: dict[int, int] = defaultdict(int)
 
@@ -180,7 +176,8 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             with open(args.html, "w") as f:
                 f.write(profiler.output_html())
             print("wrote", args.html, file=out)
-            print(profiler.output_text(unicode=True, show_all=bool(os.environ.get("PROFILE_ALL"))), file=out)
+            every_frame = bool(os.environ.get("PROFILE_ALL"))  # library frames too
+            print(profiler.output_text(unicode=True, show_all=every_frame), file=out)
             return
         stats = pstats.Stats(profiler, stream=out)
         by_pkg: dict[str, float] = defaultdict(float)
@@ -206,11 +203,18 @@ def main() -> int:
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
     url, ids = prepare_database(10_000)
-    report = sys.stdout
-    # The access log (one JSON line per request) goes to a file that is then removed.
-    log = tempfile.NamedTemporaryFile("w", prefix="profile-orders-", suffix=".log")
-    with log, contextlib.redirect_stdout(log):
-        asyncio.run(_run(args, url, ids, report))
+    # The access log (one JSON line per request, on stderr) goes to a file then removed;
+    # the report stays on stdout, and a failure's traceback is printed there too.
+    stderr = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            asyncio.run(_run(args, url, ids, sys.stdout))
+        except BaseException:
+            traceback.print_exc(file=sys.stdout)
+            raise
+        finally:
+            os.dup2(stderr, 2)
     return 0
 
 
