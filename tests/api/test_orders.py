@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 
 from shelfwise.clock import FixedClock
 from shelfwise.context import AppContext
@@ -252,3 +253,19 @@ async def test_transfer_moves_available_stock(
         headers=staff["headers"],
     )
     assert same.status_code == 422
+
+
+async def test_refused_orders_are_counted_by_reason(
+    client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any]
+) -> None:
+    def refused(reason: str) -> float:
+        return REGISTRY.get_sample_value("shelfwise_orders_total", {"outcome": reason}) or 0.0
+
+    product, _ = await stocked_product(client, staff, 1)
+    before = {r: refused(r) for r in ("unknown_product", "location_not_found")}
+    unknown = await place(client, customer, [(str(uuid.uuid4()), 1)])
+    assert unknown.status_code == 422, unknown.text
+    nowhere = await place(client, customer, [(product["id"], 1)], location_id=str(uuid.uuid4()))
+    assert nowhere.status_code == 404, nowhere.text
+    assert refused("unknown_product") == before["unknown_product"] + 1
+    assert refused("location_not_found") == before["location_not_found"] + 1

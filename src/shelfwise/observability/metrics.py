@@ -74,7 +74,8 @@ TX_RETRIES = Counter(
 )
 ORDERS_PLACED = Counter(
     "shelfwise_orders_total",
-    "Order placement attempts by outcome (reserved, insufficient_stock, replayed).",
+    "Order placement attempts by outcome (reserved, replayed; refused: insufficient_stock, "
+    "unknown_product, mixed_currencies, location_not_found).",
     ["outcome"],
 )
 ORDER_TRANSITIONS = Counter(

@@ -30,9 +30,10 @@ from shelfwise.idempotency.service import (
 )
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
+from shelfwise.inventory.errors import LocationNotFound
 from shelfwise.observability.metrics import ORDER_TRANSITIONS, ORDERS_PLACED
 from shelfwise.orders import placement, store
-from shelfwise.orders.errors import OrderNotFound
+from shelfwise.orders.errors import MixedCurrencies, OrderNotFound, UnknownProducts
 from shelfwise.orders.lifecycle import TARGET, OrderAction
 from shelfwise.orders.models import Order, OrderStatus
 from shelfwise.orders.placement import PlacedOrder as PlacedOrder
@@ -110,8 +111,9 @@ async def place_order(
         outcome = await run_unit(
             driver, work, use_case="place_order", doorbell=doorbell, pipeline=True
         )
-    except InsufficientStock:
-        ORDERS_PLACED.labels("insufficient_stock").inc()
+    except (InsufficientStock, UnknownProducts, MixedCurrencies, LocationNotFound) as refusal:
+        # Refusals by reason; each class has one fixed code, so the label stays bounded.
+        ORDERS_PLACED.labels(refusal.code).inc()
         raise
     ORDERS_PLACED.labels("replayed" if outcome.replay else "reserved").inc()
     return outcome
