@@ -45,8 +45,10 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shelfwise.driverpool import DriverPool
 from shelfwise.events.models import OutboxEvent
 from shelfwise.events.outbox import PublishedEvent, read_stream
+from shelfwise.events.published import oldest_position, read_published
 from shelfwise.identity.principal import Principal
 from shelfwise.live.audience import Audience, Batch, audience_key
 from shelfwise.live.channels import ChannelSet
@@ -97,8 +99,12 @@ class Hub:
         heartbeat_seconds: float = 15.0,
         rechecks: Reauthorization | None = None,
         clock: Callable[[], float] = time.monotonic,
+        driver: DriverPool | None = None,
     ) -> None:
         self._sessions = sessions
+        # The stream is read back after every commit burst: on the driver when given
+        # (no ORM objects built per event; events/published.py), else through `sessions`.
+        self._driver = driver
         self._max_backlog = max_backlog
         self._window: deque[PublishedEvent] = deque(maxlen=window)
         self._batch = batch_size
@@ -193,8 +199,7 @@ class Hub:
         delivered = 0
         async with self._catching_up:
             while True:
-                async with self._sessions() as session:
-                    events = await read_stream(session, self.head, self._batch)
+                events = await self._read_page(self.head)
                 # The span links to each event's writer (nothing when tracing is off).
                 with batch_span(
                     "live fan-out",
@@ -379,22 +384,33 @@ class Hub:
             subscription.backlog.extend(e for e in self._window if since < e.position <= head)
             LIVE_RESUMES.labels(transport, "window").inc()
             return None
-        async with self._sessions() as session, session.begin():
-            oldest = await session.scalar(select(func.min(OutboxEvent.position)))
+        oldest = await self._oldest_position()
         if oldest is not None and oldest > since + 1:
             LIVE_RESUMES.labels(transport, "reset").inc()
             return Reset("position_too_old", head)
         after = since
         while after < head:
-            async with self._sessions() as session:
-                page = await read_stream(session, after, self._batch)
-            page = [e for e in page if e.position <= head]
+            page = [e for e in await self._read_page(after) if e.position <= head]
             if not page:
                 break
             subscription.backlog.extend(page)
             after = page[-1].position
         LIVE_RESUMES.labels(transport, "database").inc()
         return None
+
+    async def _read_page(self, after: int) -> list[PublishedEvent]:
+        if self._driver is not None:
+            async with self._driver.connection() as conn:
+                return await read_published(conn, after, self._batch)
+        async with self._sessions() as session:
+            return await read_stream(session, after, self._batch)
+
+    async def _oldest_position(self) -> int | None:
+        if self._driver is not None:
+            async with self._driver.connection() as conn:
+                return await oldest_position(conn)
+        async with self._sessions() as session, session.begin():
+            return await session.scalar(select(func.min(OutboxEvent.position)))
 
 
 def _created(event: PublishedEvent) -> float:
