@@ -208,6 +208,7 @@ async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
         fanout_share=(
             LIVE_ROLE_FANOUT_SHARE if settings.server_role is ServerRole.LIVE else FANOUT_SHARE
         ),
+        driver=ctx.driver,  # the stream is read back on psycopg, not the ORM
     )
     poll = settings.live_feed_poll_seconds
     notify = postgres_feed(libpq_url(settings.direct_url(database_url)), poll_seconds=poll)
