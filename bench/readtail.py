@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -49,7 +50,24 @@ METRICS = {
     "gc0": re.compile(r'^python_gc_collections_total\{generation="0"\}'),
     "gc1": re.compile(r'^python_gc_collections_total\{generation="1"\}'),
     "gc2": re.compile(r'^python_gc_collections_total\{generation="2"\}'),
+    # The loop ran a due timer late: over 100 ms (the lag histogram's buckets), or a
+    # stall LoopWatch logged as event_loop_blocked.
+    "lag_samples": re.compile(r"^shelfwise_event_loop_lag_seconds_count "),
+    "lag_le_100ms": re.compile(r'^shelfwise_event_loop_lag_seconds_bucket\{le="0\.1"\}'),
+    "loop_blocked": re.compile(r"^shelfwise_event_loop_blocked_total "),
 }
+
+
+def involuntary_switches(pid: int) -> float:
+    """Times the kernel took the core from the server's process tree (a busy machine)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.num_ctx_switches().involuntary
+    return float(total)
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -68,20 +86,23 @@ def scrape(port: int) -> dict[str, float]:
 
 async def client(port: int, ids: list[str], connections: int, duration: float) -> list[list[float]]:
     heads = [f"GET /v1/products/{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for i in ids]
-    samples: list[list[float]] = []  # [start offset s, latency s, status]
+    samples: list[list[float]] = []  # [start offset s, latency s, status, first on its connection]
     t0 = time.perf_counter()
     deadline = t0 + duration
 
     async def loop(seed: int) -> None:
         rng = random.Random(seed)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        first = 1
         while (start := time.perf_counter()) < deadline:
             writer.write(rng.choice(heads))
             status, close = await _read_response(reader)
-            samples.append([start - t0, time.perf_counter() - start, status])
+            samples.append([start - t0, time.perf_counter() - start, status, first])
+            first = 0
             if close:
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                first = 1
         writer.close()
 
     await asyncio.gather(*(loop(n) for n in range(connections)))
@@ -125,7 +146,7 @@ def client_main(argv: list[str]) -> None:
 
 def per_second(samples: list[list[float]], p50: float) -> list[dict[str, Any]]:
     buckets: dict[int, list[float]] = defaultdict(list)
-    for start, latency, _ in samples:
+    for start, latency, *_ in samples:
         buckets[int(start)].append(latency)
     rows = []
     for second in sorted(buckets):
@@ -176,8 +197,11 @@ def measure(
         stop = threading.Event()
 
         def sample(t0: float) -> None:
+            assert server.process is not None
             while not stop.is_set():
-                scrapes.append((time.perf_counter() - t0, scrape(server.port)))
+                sample = scrape(server.port)
+                sample["preempted"] = involuntary_switches(server.process.pid)
+                scrapes.append((time.perf_counter() - t0, sample))
                 stop.wait(1.0)
 
         t0 = time.perf_counter()
@@ -200,9 +224,11 @@ def measure(
     seconds = per_second(samples, p50)
     # Counter deltas per scrape interval, keyed by the second the interval ends in.
     deltas = [
-        {"s": round(t2, 1), **{k: b[k] - a[k] for k in METRICS}}
+        {"s": round(t2, 1), **{k: b[k] - a[k] for k in [*METRICS, "preempted"]}}
         for (_, a), (t2, b) in itertools.pairwise(scrapes)
     ]
+    for d in deltas:  # loop timers run more than 100 ms late in that interval
+        d["lag_over_100ms"] = d.pop("lag_samples") - d.pop("lag_le_100ms")
     summary = {
         "variant": variant,
         "server_env": env,
@@ -215,12 +241,16 @@ def measure(
         "p99_ms": round(percentile(lat, 0.99) * 1000, 2),
         "max_ms": round(lat[-1] * 1000, 2),
         "slow_over_10x_p50": sum(r["slow"] for r in seconds),
+        # The first request of each connection (64 opened at once when the load starts).
+        "slow_first_on_connection": sum(1 for s in samples if s[3] and s[1] > 10 * p50),
         "server_cpu_us_per_req": round(cpu / max(1, len(samples)) * 1e6),
         "server_cpu_pct": round(100 * cpu / wall),
         "rest_cpu_pct": round(100 * (busy - cpu) / wall),  # client, database, other work
         "cache_misses": sum(d["cache_miss"] for d in deltas),
         "cache_refreshes": sum(d["cache_refresh"] for d in deltas),
         "gc2_passes": sum(d["gc2"] for d in deltas),
+        "loop_lag_over_100ms": sum(d["lag_over_100ms"] for d in deltas),
+        "loop_blocked": sum(d["loop_blocked"] for d in deltas),
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(summary))
@@ -230,11 +260,16 @@ def measure(
             f"{row['s']:>4} {row['n']:>6} {row['p50_ms']:>7} {row['p99_ms']:>7}"
             f" {row['max_ms']:>7} {row['slow']:>5}"
         )
-    print("metrics per scrape interval (end s: cache hit/miss/refresh, gc0/1/2):")
+    print(
+        "metrics per scrape interval (end s: cache hit/miss/refresh, gc0/1/2, loop timers"
+        " > 100 ms late, loop stalls logged, involuntary context switches of the server):"
+    )
     for d in deltas:
         print(
             f"  {d['s']:>5}: hit {d['cache_hit']:>6.0f} miss {d['cache_miss']:>5.0f}"
             f" refresh {d['cache_refresh']:>5.0f}  gc {d['gc0']:.0f}/{d['gc1']:.0f}/{d['gc2']:.0f}"
+            f"  lag>100ms {d['lag_over_100ms']:.0f} blocked {d['loop_blocked']:.0f}"
+            f"  preempted {d['preempted']:.0f}"
         )
     return {**summary, "per_second": seconds, "metrics": deltas}
 
