@@ -61,7 +61,7 @@ def test_no_endpoint_installs_nothing() -> None:
         "trace_id": None,
         "carrier": None,
     }
-    assert "RequestIdMiddleware" in layers
+    assert "EdgeMiddleware" in layers  # request id, access log, ... (http/edge.py)
     assert "RequestIdSpanMiddleware" not in layers
 
 

@@ -1,4 +1,6 @@
-"""Access log and RED metrics, as two small pure-ASGI middlewares.
+"""Access log and RED metrics, as two small pure-ASGI middlewares (the app installs
+them folded into one layer with the request id, error boundary and security headers:
+`edge.py`).
 
 Pure ASGI rather than `BaseHTTPMiddleware`: no extra task per request and streaming
 responses pass through untouched. The route *template* is read from the scope after
@@ -71,15 +73,18 @@ class AccessLogMiddleware:
                 )
 
 
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # `labels()` takes a lock and hashes its arguments on every call; the set of
-        # (method, route, status) is small and bounded, so keep the children at hand.
+class RedMetrics:
+    """The request counter, latency histogram and in-flight gauge, with their children
+    kept at hand: `labels()` takes a lock and hashes its arguments on every call, and the
+    set of (method, route, status) is small and bounded."""
+
+    in_flight = HTTP_IN_FLIGHT
+
+    def __init__(self) -> None:
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
 
-    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         counter = self._counters.get((method, route, status))
         if counter is None:
             counter = self._counters[(method, route, status)] = HTTP_REQUESTS.labels(
@@ -90,6 +95,15 @@ class MetricsMiddleware:
         if histogram is None:
             histogram = self._histograms[(method, route)] = HTTP_LATENCY.labels(method, route)
         histogram.observe(seconds)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._metrics = RedMetrics()
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._metrics.observe(method, route, status, seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

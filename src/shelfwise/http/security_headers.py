@@ -37,6 +37,27 @@ def csp_nonce(scope: Scope) -> str:
     return nonce
 
 
+# Every response gets these unless it set its own (the CSP depends on the response).
+STATIC_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+
+
+def csp_for(scope: Scope, content_type: str) -> str:
+    """The Content-Security-Policy for a response of `content_type` to this request."""
+    if scope["path"].startswith(DOCS_PATHS):
+        return DOCS_CSP
+    if content_type.startswith("text/html"):
+        return page_csp(csp_nonce(scope))
+    return API_CSP
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
         self.app = app
@@ -50,27 +71,13 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-                headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+                for name, value in STATIC_HEADERS:
+                    headers.setdefault(name, value)
                 headers.setdefault(
-                    "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"
+                    "Content-Security-Policy", csp_for(scope, headers.get("content-type", ""))
                 )
-                headers.setdefault("Content-Security-Policy", self._csp(scope, headers))
                 if self.hsts:
-                    headers.setdefault(
-                        "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
-                    )
+                    headers.setdefault(*HSTS)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-    @staticmethod
-    def _csp(scope: Scope, headers: MutableHeaders) -> str:
-        if scope["path"].startswith(DOCS_PATHS):
-            return DOCS_CSP
-        if headers.get("content-type", "").startswith("text/html"):
-            return page_csp(csp_nonce(scope))
-        return API_CSP
