@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import os
 import pstats
 import random
@@ -38,6 +39,22 @@ def _cache_counts() -> dict[str, float]:
         for s in metric.samples
         if s.name.endswith("_total") and s.labels.get("cache") == "product"
     }
+
+
+def _time_gc() -> tuple[dict[int, list[float]], Any]:
+    """Each collector pass's duration by generation, while the reads run (the read tail:
+    could a young pass over the cached entries stall the loop?)."""
+    passes: dict[int, list[float]] = defaultdict(list)
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            passes[info["generation"]].append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+    return passes, callback
 
 
 async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> None:
@@ -68,6 +85,7 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
 
         per = max(1, args.requests // args.concurrency)
         before = _cache_counts()
+        gc_passes, gc_callback = _time_gc()
         profiler: Any
         if args.html:
             from pyinstrument import Profiler
@@ -83,6 +101,7 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             profiler.stop() if args.html else profiler.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         after = _cache_counts()
+        gc.callbacks.remove(gc_callback)
         done = sum(statuses.values())
         delta = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after}
         print(
@@ -91,6 +110,13 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             f"{' (profiler overhead included)' if args.profile else ''}",
             file=out,
         )
+        for generation, times in sorted(gc_passes.items()):
+            print(
+                f"gc generation {generation}: {len(times)} passes, longest"
+                f" {max(times) * 1e3:.1f} ms, total {sum(times) * 1e3:.1f} ms"
+                f" ({', '.join(f'{t * 1e3:.1f}' for t in times[:12])} ms)",
+                file=out,
+            )
         if not args.profile:
             return
         if args.html:
@@ -122,6 +148,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--html")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     parser.add_argument("--top", type=int, default=50)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
@@ -131,7 +158,12 @@ def main() -> int:
         tempfile.NamedTemporaryFile("w", prefix="profile-reads-", suffix=".log") as log,
         contextlib.redirect_stdout(log),
     ):
-        asyncio.run(_run(args, url, ids, report))
+        if args.loop == "uvloop":  # as `shelfwise serve` runs
+            import uvloop
+
+            uvloop.run(_run(args, url, ids, report))
+        else:
+            asyncio.run(_run(args, url, ids, report))
     return 0
 
 
