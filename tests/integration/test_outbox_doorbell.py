@@ -1,10 +1,9 @@
 """The relay's wake-up is rung after a commit that wrote events, from outside that
 transaction (docs/decisions/0013): never on rollback, never by the writer's own backend.
 
-Both ways an event reaches the outbox are shown: the unit of work (every use case,
-`store/unit.py`, here over a session as the catalog, webhooks and low-stock report use
-it) and the session's `emit_all` with its after-commit hook (the CSV import's batch
-only, `events/doorbell.py`)."""
+Every event reaches the outbox through the unit of work (`store/unit.py`); here over a
+session, as the catalog, webhooks, the low-stock report and the CSV import's batches use
+it (the stores' units over the driver pool ring the same way: `_ring` after COMMIT)."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.context import AppContext
 from shelfwise.events.doorbell import OUTBOX_CHANNEL
-from shelfwise.events.outbox import Event, emit_all
+from shelfwise.events.outbox import Event
 from shelfwise.events.payloads import product_deleted
 from shelfwise.store.unit import unit_of_work
 
@@ -37,17 +36,7 @@ async def through_the_unit(session: AsyncSession) -> AsyncIterator[Emit]:
         yield emit
 
 
-@asynccontextmanager
-async def through_the_session(session: AsyncSession) -> AsyncIterator[Emit]:
-    async with session.begin():
-
-        async def emit(event: Event) -> None:
-            await emit_all(session, [event])
-
-        yield emit
-
-
-@pytest.fixture(params=[through_the_unit, through_the_session], ids=["unit", "session"])
+@pytest.fixture(params=[through_the_unit], ids=["unit"])
 def writer(request: pytest.FixtureRequest) -> Writer:
     chosen: Writer = request.param
     return chosen

@@ -1,5 +1,5 @@
-"""Every writer of events (the unit of work, the session's emit) refuses an event type
-nobody declared, before anything is written."""
+"""The writer of events (the unit of work) refuses an event type nobody declared, before
+anything is written."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from shelfwise.events.outbox import Event, emit, emit_all
+from shelfwise.events.outbox import Event
 from shelfwise.events.payloads import EventType
 from shelfwise.store.unit import UnitOfWork, UnknownEventType
 
@@ -20,12 +20,3 @@ def test_an_undeclared_event_type_fails_loudly_and_a_declared_one_is_buffered() 
     unit.emit(Event(EventType.STOCK_LOW.value, "stock_level", "1", {}))
     assert [e.type for e in unit.pending] == ["stock.low"]
     assert not unit.wrote_events  # nothing reaches the database before flush()
-
-
-async def test_the_sessions_emit_refuses_an_undeclared_type_before_writing() -> None:
-    # The refusal comes before the session is touched: no database needed to show it.
-    with pytest.raises(UnknownEventType, match=r"test\.event"):
-        await emit(cast(Any, None), type="test.event", aggregate=("test", 1), payload={})
-    declared = Event(EventType.STOCK_LOW.value, "stock_level", "1", {})
-    with pytest.raises(UnknownEventType, match=r"order\.shipped"):
-        await emit_all(cast(Any, None), [declared, Event("order.shipped", "order", "1", {})])

@@ -7,21 +7,24 @@ import time
 import uuid
 
 from shelfwise.drills.system import DrillSystem
-from shelfwise.events.outbox import emit
+from shelfwise.events.outbox import Event
 from shelfwise.events.relay import Relay, RelayConfig
 from shelfwise.events.types import EventType
+from shelfwise.store.unit import unit_of_work
 
 
 async def emit_product_updates(system: DrillSystem, count: int) -> list[str]:
     """`count` product.updated events, one committed transaction each (as requests do)."""
     ids = [str(uuid.uuid4()) for _ in range(count)]
     for product_id in ids:
-        async with system.ctx.db.sessions() as session, session.begin():
-            await emit(
-                session,
-                type=EventType.PRODUCT_UPDATED.value,
-                aggregate=("product", product_id),
-                payload={"id": product_id, "drill": True},
+        async with system.ctx.db.sessions() as session, unit_of_work(session) as unit:
+            unit.emit(
+                Event(
+                    EventType.PRODUCT_UPDATED.value,
+                    "product",
+                    product_id,
+                    {"id": product_id, "drill": True},
+                )
             )
     return ids
 

@@ -9,11 +9,8 @@ outbox, the process's `Doorbell` sends one NOTIFY from its own autocommit connec
 and every commit that happens while that NOTIFY is in flight shares the next one.
 
 Who rings: the unit of work (`store/unit.py`), after its own commit — every writer of
-events goes through it. One exception remains, and this module's session hook exists
-for it alone: the CSV import's batch transaction (`imports/service.py`, and the unit it
-lends, `borrowed_unit`) is committed by its session, so it marks the session
-(`outbox_written`) and `_ring_after_session_commit` rings when that session commits.
-Once the import runs on the unit of work, the hook and `outbox_written` go.
+events goes through it, the CSV import's batches included, so there is no session hook
+and no second place that rings.
 
 Nothing is lost if the ring is: a process that dies between its commit and the ring,
 or a NOTIFY that fails, leaves the events to the relay's poll (`relay_poll_seconds`).
@@ -29,16 +26,12 @@ from typing import Any
 
 import psycopg
 import structlog
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
 
 log = structlog.get_logger("shelfwise.events")
 
 # Committed outbox rows are waiting to be stamped by the relay.
 OUTBOX_CHANNEL = "shelfwise_outbox"
 DOORBELL = "shelfwise.doorbell"  # Session.info key: this process's Doorbell
-_WRITTEN = "shelfwise.outbox_written"  # Session.info key: the open transaction wrote events
 
 
 class Doorbell:
@@ -92,23 +85,3 @@ class Doorbell:
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
         await self._drop()
-
-
-def outbox_written(session: AsyncSession | Session) -> None:
-    """Mark the session's open transaction as having written outbox events, for a
-    transaction the session commits itself (the CSV import's batch; see above)."""
-    session.info[_WRITTEN] = True
-
-
-@event.listens_for(Session, "after_commit")
-def _ring_after_session_commit(session: Session) -> None:
-    if session.info.pop(_WRITTEN, False):
-        doorbell = session.info.get(DOORBELL)
-        if isinstance(doorbell, Doorbell):
-            doorbell.ring()
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_after_rollback(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction ended: committed or not
-        session.info.pop(_WRITTEN, None)

@@ -1,28 +1,24 @@
-"""The outbox's event record, the session's event writer, and reading the stream.
+"""The outbox's event record and reading the published stream.
 
-Use cases write events through the unit of work (`store/unit.py`: `unit.emit`), which
-wakes the relay after its commit. `emit`/`emit_all` here are the older path through a
-SQLAlchemy session, kept for the CSV import's batch transaction (`imports/service.py`)
-until it moves to the unit: they add rows to the transaction the caller owns (the event
-exists if and only if its change committed), refuse a type that is not an `EventType`
-(`events/types.py`), and mark the session so that its after-commit hook rings the
-doorbell (`events/doorbell.py`).
+Use cases write events through the unit of work (`store/unit.py`: `unit.emit`, one
+INSERT just before COMMIT), which refuses a type that is not an `EventType`
+(`events/types.py`) and wakes the relay after its commit: the event exists if and only
+if its change committed. This module holds what writers and readers share: `Event`
+(what a writer emits), `PublishedEvent` (a row the relay has stamped with its stream
+position) and `read_stream`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shelfwise.events.doorbell import outbox_written
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.types import require_known
 from shelfwise.observability.tracing import inject_context
 
 # The relay stamped positions (payload: the highest position now published).
@@ -52,38 +48,6 @@ class PublishedEvent:
     created_at: datetime
     published_at: datetime | None
     trace_context: dict[str, str] | None = field(default=None, repr=False)
-
-
-async def emit_all(session: AsyncSession, events: Sequence[Event]) -> None:
-    """Insert `events` (in this order) in the session's open transaction; an unknown
-    type raises `UnknownEventType` before anything is written."""
-    if not events:
-        return
-    require_known(e.type for e in events)
-    rows = [
-        {
-            "type": e.type,
-            "aggregate_type": e.aggregate_type,
-            "aggregate_id": e.aggregate_id,
-            "payload": e.payload,
-            "version": e.version,
-            "trace_context": e.trace_context,
-        }
-        for e in events
-    ]
-    await session.execute(insert(OutboxEvent).values(rows))
-    outbox_written(session)
-
-
-async def emit(
-    session: AsyncSession,
-    *,
-    type: str,
-    aggregate: tuple[str, object],
-    payload: dict[str, Any],
-    version: int = 1,
-) -> None:
-    await emit_all(session, [Event(type, aggregate[0], str(aggregate[1]), payload, version)])
 
 
 async def read_stream(

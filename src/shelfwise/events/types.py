@@ -1,11 +1,11 @@
 """Every event type Shelfwise writes, and the check every outbox writer makes.
 
 One list (`EventType`, documented in docs/events.md) and one check (`require_known`),
-called by each way an event reaches the outbox: the unit of work's `emit`
-(`store/unit.py`) and the session's `emit`/`emit_all` (`events/outbox.py`). A type that
+called by the one way an event reaches the outbox from Python: the unit of work's `emit`
+(`store/unit.py`). A type that
 is not listed is a programming error: it would be written and then reach no consumer
 (no live channel, no webhook subscription names it), so it fails the transaction instead.
-No dependencies, so both writers (and `events/payloads.py`) can import it without a cycle.
+No dependencies, so the writer (and `events/payloads.py`) can import it without a cycle.
 """
 
 from __future__ import annotations

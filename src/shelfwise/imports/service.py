@@ -27,14 +27,13 @@ from psycopg import sql as pgsql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.catalog.store import upsert_staged_products
-from shelfwise.db import driver_connection
 from shelfwise.events.outbox import Event
 from shelfwise.imports import stock
 from shelfwise.imports.parser import MAX_ERRORS_KEPT, CsvToCopy
 from shelfwise.imports.staging import BATCH_COUNTS, BATCH_ERRORS, Staging, drop, judge, load
 from shelfwise.jobs.service import report_progress
 from shelfwise.observability.tracing import inject_context
-from shelfwise.store.unit import borrowed_unit
+from shelfwise.store.unit import unit_of_work
 from shelfwise.transactions import retrying
 
 IMPORT_PROGRESS = "import.progress"
@@ -112,8 +111,8 @@ async def merge_batch(
     `import.progress` event saying where the import stands once it commits."""
     rows, lo, hi = batch.rows, batch.lo, batch.hi
     result = BatchResult(batch.lines)
-    async with session.begin():
-        conn = await driver_connection(session)
+    async with unit_of_work(session) as unit:
+        conn = unit.conn
         if batch.has_stock:
             await stock.check(conn, rows, lo, hi)
         result.created, result.updated = await upsert_staged_products(
@@ -147,10 +146,9 @@ async def merge_batch(
             "bad": summary.bad + result.bad,
             "done": batch.done,
         }
-        # Through the unit of work's event writer (one raw INSERT); the session's commit
-        # wakes the relay (events/doorbell.py) for these and the batch's other events.
-        async with borrowed_unit(session) as unit:
-            unit.emit(Event(IMPORT_PROGRESS, "job", str(batch.job_id or "cli"), progress))
+        # Written with the batch's other events; the unit wakes the relay after COMMIT
+        # (the set-based stock and product events above share that wake-up).
+        unit.emit(Event(IMPORT_PROGRESS, "job", str(batch.job_id or "cli"), progress))
     return result
 
 

@@ -15,11 +15,10 @@ and commits only if `work` returned. Around it:
   order emitted; an event type that is not an `EventType` is refused at `emit` (it would
   otherwise reach no consumer; `events/types.py`);
 - after the commit (never after a rollback) the process's doorbell wakes the relay. This
-  is how every writer of events wakes it — the stores, and the catalog, webhook and
-  low-stock use cases that still hold a session (`unit_of_work(session)`: their ORM
-  statements and the unit's run in the same transaction). The one exception is the CSV
-  import's batch (`borrowed_unit`, `imports/service.py`), whose session owns the commit
-  and rings through the session's after-commit hook (`events/doorbell.py`).
+  is how every writer of events wakes it, without exception — the stores, the CSV
+  import's batches, and the catalog, webhook and low-stock use cases that still hold a
+  session (`unit_of_work(session)`: their ORM statements and the unit's run in the same
+  transaction).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shelfwise.db import driver_connection
 from shelfwise.driverpool import DriverPool
-from shelfwise.events.doorbell import DOORBELL, Doorbell, outbox_written
+from shelfwise.events.doorbell import DOORBELL, Doorbell
 from shelfwise.events.outbox import Event
 from shelfwise.events.types import UnknownEventType as UnknownEventType
 from shelfwise.events.types import require_known
@@ -95,8 +94,9 @@ async def _transaction(source: Source, pipeline: bool) -> AsyncIterator[AsyncCon
 async def unit_of_work(
     source: Source, *, doorbell: Doorbell | None = None, pipeline: bool = False
 ) -> AsyncIterator[UnitOfWork]:
-    """One transaction, no retries (for callers that own their retry policy, and use
-    cases on a session whose ORM work shares the transaction: catalog, webhooks).
+    """One transaction, no retries (for callers that own their retry policy, such as
+    the CSV import's batches, and use cases on a session whose ORM work shares the
+    transaction: catalog, webhooks).
     `pipeline` (driver pool only): psycopg's pipeline mode, see `DriverPool.transaction`."""
     async with _transaction(source, pipeline) as conn:
         unit = UnitOfWork(conn)
@@ -104,18 +104,6 @@ async def unit_of_work(
         await unit.flush()
     if unit.wrote_events:
         _ring(source, doorbell)
-
-
-@asynccontextmanager
-async def borrowed_unit(session: AsyncSession) -> AsyncIterator[UnitOfWork]:
-    """A unit of work inside a transaction the session's owner opened and will commit
-    (an import batch). Its events are written at the end of the block; the session's
-    commit wakes the relay (`events/doorbell.py`'s after-commit hook)."""
-    unit = UnitOfWork(await driver_connection(session))
-    yield unit
-    await unit.flush()
-    if unit.wrote_events:
-        outbox_written(session)
 
 
 def _ring(source: Source, doorbell: Doorbell | None) -> None:
