@@ -4,7 +4,8 @@
 reads every event back after each commit burst, in every API process: through the ORM
 that was ~11 % of an API process's CPU under order load (docs/performance.md, issue 14),
 most of it building and then copying ORM objects. Here the rows come as tuples straight
-into `PublishedEvent`, through a connection of the driver pool (`driverpool.py`).
+into `PublishedEvent`, through a connection of the driver pool (`driverpool.py`;
+docs/decisions/0037-live-hub-reads-on-the-driver-pool.md).
 """
 
 from __future__ import annotations
