@@ -25,6 +25,7 @@ What the order meant, and still holds:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -118,7 +119,7 @@ class EdgeMiddleware:
     def _headers(
         self,
         scope: Scope,
-        raw: object,
+        raw: Iterable[tuple[bytes, bytes]],
         request_id: bytes,
         elapsed_ms: float,
     ) -> list[tuple[bytes, bytes]]:
@@ -127,7 +128,7 @@ class EdgeMiddleware:
         headers: list[tuple[bytes, bytes]] = []
         present: set[bytes] = set()
         content_type = b""
-        for name, value in raw:  # type: ignore[attr-defined]
+        for name, value in raw:
             lowered = name.lower()
             if lowered == _REQUEST_ID:
                 continue
