@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from shelfwise.events.outbox import PublishedEvent
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
 from shelfwise.live.channels import ChannelSet, matches
 
-if TYPE_CHECKING:
-    from shelfwise.live.subscription import Subscription
+# A member: the hub's `Subscription`. Generic, so this module needs no import of the
+# subscription (which holds its audience): no cycle, not even a TYPE_CHECKING one.
+M = TypeVar("M")
 
 
 def audience_key(channels: ChannelSet, principal: Principal) -> Hashable:
@@ -46,11 +47,11 @@ class Batch(tuple[PublishedEvent, ...]):
         return batch
 
 
-class Audience:
+class Audience(Generic[M]):
     def __init__(self, channels: ChannelSet, principal: Principal) -> None:
         self.channels = channels
         self.principal = principal  # any member's: they match alike (audience_key)
-        self.members: set[Subscription] = set()
+        self.members: set[M] = set()
         self.pending: list[PublishedEvent] = []  # matched since the last flush
 
     def wants(self, event: PublishedEvent) -> bool:

@@ -111,7 +111,7 @@ class Hub:
         self.queue_limit = queue_limit
         self.head = 0
         self._subscriptions: set[Subscription] = set()
-        self._audiences: dict[Hashable, Audience] = {}
+        self._audiences: dict[Hashable, Audience[Subscription]] = {}
         self._frames: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._frames_max = 4096
         self._tasks: list[asyncio.Task[None]] = []
@@ -121,7 +121,8 @@ class Hub:
         self.listeners: list[Callable[[PublishedEvent], None]] = []
         self.flush_seconds = flush_seconds
         self.fanout_share = fanout_share
-        self._due: dict[Audience, None] = {}  # audiences with events for the next flush
+        # Audiences with events for the next flush (a dict: insertion-ordered set).
+        self._due: dict[Audience[Subscription], None] = {}
         self._flush_at: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")
         # What waking and writing to one subscriber cost in recent flushes; the cheapest is

@@ -59,7 +59,7 @@ class Subscription:
         self._offset = 0  # events of `_live[0]` already taken (long-poll takes one by one)
         self._queued = 0  # live events not taken yet
         self._rematch = False  # channels changed while batches were queued
-        self.audience: Audience | None = None  # set by the hub
+        self.audience: Audience[Subscription] | None = None  # set by the hub
         self._wakeup = asyncio.Event()
         self._closed: str | None = None
         self._ping = False
