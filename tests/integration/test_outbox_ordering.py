@@ -27,8 +27,9 @@ from sqlalchemy.pool import NullPool
 from shelfwise.db import sqlalchemy_url
 from shelfwise.events import types as event_types
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import PublishedEvent, emit, read_stream
+from shelfwise.events.outbox import Event, PublishedEvent, read_stream
 from shelfwise.events.relay import RELAY_LOCK_KEY, Relay, RelayConfig
+from shelfwise.store.unit import unit_of_work
 from tests.support import wait_until
 
 WRITERS = 24
@@ -69,14 +70,12 @@ class Writer:
 
 async def write(sessions: async_sessionmaker[AsyncSession], writer: Writer) -> None:
     """Insert, then hold the transaction open until told to commit."""
-    async with sessions() as session, session.begin():
+    async with sessions() as session, unit_of_work(session) as unit:
         for n in range(writer.events):
-            await emit(
-                session,
-                type=TEST_EVENT,
-                aggregate=("writer", writer.index),
-                payload={"writer": writer.index, "n": n},
+            unit.emit(
+                Event(TEST_EVENT, "writer", str(writer.index), {"writer": writer.index, "n": n})
             )
+        await unit.flush()  # the rows exist (ids taken) while the transaction stays open
         writer.inserted.set()
         await writer.commit.wait()
     writer.committed.set()
@@ -225,9 +224,8 @@ async def test_an_id_cursor_skips_a_late_commit_but_a_position_cursor_does_not(
 
 
 async def insert_committed(sessions: async_sessionmaker[AsyncSession], count: int) -> None:
-    async with sessions() as session, session.begin():
-        for n in range(count):
-            await emit(session, type=TEST_EVENT, aggregate=("bulk", n), payload={"n": n})
+    async with sessions() as session, unit_of_work(session) as unit:
+        unit.emit(*(Event(TEST_EVENT, "bulk", str(n), {"n": n}) for n in range(count)))
 
 
 async def test_relay_killed_mid_batch_loses_and_duplicates_nothing(
