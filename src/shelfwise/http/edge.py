@@ -5,9 +5,9 @@ They were five layers (decision 0002 keeps their order, which is the order of th
 here): each wrapped `send` in its own closure, re-checked the message type, parsed the
 response headers into a `MutableHeaders` and read the clock. One layer does each of
 those once per request — one coroutine frame, one `send` wrapper, one clock read at the
-start, one pass over the response headers. The five separate classes still exist
-(`request_id.py`, `observe.py`, `problems.py`, `security_headers.py`) and share their
-helpers with this one; the app installs only this.
+start, one pass over the response headers. The helpers stay with their subjects
+(`request_id.py`, `observe.py`, `problems.py`, `security_headers.py`); the five old
+classes are gone (their cost, per layer, is in docs/performance.md).
 
 What the order meant, and still holds:
 - the request id is picked first and bound into the logging context for the whole

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from shelfwise import errors
 from shelfwise.availability import is_connection_failure
@@ -193,31 +193,3 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.ShelfwiseError, _handle)
     app.add_exception_handler(RequestValidationError, _handle)
     app.add_exception_handler(StarletteHTTPException, _handle)
-
-
-class ErrorBoundaryMiddleware:
-    """Catches what escaped the routers (and middleware below it) while the access log,
-    metrics and request id layers are still around it, so even a 500 is logged, counted
-    and carries its `X-Request-ID`."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracked)
-        except Exception as exc:
-            if started:
-                raise  # headers are gone; the server will abort the connection
-            await problem_for_exception(exc, scope)(scope, receive, send)

@@ -1,4 +1,4 @@
-"""Security headers on every response.
+"""Security headers on every response (set by the edge layer, `edge.py`).
 
 The API answers JSON, so its policy is the strictest possible (`default-src 'none'`).
 HTML pages (the dashboard) get a CSP with a per-request nonce: only the page's own
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import secrets
 
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 NONCE_KEY = "csp_nonce"
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -56,28 +55,3 @@ def csp_for(scope: Scope, content_type: str) -> str:
     if content_type.startswith("text/html"):
         return page_csp(csp_nonce(scope))
     return API_CSP
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
-        self.app = app
-        self.hsts = hsts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in STATIC_HEADERS:
-                    headers.setdefault(name, value)
-                headers.setdefault(
-                    "Content-Security-Policy", csp_for(scope, headers.get("content-type", ""))
-                )
-                if self.hsts:
-                    headers.setdefault(*HSTS)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -51,7 +51,7 @@ class RequestIdSpanMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             span = trace.get_current_span()  # FastAPI's server span, current in the stack
-            # Set by RequestIdMiddleware, just outside (`http/request_id.py`).
+            # Set by the edge layer, just outside (`http/edge.py`).
             request_id = scope.get("state", {}).get("request_id")
             if isinstance(request_id, str) and span.is_recording():
                 span.set_attribute(REQUEST_ID, request_id)
