@@ -14,7 +14,10 @@ a side (docs/deploy.md, "Failure modes"):
   `Retry-After`; bearer tokens and API keys, checked against PostgreSQL, keep working.
 
 Every client gets short timeouts, so a Redis host that drops packets costs a request at
-most `socket_connect_timeout`, never the kernel's TCP timeout. The operator sees
+most `socket_connect_timeout`, never the kernel's TCP timeout, and one immediate retry on
+a fresh connection after a connection error: when Redis restarts, every pooled connection
+is dead, and without it each one would cost a request a 503 (or a 5 s skip) on its first
+use after Redis is back. A timeout is not retried (it would double the wait). The operator sees
 `shelfwise_dependency_up{dependency="redis"}`, `shelfwise_dependency_failures_total`,
 a `redis_unreachable` warning per component at the transition, and `/readyz` detail.
 """
@@ -27,6 +30,8 @@ from typing import Any
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,7 +44,11 @@ log = structlog.get_logger("shelfwise.redis")
 # What "Redis is unreachable" looks like from redis-py (OSError: a reset mid-reply).
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 REDIS_RETRY_SECONDS = 5.0  # how long a component skips Redis after a failure
-CLIENT_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+    "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+}
 
 _down: set[str] = set()  # components that last saw Redis fail (for logs at transitions)
 
