@@ -28,6 +28,21 @@ def free_port() -> int:
         return port
 
 
+async def wait_for_redis(
+    process: subprocess.Popen[bytes], client: Redis, *, what: str, timeout: float = STARTUP_TIMEOUT
+) -> None:
+    """Until `client` gets an answer to PING; fails at once if the server exits."""
+
+    async def answers() -> bool:
+        assert process.poll() is None, f"redis-server exited with {process.returncode}"
+        try:
+            return bool(await client.ping())
+        except (RedisConnectionError, OSError):
+            return False
+
+    await wait_until(answers, timeout=timeout, what=what)
+
+
 @asynccontextmanager
 async def redis_server(workdir: Path) -> AsyncIterator[str]:
     """Yields `redis://127.0.0.1:<port>/0` of a fresh server."""
@@ -54,15 +69,7 @@ async def redis_server(workdir: Path) -> AsyncIterator[str]:
     try:
         probe = Redis.from_url(url, socket_connect_timeout=1)
         try:
-
-            async def answers() -> bool:
-                assert process.poll() is None, f"redis-server exited with {process.returncode}"
-                try:
-                    return bool(await probe.ping())
-                except (RedisConnectionError, OSError):
-                    return False
-
-            await wait_until(answers, timeout=STARTUP_TIMEOUT, what="redis-server PING")
+            await wait_for_redis(process, probe, what="redis-server PING")
         finally:
             await probe.aclose()
         yield url

@@ -20,11 +20,10 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shelfwise.config import Settings
-from tests.redis_support import free_port
-from tests.support import require_binary, wait_until
+from tests.redis_support import free_port, wait_for_redis
+from tests.support import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_SERVICES = frozenset(
@@ -181,15 +180,7 @@ async def test_compose_redis_runs_on_the_generated_config_and_password(
             client = Redis.from_url(secret_url.replace("@redis:6379/", f"@127.0.0.1:{port}/"))
             stranger = Redis.from_url(f"redis://127.0.0.1:{port}/0")
             try:
-
-                async def answers() -> bool:
-                    assert process.poll() is None, f"redis-server exited: {process.returncode}"
-                    try:
-                        return bool(await client.ping())
-                    except (RedisConnectionError, OSError):
-                        return False
-
-                await wait_until(answers, timeout=10.0, what="redis-server with the password")
+                await wait_for_redis(process, client, what="redis-server with the password")
                 with pytest.raises(AuthenticationError):
                     await stranger.ping()
             finally:
@@ -217,15 +208,7 @@ async def test_compose_redis_runs_on_the_generated_config_and_password(
         with _running([*argv, "--bind", "127.0.0.1", "--dir", str(directory)]) as process:
             client = Redis.from_url(secret_url.replace("@redis:6379/", f"@127.0.0.1:{port}/"))
             try:
-
-                async def reloaded() -> bool:
-                    assert process.poll() is None, f"redis-server exited: {process.returncode}"
-                    try:
-                        return bool(await client.ping())
-                    except (RedisConnectionError, OSError):
-                        return False
-
-                await wait_until(reloaded, timeout=10.0, what="redis-server after kill -9")
+                await wait_for_redis(process, client, what="redis-server after kill -9")
                 assert await client.get("session:kept") == b"yes"
             finally:
                 await client.aclose()
