@@ -95,6 +95,31 @@ async def _call(
     return status, b"".join(chunks)
 
 
+def report(profiler: Any, args: argparse.Namespace, done: int, unit: str, out: Any) -> None:
+    """The profile of `done` requests: pyinstrument's page and text with `--html`, else
+    cProfile's self time by package and its heaviest functions (`--top`)."""
+    if args.html:
+        with open(args.html, "w") as f:
+            f.write(profiler.output_html())
+        print("wrote", args.html, file=out)
+        every_frame = bool(os.environ.get("PROFILE_ALL"))  # library frames too
+        print(profiler.output_text(unicode=True, show_all=every_frame), file=out)
+        return
+    stats = pstats.Stats(profiler, stream=out)
+    by_pkg: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        by_pkg[_bucket(filename)] += tottime
+        total += tottime
+    print(
+        f"\nself time by package (share of {total / done * 1e6:.0f} us/{unit} profiled):",
+        file=out,
+    )
+    for pkg, t in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {pkg:<40} {t / total * 100:5.1f} %  {t / done * 1e6:7.0f} us", file=out)
+    stats.sort_stats("cumulative").print_stats(args.top)
+
+
 async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> None:
     from shelfwise.app import create_app
     from shelfwise.config import load_settings
@@ -170,28 +195,8 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             f"{' (profiler overhead included)' if args.profile else ''}",
             file=out,
         )
-        if not args.profile:
-            return
-        if args.html:
-            with open(args.html, "w") as f:
-                f.write(profiler.output_html())
-            print("wrote", args.html, file=out)
-            every_frame = bool(os.environ.get("PROFILE_ALL"))  # library frames too
-            print(profiler.output_text(unicode=True, show_all=every_frame), file=out)
-            return
-        stats = pstats.Stats(profiler, stream=out)
-        by_pkg: dict[str, float] = defaultdict(float)
-        total = 0.0
-        for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-            by_pkg[_bucket(filename)] += tottime
-            total += tottime
-        print(
-            f"\nself time by package (share of {total / done * 1e6:.0f} us/order profiled):",
-            file=out,
-        )
-        for pkg, t in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:25]:
-            print(f"  {pkg:<40} {t / total * 100:5.1f} %  {t / done * 1e6:7.0f} us", file=out)
-        stats.sort_stats("cumulative").print_stats(args.top)
+        if args.profile:
+            report(profiler, args, done, "order", out)
 
 
 def main() -> int:

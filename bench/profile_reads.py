@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import cProfile
 import gc
-import os
-import pstats
 import random
 import sys
 import tempfile
@@ -26,7 +24,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from bench.profile_orders import _bucket, _call
+from bench.profile_orders import _call, report
 from bench.servers import prepare_database
 
 
@@ -117,29 +115,8 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
                 f" ({', '.join(f'{t * 1e3:.1f}' for t in times[:12])} ms)",
                 file=out,
             )
-        if not args.profile:
-            return
-        if args.html:
-            with open(args.html, "w") as f:
-                f.write(profiler.output_html())
-            print(
-                profiler.output_text(unicode=True, show_all=bool(os.environ.get("PROFILE_ALL"))),
-                file=out,
-            )
-            return
-        stats = pstats.Stats(profiler, stream=out)
-        by_pkg: dict[str, float] = defaultdict(float)
-        total = 0.0
-        for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-            by_pkg[_bucket(filename)] += tottime
-            total += tottime
-        print(
-            f"\nself time by package (share of {total / done * 1e6:.0f} us/read profiled):",
-            file=out,
-        )
-        for pkg, t in sorted(by_pkg.items(), key=lambda kv: -kv[1])[:25]:
-            print(f"  {pkg:<40} {t / total * 100:5.1f} %  {t / done * 1e6:7.0f} us", file=out)
-        stats.sort_stats("cumulative").print_stats(args.top)
+        if args.profile:
+            report(profiler, args, done, "read", out)
 
 
 def main() -> int:
