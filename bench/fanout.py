@@ -69,7 +69,7 @@ def chunk(hub: Hub, events: Any) -> bytes:
 
 
 async def run(subscribers: int, per_flush: int, rounds: int) -> dict[str, Any]:
-    hub = Hub(None, flush_seconds=3600.0)  # type: ignore[arg-type]  # flushed by hand below
+    hub = Hub(None, flush_seconds=3600.0)  # flushed by hand below
     stock = parse_channels(["stock"])
     writes = 0
 

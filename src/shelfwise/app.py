@@ -197,7 +197,7 @@ async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
     """The live hub of this process, woken by Redis pub/sub when configured, else NOTIFY."""
     settings = ctx.settings
     hub = Hub(
-        ctx.db.sessions,
+        ctx.driver,  # the stream is read back on psycopg, not the ORM
         window=settings.live_window,
         queue_limit=settings.live_queue_limit,
         heartbeat_seconds=settings.live_heartbeat_seconds,
@@ -206,7 +206,6 @@ async def start_hub(ctx: AppContext, *, database_url: str) -> Hub:
         fanout_share=(
             LIVE_ROLE_FANOUT_SHARE if settings.server_role is ServerRole.LIVE else FANOUT_SHARE
         ),
-        driver=ctx.driver,  # the stream is read back on psycopg, not the ORM
     )
     poll = settings.live_feed_poll_seconds
     notify = postgres_feed(libpq_url(settings.direct_url(database_url)), poll_seconds=poll)

@@ -1,6 +1,6 @@
 """The published stream read on the psycopg driver (`events/published.py`) is the same
-stream `read_stream` reads through the ORM, and the live hub given a driver pool reads
-(catch-up and a resume from the database) on it alone."""
+stream `read_stream` reads through the ORM, and the live hub reads it (catch-up and a
+resume from the database) on the driver alone."""
 
 from __future__ import annotations
 
@@ -67,8 +67,7 @@ async def test_a_hub_on_the_driver_catches_up_and_resumes_from_the_database(
     ctx: AppContext,
 ) -> None:
     positions = await publish(ctx, EVENTS)
-    # No session factory: any read through the ORM would fail.
-    hub = Hub(None, driver=ctx.driver, window=2, batch_size=3)  # type: ignore[arg-type]
+    hub = Hub(ctx.driver, window=2, batch_size=3)
     hub.head = positions[0] - 1
     assert await hub.catch_up() == EVENTS
     assert hub.head == positions[-1]

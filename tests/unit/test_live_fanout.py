@@ -47,7 +47,7 @@ class Clock:
 def hub(clock: Clock | None = None, **options: Any) -> Hub:
     # Subscribing without a position and publishing by hand never touch the database.
     options = {"flush_seconds": 3600.0, "clock": clock or Clock(), **options}
-    return Hub(None, **options)  # type: ignore[arg-type]
+    return Hub(None, **options)
 
 
 async def settled(task: asyncio.Task[Any]) -> bool:

@@ -36,19 +36,18 @@ import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from psycopg import AsyncConnection
 
 from shelfwise.driverpool import DriverPool
-from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import PublishedEvent, read_stream
-from shelfwise.events.published import oldest_position, read_published
+from shelfwise.events.outbox import PublishedEvent
+from shelfwise.events.published import newest_position, oldest_position, read_published
 from shelfwise.identity.principal import Principal
 from shelfwise.live.audience import Audience, Batch, audience_key
 from shelfwise.live.channels import ChannelSet
@@ -88,7 +87,7 @@ class Reset:
 class Hub:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        driver: DriverPool | None,
         *,
         window: int = 10_000,
         batch_size: int = 500,
@@ -99,11 +98,10 @@ class Hub:
         heartbeat_seconds: float = 15.0,
         rechecks: Reauthorization | None = None,
         clock: Callable[[], float] = time.monotonic,
-        driver: DriverPool | None = None,
     ) -> None:
-        self._sessions = sessions
-        # The stream is read back after every commit burst: on the driver when given
-        # (no ORM objects built per event; events/published.py), else through `sessions`.
+        # The stream is read back after every commit burst, on the driver pool: no ORM
+        # objects built per event (events/published.py, decision 0037). None only for a
+        # hub that is fed by hand and never reads the database (tests, bench.fanout).
         self._driver = driver
         self._max_backlog = max_backlog
         self._window: deque[PublishedEvent] = deque(maxlen=window)
@@ -134,10 +132,8 @@ class Hub:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, wake: Wake) -> None:
-        async with self._sessions() as session, session.begin():
-            self.head = int(
-                await session.scalar(select(func.coalesce(func.max(OutboxEvent.position), 0))) or 0
-            )
+        async with self._database() as conn:
+            self.head = await newest_position(conn)
         self._tasks = [
             asyncio.create_task(self._follow(wake), name="live-hub"),
             asyncio.create_task(self._tick(), name="live-hub-ticker"),
@@ -399,19 +395,18 @@ class Hub:
         LIVE_RESUMES.labels(transport, "database").inc()
         return None
 
+    def _database(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        if self._driver is None:
+            raise RuntimeError("this hub has no database to read (built without a driver)")
+        return self._driver.connection()
+
     async def _read_page(self, after: int) -> list[PublishedEvent]:
-        if self._driver is not None:
-            async with self._driver.connection() as conn:
-                return await read_published(conn, after, self._batch)
-        async with self._sessions() as session:
-            return await read_stream(session, after, self._batch)
+        async with self._database() as conn:
+            return await read_published(conn, after, self._batch)
 
     async def _oldest_position(self) -> int | None:
-        if self._driver is not None:
-            async with self._driver.connection() as conn:
-                return await oldest_position(conn)
-        async with self._sessions() as session, session.begin():
-            return await session.scalar(select(func.min(OutboxEvent.position)))
+        async with self._database() as conn:
+            return await oldest_position(conn)
 
 
 def _created(event: PublishedEvent) -> float:
