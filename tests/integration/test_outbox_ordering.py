@@ -27,7 +27,8 @@ from sqlalchemy.pool import NullPool
 from shelfwise.db import sqlalchemy_url
 from shelfwise.events import types as event_types
 from shelfwise.events.models import OutboxEvent
-from shelfwise.events.outbox import Event, PublishedEvent, read_stream
+from shelfwise.events.outbox import Event, PublishedEvent
+from shelfwise.events.published import read_published
 from shelfwise.events.relay import RELAY_LOCK_KEY, Relay, RelayConfig
 from shelfwise.store.unit import unit_of_work
 from tests.support import wait_until
@@ -84,15 +85,18 @@ async def write(sessions: async_sessionmaker[AsyncSession], writer: Writer) -> N
 class Reader:
     """Resumes from its last position, like a client reconnecting with Last-Event-ID."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], limit: int = 5) -> None:
-        self.sessions = sessions
+    def __init__(self, database_url: str, limit: int = 5) -> None:
+        self.database_url = database_url
         self.limit = limit
         self.position = 0
         self.seen: list[PublishedEvent] = []
 
     async def poll(self) -> None:
-        async with self.sessions() as session:
-            page = await read_stream(session, self.position, self.limit)
+        # Autocommit, like the hub's driver pool: each page is its own snapshot.
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True
+        ) as conn:
+            page = await read_published(conn, self.position, self.limit)
         for event in page:
             self.seen.append(event)
             self.position = event.position
@@ -129,7 +133,7 @@ async def test_reader_sees_every_event_once_in_commit_order(
     total = sum(w.events for w in writers)
     stop = asyncio.Event()
     relay = Relay(database_url, RelayConfig(batch_size=4, poll_interval=0.2), name="t")
-    reader = Reader(sessions)
+    reader = Reader(database_url)
     relay_task = asyncio.create_task(relay.run(stop))
     reader_task = asyncio.create_task(reader.run(stop))
     writer_tasks = []
@@ -208,7 +212,7 @@ async def test_an_id_cursor_skips_a_late_commit_but_a_position_cursor_does_not(
     relay = Relay(database_url, RelayConfig(poll_interval=0.2), name="t")
     relay_task = asyncio.create_task(relay.run(stop))
     await wait_until(lambda: _at_least(sessions, 1), what="late event published")
-    reader = Reader(sessions)
+    reader = Reader(database_url)
     await reader.poll()
     last_id_seen = reader.seen[-1].id
 
@@ -262,7 +266,7 @@ async def test_relay_killed_mid_batch_loses_and_duplicates_nothing(
     await wait_until(lambda: _at_least(sessions, 30), what="new relay to publish everything")
     stop_b.set()
     await task_b
-    reader = Reader(sessions, limit=100)
+    reader = Reader(database_url, limit=100)
     await reader.poll()
     assert_exactly_once_dense(reader.seen, 30)
 
@@ -304,7 +308,7 @@ async def test_only_one_relay_is_active_and_a_standby_takes_over(
     stops[1 - leader].set()
     await tasks[1 - leader]
 
-    reader = Reader(sessions, limit=100)
+    reader = Reader(database_url, limit=100)
     await reader.poll()
     assert_exactly_once_dense(reader.seen, 40)
     assert await total_count(sessions) == 40

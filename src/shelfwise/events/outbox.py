@@ -4,13 +4,12 @@ Use cases write events through the unit of work (`store/unit.py`: `unit.emit`, o
 INSERT just before COMMIT), which refuses a type that is not an `EventType`
 (`events/types.py`) and wakes the relay after its commit: the event exists if and only
 if its change committed. This module holds what writers and readers share: `Event`
-(what a writer emits), `PublishedEvent` (a row the relay has stamped with its stream
-position) and `read_stream`.
+(what a writer emits) and `PublishedEvent` (a row the relay has stamped with its stream
+position; `events/published.py` reads them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,44 +47,6 @@ class PublishedEvent:
     created_at: datetime
     published_at: datetime | None
     trace_context: dict[str, str] | None = field(default=None, repr=False)
-
-
-async def read_stream(
-    session: AsyncSession,
-    after_position: int,
-    limit: int,
-    types: Iterable[str] | None = None,
-) -> list[PublishedEvent]:
-    """Published events after `after_position`, in position order.
-
-    Resuming with the last position seen never skips or repeats an event: positions are
-    handed out only to committed rows, by one relay, in increasing order.
-    """
-    stmt = (
-        select(OutboxEvent)
-        .where(OutboxEvent.position > after_position)
-        .order_by(OutboxEvent.position)
-        .limit(limit)
-    )
-    if types is not None:
-        stmt = stmt.where(OutboxEvent.type.in_(list(types)))
-    async with session.begin():
-        rows = (await session.scalars(stmt)).all()
-    return [
-        PublishedEvent(
-            position=row.position or 0,
-            id=row.id,
-            type=row.type,
-            aggregate_type=row.aggregate_type,
-            aggregate_id=row.aggregate_id,
-            payload=row.payload,
-            version=row.version,
-            created_at=row.created_at,
-            published_at=row.published_at,
-            trace_context=row.trace_context,
-        )
-        for row in rows
-    ]
 
 
 async def prune_published_events(session: AsyncSession, *, older_than: datetime) -> int:

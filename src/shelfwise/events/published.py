@@ -1,8 +1,8 @@
 """Reading the published stream on the psycopg driver, for readers on a hot loop.
 
-`outbox.read_stream` reads the same rows through a SQLAlchemy session. The live hub
-reads every event back after each commit burst, in every API process: through the ORM
-that was ~11 % of an API process's CPU under order load (docs/performance.md, issue 14),
+The live hub reads every event back after each commit burst, in every API process:
+through the ORM (a `read_stream` beside the outbox model, since removed) that was ~11 %
+of an API process's CPU under order load (docs/performance.md, issue 14),
 most of it building and then copying ORM objects. Here the rows come as tuples straight
 into `PublishedEvent`, through a connection of the driver pool (`driverpool.py`;
 docs/decisions/0037-live-hub-reads-on-the-driver-pool.md).
@@ -18,7 +18,7 @@ from psycopg.rows import tuple_row
 from shelfwise.events.outbox import PublishedEvent
 
 # Same columns and order as `PublishedEvent`'s fields; a position is only ever stamped
-# on a committed row, by one relay, in increasing order (outbox.py: read_stream).
+# on a committed row, by one relay, in increasing order (events/relay.py).
 READ_PUBLISHED: LiteralString = """
 SELECT position, id, type, aggregate_type, aggregate_id, payload, version,
        created_at, published_at, trace_context
@@ -36,7 +36,8 @@ async def read_published(
 ) -> list[PublishedEvent]:
     """Published events after `after_position`, in position order (at most `limit`).
 
-    The same rows as `outbox.read_stream(session, after_position, limit)`."""
+    Resuming with the last position seen never skips or repeats an event: positions are
+    handed out only to committed rows, by one relay, in increasing order."""
     cursor = conn.cursor(row_factory=tuple_row)
     await cursor.execute(READ_PUBLISHED, (after_position, limit))
     return [PublishedEvent(*row) for row in await cursor.fetchall()]
