@@ -39,7 +39,6 @@ import structlog
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from shelfwise import __version__
@@ -51,6 +50,7 @@ from shelfwise.context import AppContext, RatePolicies
 from shelfwise.db import Database, libpq_url, open_database
 from shelfwise.driverpool import DriverPool
 from shelfwise.embedded import start_embedded
+from shelfwise.http.compression import CompressionMiddleware
 from shelfwise.http.cors import ProblemCORSMiddleware
 from shelfwise.http.docs import install_docs
 from shelfwise.http.edge import EdgeMiddleware
@@ -281,7 +281,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         telemetry=FASTAPI_TELEMETRY,  # one server span per request (trace_http.py)
         middleware=[
             Middleware(StreamSendMiddleware),
-            Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies or []),
+            # No trusted proxy (the default): no layer, the peer's address is the client's.
+            *(
+                [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)]
+                if settings.trusted_proxies
+                else []
+            ),
             # Request id, access log, metrics, error boundary, security headers: one layer,
             # in that order inside it (http/edge.py, decision 0002).
             Middleware(EdgeMiddleware, access_log=settings.access_log, hsts=settings.is_production),
@@ -309,15 +314,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 else []
             ),
             Middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds),
-            Middleware(
-                RateLimitMiddleware,
-                limiter=limiter,
-                anonymous=policies.anonymous,
-                max_concurrent=settings.max_concurrent_requests_per_client,
-                enabled=settings.rate_limit_enabled,
-                identify=bearer_subject(_token_issuer(settings)),  # cap per user, not per NAT
+            # Rate limits off: no layer (it would pass every request through untouched).
+            *(
+                [
+                    Middleware(
+                        RateLimitMiddleware,
+                        limiter=limiter,
+                        anonymous=policies.anonymous,
+                        max_concurrent=settings.max_concurrent_requests_per_client,
+                        identify=bearer_subject(_token_issuer(settings)),  # per user, not NAT
+                    )
+                ]
+                if settings.rate_limit_enabled
+                else []
             ),
-            Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
+            Middleware(CompressionMiddleware, minimum_size=settings.gzip_min_bytes),
             Middleware(
                 BodySizeLimitMiddleware,
                 max_bytes=settings.max_body_bytes,

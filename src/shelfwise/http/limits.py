@@ -2,7 +2,9 @@
 
 A declared `Content-Length` over the limit is refused before a byte is read; a chunked
 body is counted as it streams and refused the moment it crosses the limit, so an
-oversized body is never buffered whole.
+oversized body is never buffered whole. A body framed by its `Content-Length` (or a request
+without a body) is not counted: the server reads no further than the framing says, so
+most requests pass with no wrapper at all.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 HTTP_REJECTED_BODIES.inc()
                 raise BodyTooLarge(self.max_bytes)
+            if name == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            # Framed by its Content-Length, or bodiless (RFC 9112 §6.3): the server reads
+            # no further than that, so there is nothing to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
 
         async def receive_counted() -> Message:
