@@ -1,0 +1,81 @@
+"""A route whose well-formed requests skip FastAPI's per-request dependency solving.
+
+FastAPI solves a route's dependency tree on every request: for `POST /v1/orders` six
+dependencies (scope check, principal, bearer, cookie, context twice) and the header and
+body parameters, ~40 % of everything the stack spends around the use case (profiled in
+`bench/profile_served.py`; docs/decisions/0038-direct-route-for-placing-orders.md).
+
+A `DirectRoute` is still an `APIRoute`: FastAPI builds its OpenAPI operation, its body
+size limit and its exception handling exactly as for any route. Only the handler
+differs: when the body is JSON, the route's `direct` function gets the parsed body and
+either answers (the well-formed request: it calls the same dependency functions and the
+same endpoint itself) or returns None *before any side effect*, and FastAPI's own
+handler answers instead — every refusal, validation error and problem document is
+FastAPI's. Dependency overrides (tests) always take FastAPI's path.
+"""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import lru_cache
+from typing import Any, NoReturn
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+# The parsed JSON body → the answer, or None to let FastAPI's handler answer.
+Direct = Callable[[Request, Any], Awaitable[Response | None]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+@lru_cache(maxsize=64)
+def is_json(content_type: str | None) -> bool:
+    """FastAPI's own test for a JSON body (`fastapi/routing.py`), remembered: a client
+    sends the same `Content-Type` on every request."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def direct_route(direct: Direct) -> type[APIRoute]:
+    """An `APIRoute` class for `add_api_route(..., route_class_override=...)`."""
+
+    class DirectRoute(APIRoute):
+        def get_route_handler(self) -> Handler:
+            return _handler(direct, super().get_route_handler())
+
+    return DirectRoute
+
+
+def _handler(direct: Direct, solved: Handler) -> Handler:
+    async def handle(request: Request) -> Response:
+        if request.app.dependency_overrides or not is_json(request.headers.get("content-type")):
+            return await solved(request)
+        try:
+            await request.body()
+        except Exception as exc:
+            # The body could not be read (too large, client gone): FastAPI's handler
+            # maps that failure, so it reads the same failure again.
+            return await solved(_failing_read(request, exc))
+        try:
+            payload = await request.json()  # kept on the request for FastAPI's path
+        except ValueError:
+            return await solved(request)  # its `json_invalid` 422 (or 400)
+        response = await direct(request, payload)
+        return response if response is not None else await solved(request)
+
+    return handle
+
+
+def _failing_read(request: Request, exc: Exception) -> Request:
+    async def receive() -> NoReturn:
+        raise exc
+
+    return Request(request.scope, receive)

@@ -1,0 +1,192 @@
+"""`POST /v1/orders` answers the same through its direct route as through FastAPI's solver.
+
+The route skips FastAPI's dependency solving for well-formed requests
+(`http/direct_route.py`); everything else is handed to FastAPI's handler. Each request
+below is sent twice, once each way (any dependency override forces FastAPI's path), and
+the answers must match: status, problem document, and the headers a client reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import fastapi.routing
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from shelfwise.identity.dependencies import SESSION_COOKIE
+from tests.api.test_orders import stocked_product
+from tests.security_support import SAME_ORIGIN, set_cookies, sign_in, use_cookie
+
+Send = Callable[[], Awaitable[httpx.Response]]
+PER_SEND = frozenset({"id", "instance", "request_id", "created_at", "updated_at", "expires_at"})
+COMPARED_HEADERS = ("content-type", "idempotent-replayed", "cache-control", "www-authenticate")
+
+
+def _unused() -> None:  # overriding it changes nothing but the path taken
+    raise AssertionError
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    body: Any = response.json() if response.content else None
+    if isinstance(body, dict):
+        # Per-order and per-request values differ between the two sends.
+        body = {k: v for k, v in body.items() if k not in PER_SEND}
+    headers = {h: response.headers.get(h) for h in COMPARED_HEADERS}
+    return {"status": response.status_code, "body": body, "headers": headers}
+
+
+async def both_ways(app: FastAPI, send: Send) -> tuple[dict[str, Any], dict[str, Any]]:
+    direct = _answer(await send())
+    app.dependency_overrides[_unused] = _unused
+    try:
+        solved = _answer(await send())
+    finally:
+        app.dependency_overrides.clear()
+    return direct, solved
+
+
+@pytest.fixture
+def solves(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times FastAPI's request handler solved dependencies."""
+    calls: list[int] = []
+    original = fastapi.routing.solve_dependencies
+
+    async def counting(**kwargs: Any) -> Any:
+        calls.append(1)
+        return await original(**kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    return calls
+
+
+async def test_a_well_formed_order_skips_the_solver_and_answers_alike(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    staff: dict[str, Any],
+    customer: dict[str, Any],
+    solves: list[int],
+) -> None:
+    product, _ = await stocked_product(client, staff, 10)
+    body = {"lines": [{"product_id": product["id"], "quantity": 1}]}
+    solves.clear()
+
+    def send(key: str | None = None, json: Any = body) -> Send:
+        def post() -> Awaitable[httpx.Response]:  # a fresh key per send unless given
+            headers = {**customer["headers"], "Idempotency-Key": key or uuid.uuid4().hex}
+            return client.post("/v1/orders", json=json, headers=headers)
+
+        return post
+
+    placed = await client.post(
+        "/v1/orders", json=body, headers={**customer["headers"], "Idempotency-Key": "k-1"}
+    )
+    assert placed.status_code == 201, placed.text
+    assert placed.headers["Location"].endswith(f"/v1/orders/{placed.json()['id']}")
+    assert solves == []  # the direct path
+
+    direct, solved = await both_ways(app, send())
+    assert direct == solved
+    assert direct["status"] == 201
+    # The replay of the first order, and the same key with another body.
+    direct, solved = await both_ways(app, send("k-1"))
+    assert direct == solved
+    assert direct["headers"]["idempotent-replayed"] == "true"
+    other = {"lines": [{"product_id": product["id"], "quantity": 2}]}
+    direct, solved = await both_ways(app, send("k-1", other))
+    assert direct == solved
+    assert direct["body"]["code"] == "idempotency_key_reused"
+    # More than there is: the use case's refusal, not a validation error.
+    greedy = {"lines": [{"product_id": product["id"], "quantity": 50}]}
+    direct, solved = await both_ways(app, send(json=greedy))
+    assert direct == solved
+    assert direct["status"] == 409
+
+
+@pytest.mark.parametrize(
+    ("headers", "content"),
+    [
+        ({}, None),  # no Idempotency-Key: 400
+        ({"Idempotency-Key": ""}, None),  # malformed key: 422
+        ({"Idempotency-Key": "a b"}, None),
+        ({"Idempotency-Key": '"unterminated'}, None),
+        ({"Idempotency-Key": "k", "Content-Type": "text/plain"}, b'{"lines": []}'),
+        ({"Idempotency-Key": "k", "Content-Type": "application/json"}, b""),
+        ({"Idempotency-Key": "k", "Content-Type": "application/json"}, b'{"lines": ['),
+        ({"Idempotency-Key": "k", "Content-Type": "application/json"}, b"\xff\xfe"),
+        ({"Idempotency-Key": "k", "Content-Type": "application/json"}, b"[]"),
+        ({"Idempotency-Key": "k", "Content-Type": "application/json"}, b'{"lines": []}'),
+        ({"Idempotency-Key": "k", "Content-Type": "application/json"}, b'{"lines": [], "x": 1}'),
+    ],
+)
+async def test_refusals_are_fastapis(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    customer: dict[str, Any],
+    headers: dict[str, str],
+    content: bytes | None,
+) -> None:
+    def send(auth: dict[str, str]) -> Send:
+        sent = {**auth, **headers}
+        if content is None:
+            return lambda: client.post("/v1/orders", json={"lines": []}, headers=sent)
+        return lambda: client.post("/v1/orders", content=content, headers=sent)
+
+    for auth in (customer["headers"], {}, {"Authorization": "Bearer not-a-token"}):
+        direct, solved = await both_ways(app, send(auth))
+        assert direct == solved
+        assert direct["status"] in (400, 401, 415, 422), direct
+
+
+async def test_duplicate_lines_and_scopes(
+    app: FastAPI, client: httpx.AsyncClient, staff: dict[str, Any], admin: dict[str, Any]
+) -> None:
+    product, _ = await stocked_product(client, staff, 5)
+    line = {"product_id": product["id"], "quantity": 1}
+    twice = {**admin["headers"], "Idempotency-Key": "twice"}
+    direct, solved = await both_ways(
+        app, lambda: client.post("/v1/orders", json={"lines": [line, line]}, headers=twice)
+    )
+    assert direct == solved
+    assert direct["status"] == 422
+    created = await client.post(
+        "/v1/api-keys",
+        json={"name": "reader", "scopes": ["catalog:read"]},
+        headers=admin["headers"],
+    )
+    assert created.status_code == 201, created.text
+    reader = {"Authorization": f"Bearer {created.json()['secret']}", "Idempotency-Key": "r-1"}
+    direct, solved = await both_ways(
+        app, lambda: client.post("/v1/orders", json={"lines": [line]}, headers=reader)
+    )
+    assert direct == solved
+    assert direct["status"] == 403
+
+
+async def test_a_browser_session_still_needs_its_csrf_token(
+    app: FastAPI, client: httpx.AsyncClient, staff: dict[str, Any], customer: dict[str, Any]
+) -> None:
+    product, _ = await stocked_product(client, staff, 5)
+    signed = await sign_in(client, customer["email"], headers={"Origin": SAME_ORIGIN})
+    assert signed.status_code == 200, signed.text
+    use_cookie(client, SESSION_COOKIE, set_cookies(signed)[SESSION_COOKIE].value)
+    body = {"lines": [{"product_id": product["id"], "quantity": 1}]}
+
+    def send(csrf: str | None) -> Send:
+        def post() -> Awaitable[httpx.Response]:
+            headers = {"Origin": SAME_ORIGIN, "Idempotency-Key": uuid.uuid4().hex}
+            if csrf is not None:
+                headers["X-CSRF-Token"] = csrf
+            return client.post("/v1/orders", json=body, headers=headers)
+
+        return post
+
+    direct, solved = await both_ways(app, send(None))
+    assert direct == solved
+    assert direct["status"] == 403
+    direct, solved = await both_ways(app, send(signed.json()["csrf_token"]))
+    assert direct == solved
+    assert direct["status"] == 201
