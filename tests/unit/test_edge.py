@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import structlog
 from starlette.types import Receive, Scope, Send
+from structlog.testing import capture_logs
 
 from shelfwise.http.edge import EdgeMiddleware
 from shelfwise.observability.metrics import HTTP_IN_FLIGHT, HTTP_REQUESTS
@@ -78,3 +80,13 @@ async def test_a_crash_after_the_headers_is_not_answered_twice() -> None:
         with pytest.raises(RuntimeError, match="after the headers"):
             await client.get("/half")
     assert count("<unmatched>", "200") == before + 1  # counted with the status it sent
+
+
+async def test_the_access_line_follows_each_new_logging_configuration() -> None:
+    app = EdgeMiddleware(framed, access_log=True)
+    async with client_for(app) as client:
+        for request_id in ("first-capture-01", "second-capture-02"):
+            with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+                await client.get("/page", headers={"X-Request-ID": request_id})
+            lines = [(entry["event"], entry["request_id"], entry["status"]) for entry in logs]
+            assert lines == [("request", request_id, 200)]

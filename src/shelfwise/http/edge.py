@@ -30,7 +30,7 @@ from collections.abc import Iterable
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shelfwise.http.observe import DIRECT_BYTES, RedMetrics, log, route_template
+from shelfwise.http.observe import DIRECT_BYTES, AccessLog, RedMetrics, route_template
 from shelfwise.http.problems import problem_for_exception
 from shelfwise.http.request_id import pick_request_id
 from shelfwise.http.security_headers import HSTS, STATIC_HEADERS, csp_for
@@ -52,7 +52,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
 class EdgeMiddleware:
     def __init__(self, app: ASGIApp, *, access_log: bool = True, hsts: bool = False) -> None:
         self.app = app
-        self.access_log = access_log
+        self.access_log = AccessLog() if access_log else None
         self.metrics = RedMetrics()
         # Encoded once: the fixed security headers every response gets unless it has them.
         self._fixed = [(name.lower().encode(), value.encode()) for name, value in STATIC_HEADERS]
@@ -102,10 +102,9 @@ class EdgeMiddleware:
             route = route_template(scope)
             seconds = time.perf_counter() - started
             self.metrics.observe(scope["method"], route, status, seconds)
-            if self.access_log:
+            if self.access_log is not None:
                 client = scope.get("client")
-                log.info(
-                    "request",
+                self.access_log.request(
                     method=scope["method"],
                     path=scope["path"],
                     route=route,

@@ -1,6 +1,7 @@
 """What the edge layer (`edge.py`) needs for the access log and the RED metrics: the
-access logger, the route *template* read from the scope after routing (`scope["route"]`,
-so labels stay bounded) and the metric children kept at hand.
+access logger (bound once per logging configuration), the route *template* read from the
+scope after routing (`scope["route"]`, so labels stay bounded) and the metric children
+kept at hand.
 """
 
 from __future__ import annotations
@@ -23,6 +24,35 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class AccessLog:
+    """The access logger, bound once per logging configuration.
+
+    `structlog.get_logger` gives a lazy proxy that binds a new logger (with a new
+    `PrintLogger`) on every call, so that a reconfiguration takes effect at once —
+    `configure_logging` for each app, `capture_logs` in tests (which is why loggers are not
+    cached on first use). One line per request paid for that binding each time; this keeps
+    the bound logger until structlog's configuration is replaced."""
+
+    def __init__(self) -> None:
+        self._logger: Any = None
+        self._processors: object = None
+        self._factory: object = None
+        self._wrapper: object = None
+
+    def request(self, **fields: Any) -> None:
+        config = structlog.get_config()
+        if (
+            config["processors"] is not self._processors
+            or config["logger_factory"] is not self._factory
+            or config["wrapper_class"] is not self._wrapper
+        ):
+            self._processors = config["processors"]
+            self._factory = config["logger_factory"]
+            self._wrapper = config["wrapper_class"]
+            self._logger = log.bind()
+        self._logger.info("request", **fields)
 
 
 class RedMetrics:

@@ -8,7 +8,7 @@ carries it (`request_id_of`).
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 
 from starlette.types import Scope
 
@@ -19,7 +19,9 @@ _WELL_FORMED = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 def pick_request_id(incoming: str | None) -> str:
     if incoming and _WELL_FORMED.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    # 32 random hex digits, as `uuid4().hex` gave, without building a UUID (a quarter
+    # of the cost, on every request).
+    return secrets.token_hex(16)
 
 
 def request_id_of(scope: Scope) -> str | None:

@@ -7,8 +7,11 @@ the current trace id.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
+import time
 
 import structlog
 
@@ -24,6 +27,44 @@ def add_trace_id(
     if "trace_id" not in event and (trace_id := current_trace_id()) is not None:
         event["trace_id"] = trace_id
     return event
+
+
+class IsoTimestamp:
+    """`timestamp` as structlog's `TimeStamper(fmt="iso", utc=True)` writes it
+    (`2026-12-06T12:41:18.909974Z`, no fraction at a whole second), with the date and time
+    of day formatted once per second instead of a `datetime` built for every line: one
+    line per request made the stamper ~10 % of the access log's cost."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, logger: object, method: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
+        if second != self._second:
+            stamp = datetime.datetime.fromtimestamp(second, datetime.UTC)
+            self._prefix, self._second = stamp.strftime("%Y-%m-%dT%H:%M:%S"), second
+        micros = nanos // 1000  # truncated, as `datetime.now()` does
+        event["timestamp"] = f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+        return event
+
+
+def _fallback(obj: object) -> object:
+    """What structlog's JSON renderer does with a value JSON has no type for."""
+    try:
+        return obj.__structlog__()  # type: ignore[attr-defined]
+    except AttributeError:
+        return repr(obj)
+
+
+_ENCODER = json.JSONEncoder(default=_fallback)
+
+
+def _dumps(event: structlog.types.EventDict, **_: object) -> str:
+    # `json.dumps(..., default=...)` builds a new encoder for every call; one is enough.
+    return _ENCODER.encode(event)
 
 
 class AddInstance:
@@ -46,12 +87,12 @@ def configure_logging(settings: Settings) -> None:
         add_trace_id,
         AddInstance(settings.instance_name),
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        IsoTimestamp(),
     ]
     renderer: structlog.types.Processor
     if settings.json_logs:
         shared.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     else:
         # Never show_locals (structlog's default with rich): a frame's locals hold the
         # passwords and tokens being processed when the exception happened.
