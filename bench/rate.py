@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -125,13 +126,19 @@ async def fixed(
 
 
 class _Subscriber(asyncio.Protocol):
-    """One SSE stream: find `"created_at":"..."` in what arrives, record the delivery lag."""
+    """One SSE stream: for every complete event frame, its `id:` (the stream position)
+    and its `"created_at":"..."`: the delivery lag, and the order check — each position
+    must be above the last one this stream received (a repeat or a reordering is
+    counted in `out_of_order`); `seen` collects every position for the gap check."""
 
     MARK = b'"created_at":"'
 
     def __init__(self, state: dict[str, Any], request: bytes) -> None:
         self.state, self.request, self.buffer, self.head = state, request, b"", True
         self.opened = False
+        self.first = self.last = 0  # positions: the first and last received
+        self.received = 0
+        self.started = time.perf_counter()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -145,10 +152,14 @@ class _Subscriber(asyncio.Protocol):
     def _opened(self) -> None:
         self.opened = True
         self.state["open"] += 1
+        self.state["connect_s"].append(time.perf_counter() - self.started)
+        self.state["streams"].append(self)
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
-        buf = self.buffer + data
+        if self.state["measuring"]:
+            self.state["reads"] += 1
+        buf = self.buffer + data if self.buffer else data
         if self.head:
             if b"\r\n\r\n" not in buf:
                 self.buffer = buf
@@ -160,27 +171,82 @@ class _Subscriber(asyncio.Protocol):
         self.buffer = self.scan(buf, now)
 
     def scan(self, buf: bytes, now: float) -> bytes:
-        """Record the lag of every complete event in `buf`; returns the unread tail."""
-        cache = self.state["parsed"]
-        start = 0
-        while (i := buf.find(self.MARK, start)) >= 0:
-            j = buf.find(b'"', i + len(self.MARK))
-            if j < 0:
-                break
-            raw = buf[i + len(self.MARK) : j]
-            created = cache.get(raw)
+        """Check and record every complete event frame in `buf`; returns the unread
+        tail. (The chunked transfer coding's size lines fall between frames, before an
+        `id:`; `created_at` is the last field of an event's data.) `record`, inlined:
+        this runs for every event on every stream, on the same two cores as the server."""
+        state = self.state
+        parsed = state["parsed"]
+        lags = state["lags"] if state["measuring"] else None
+        seen = state["seen"]
+        mark, size = self.MARK, len(self.MARK)
+        first, last, received, disorder = self.first, self.last, 0, 0
+        frames = buf.split(b"\n\n")
+        tail = frames.pop()  # "" after a complete frame, else the start of the next one
+        for frame in frames:
+            i = frame.find(b"id: ")
+            m = frame.rfind(mark)
+            if i < 0 or m < 0:
+                continue  # retry, ping, close, or an event without a timestamp (reset)
+            raw = frame[m + size : -2]  # ...,"created_at":"<raw>"}
+            created = parsed.get(raw)
             if created is None:
-                created = cache[raw] = datetime.fromisoformat(raw.decode()).timestamp()
-            if self.state["measuring"]:
-                self.state["lags"].append(now - created)
-            self.state["events"] += 1
-            start = j
-        return buf[start:][-4096:]
+                created = parsed[raw] = datetime.fromisoformat(raw.decode()).timestamp()
+            if lags is not None:
+                lags.append(now - created)
+            position = int(frame[i + 4 : frame.find(b"\n", i)])
+            if position > last:
+                last = position
+            else:
+                disorder += 1
+            first = first or position
+            seen.add(position)
+            received += 1
+        if received:
+            self.first, self.last = first, last
+            self.received += received
+            state["events"] += received
+            state["out_of_order"] += disorder
+        return tail
+
+    def record(self, position: int, created_at: bytes, now: float) -> None:
+        """One event delivered: its lag while measuring, and the order check."""
+        state = self.state
+        created = state["parsed"].get(created_at)
+        if created is None:
+            created = state["parsed"][created_at] = datetime.fromisoformat(
+                created_at.decode()
+            ).timestamp()
+        if state["measuring"]:
+            state["lags"].append(now - created)
+        if position <= self.last:
+            state["out_of_order"] += 1
+        else:
+            self.last = position
+        if not self.first:
+            self.first = position
+        self.received += 1
+        state["seen"].add(position)
+        state["events"] += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state["lost"] += 1  # refused ones (503) included
         if self.opened:
             self.state["lost_open"] += 1
+
+
+def _missing(state: dict[str, Any]) -> int:
+    """Events a stream did not receive although this process saw them on another stream
+    between the first and the last position it did receive (a gap in its sequence)."""
+    union = sorted(state["seen"])
+    missing = 0
+    for stream in state["streams"]:
+        if stream.received:
+            expected = bisect.bisect_right(union, stream.last) - bisect.bisect_left(
+                union, stream.first
+            )
+            missing += max(expected - stream.received, 0)
+    return missing
 
 
 def _ws_frame(opcode: int, payload: bytes) -> bytes:
@@ -231,8 +297,20 @@ class _WsSubscriber(_Subscriber):
                 self.transport.write(self.subscribe)  # type: ignore[attr-defined]
             elif payload.startswith(b'{"type":"subscribed"'):
                 self._opened()
-        if text:
-            self.scan(b"".join(text), now)
+        for payload in text:
+            self.scan_messages(payload, now)
+
+    EVENT = b'{"type":"event","position":'
+
+    def scan_messages(self, payload: bytes, now: float) -> None:
+        """Every event message in one text message (one, or a batch of them)."""
+        mark = self.MARK
+        start = 0
+        while (i := payload.find(self.EVENT, start)) >= 0:
+            i += len(self.EVENT)
+            m = payload.find(mark, i) + len(mark)
+            start = payload.find(b'"', m)
+            self.record(int(payload[i : payload.find(b",", i)]), payload[m:start], now)
 
 
 async def subscribers(
@@ -258,6 +336,11 @@ async def subscribers(
         "parsed": {},
         "measuring": False,
         "connect_errors": 0,
+        "connect_s": [],  # connect -> response headers, per opened stream
+        "streams": [],
+        "seen": set(),
+        "out_of_order": 0,
+        "reads": 0,  # socket reads of SSE streams while measuring (~ the server's writes)
     }
 
     def protocol() -> asyncio.Protocol:
@@ -314,6 +397,10 @@ async def subscribers(
         "connect_errors": state["connect_errors"],
         "events_received": events,
         "events_per_s": round(events / duration, 1),
+        "reads": state["reads"],
+        "out_of_order": state["out_of_order"],
+        "missing": _missing(state),
+        "connect": _summary(state["connect_s"]),
         **_summary(state["lags"]),
     }
 
