@@ -649,6 +649,9 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     "lost": sum(p["lost_total"] for p in parts),
                     "lost_while_measuring": sum(p["lost_during_run"] for p in parts),
                     "connect_errors": sum(p["connect_errors"] for p in parts),
+                    # every stream's events in order, none twice, none skipped (bench/rate.py)
+                    "out_of_order": sum(p.get("out_of_order", 0) for p in parts),
+                    "missing": sum(p.get("missing", 0) for p in parts),
                     "events_received_per_s": round(sum(p["events_per_s"] for p in parts), 1),
                     "lag_p50_ms_worst_process": max(p["p50_ms"] for p in parts),
                     "lag_p99_ms_worst_process": max(p["p99_ms"] for p in parts),
