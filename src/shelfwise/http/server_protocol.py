@@ -13,6 +13,11 @@ The parser's own refusals (an invalid request line, a NUL in a header) were plai
 they are problem+json now, like every other error, and headers over
 `server_max_header_bytes` (request line included) are `431` (RFC 6585). See
 docs/decisions/0031-header-timeout-in-the-protocol.md.
+
+Every request's scope also carries a `BodyWriter` (`scope["extensions"][BODY_WRITER]`):
+the live hub writes a flush's frames through it straight to an event stream's
+connection, from the flush itself, without waking the stream's task and passing the
+chunk down the ASGI `send` chain (live/streaming.py, decision 0038).
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ import asyncio
 import json
 from functools import cache
 from http import HTTPStatus
+from typing import Any, cast
 
 import structlog
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from shelfwise.http.problems import PROBLEM_MEDIA_TYPE
 from shelfwise.observability.metrics import HTTP_PARSER_REFUSALS
 
 log = structlog.get_logger("shelfwise.server")
+BODY_WRITER = "shelfwise.body_writer"
 
 
 @cache
@@ -69,6 +77,45 @@ def problem_bytes(status: int, code: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class BodyWriter:
+    """Writes chunks of one response's body to its connection at once, synchronously —
+    or refuses (False), and the caller goes the ordinary way (the ASGI `send`, which
+    waits for a full write buffer to drain): while the connection's writes are paused
+    (its client reads too slowly), when it is gone, and unless the response is streamed
+    in HTTP/1.1 chunks (its headers sent, no Content-Length). The caller must not
+    write through both at once: its own `send` must have nothing taken and unwritten."""
+
+    __slots__ = ("_cycle", "_flow", "_transport", "written")
+
+    def __init__(
+        self, cycle: RequestResponseCycle, flow: FlowControl, transport: asyncio.Transport
+    ) -> None:
+        self._cycle = cycle
+        self._flow = flow
+        self._transport = transport
+        self.written = 0  # body bytes, for the access log
+
+    @staticmethod
+    def chunk(body: bytes) -> bytes:
+        """`body` framed as one chunk of the chunked transfer coding (once, for every
+        connection it goes to)."""
+        return b"%x\r\n%b\r\n" % (len(body), body)
+
+    def write(self, chunk: bytes, size: int) -> bool:
+        """Write `chunk` (`BodyWriter.chunk` of a body of `size` bytes), or refuse."""
+        cycle = self._cycle
+        if (
+            self._flow.write_paused
+            or cycle.disconnected
+            or not cycle.chunked_encoding
+            or cycle.response_complete
+        ):
+            return False
+        self._transport.write(chunk)
+        self.written += size
+        return True
+
+
 class ShelfwiseHttpToolsProtocol(HttpToolsProtocol):
     _header_timer: asyncio.TimerHandle | None = None
     _header_bytes = 0
@@ -98,6 +145,12 @@ class ShelfwiseHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # (not an upgrade)
+            scope = cast("dict[str, Any]", self.scope)
+            scope.setdefault("extensions", {})[BODY_WRITER] = BodyWriter(
+                cycle, self.flow, self.transport
+            )
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to a parser error (invalid request line, NUL in a header, or

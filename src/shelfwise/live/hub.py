@@ -16,7 +16,9 @@ Fan-out cost: subscriptions that see the same events form an *audience*
 member is handed the same batch, its frames joined once per audience (`joined`) and each
 event encoded once per process (`encoded`). Each subscriber then writes everything
 queued for it in one go, so the wake-ups and socket writes per second are connections /
-flush interval, not connections x events/s. The interval adapts to the cost: at least
+flush interval, not connections x events/s. An SSE stream whose task waits with nothing
+queued is not even woken: the flush writes the audience's chunk to its connection itself
+(`Subscription.direct`, decision 0038). The interval adapts to the cost: at least
 `flush_seconds`, and at least `FANOUT_SHARE` times as long as waking and writing to the
 waiting subscribers is expected to take (per-subscriber cost measured on recent
 flushes), so fan-out takes at most ~1/`FANOUT_SHARE` of the event loop and the rest
@@ -51,8 +53,8 @@ from shelfwise.events.published import newest_position, oldest_position, read_pu
 from shelfwise.identity.principal import Principal
 from shelfwise.live.audience import Audience, Batch, audience_key
 from shelfwise.live.channels import ChannelSet
-from shelfwise.live.subscription import Closed, Subscription
-from shelfwise.observability.metrics import LIVE_RESUMES
+from shelfwise.live.subscription import WRITTEN, Closed, Subscription
+from shelfwise.observability.metrics import LIVE_EVENTS_SENT, LIVE_FANOUT_LATENCY, LIVE_RESUMES
 from shelfwise.observability.trace_events import batch_span
 from shelfwise.reconnect import ReconnectBackoff
 
@@ -255,14 +257,28 @@ class Hub:
         for audience in due:
             batch = Batch(audience.pending)
             audience.pending = []
+            written: dict[str, int] = {}
             for subscription in tuple(audience.members):
-                if subscription.offer(batch):
+                outcome = subscription.offer(batch)
+                if outcome:
                     subscription.quiet_until = quiet_until
                     woken += 1
+                    if outcome == WRITTEN:
+                        transport = subscription.transport
+                        written[transport] = written.get(transport, 0) + 1
+            for transport, count in written.items():
+                self._written(batch, transport, count)
         # The woken tasks run in the loop's next pass, in order; a callback queued after
         # them runs once the last has written (or blocked on a full socket).
         if woken:
             asyncio.get_running_loop().call_soon(self._fanned_out, now, woken)
+
+    def _written(self, batch: Batch, transport: str, count: int) -> None:
+        """The metrics of `count` direct writes of `batch` (a woken transport counts its
+        own write): the events sent, and one lag observation for them all — the oldest
+        event's, now that the last of them is written."""
+        LIVE_EVENTS_SENT.labels(transport).inc(len(batch) * count)
+        LIVE_FANOUT_LATENCY.labels(transport).observe(self.lag_seconds(batch[0]))
 
     def _fanned_out(self, started: float, woken: int) -> None:
         self._costs.append((self._clock() - started) / woken)

@@ -5,14 +5,16 @@ SSE: `id:` is the stream position, so the browser's automatic reconnect sends
 reconnects after a restart; `: ping` comments on a connection quiet for
 `live_heartbeat_seconds` keep proxies from timing it out; `X-Accel-Buffering: no` stops
 nginx from buffering it. Each wake-up writes every queued event in one chunk, straight to
-the server past the middleware stack (`live/streaming.py`).
+the server past the middleware stack (`live/streaming.py`); a stream waiting with nothing
+queued gets the hub's flush written by the hub itself, one chunk per audience framed once
+for all of its connections (`_direct_writes`, decision 0038).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -25,7 +27,9 @@ from shelfwise.errors import PositionTooOld, Unavailable
 from shelfwise.events.outbox import PublishedEvent
 from shelfwise.http.deps import ContextDep
 from shelfwise.http.ratelimit import refuse, remember
+from shelfwise.http.server_protocol import BodyWriter
 from shelfwise.identity.dependencies import CurrentPrincipal
+from shelfwise.live.audience import Batch
 from shelfwise.live.auth import connect_decision, credential_of
 from shelfwise.live.channels import authorize, parse_channels
 from shelfwise.live.hub import Closed, Hub, Reset, Subscription, lag_seconds
@@ -108,6 +112,26 @@ def _sse(event: str, data: dict[str, Any], *, id_: int | None = None) -> bytes:
 
 _SENT = LIVE_EVENTS_SENT.labels("sse")
 _LATENCY = LIVE_FANOUT_LATENCY.labels("sse")
+_CHUNK = "sse-chunk"  # a batch's frames, joined and framed as one HTTP/1.1 chunk
+
+
+def _direct_writes(hub: Hub, subscription: Subscription) -> Callable[[BodyWriter], None]:
+    """Once the response has started: let the hub write this stream's batches through
+    the server's `writer` (the hub counts their metrics). Not with tracing on: every
+    write is then a span of the stream's request, made by its own task."""
+
+    def attach(writer: BodyWriter) -> None:
+        def write(batch: Batch) -> bool:
+            chunk = batch.encodings.get(_CHUNK)
+            if chunk is None:
+                body = hub.joined(batch, "sse", _sse_frame, b"")
+                chunk = batch.encodings[_CHUNK] = (BodyWriter.chunk(body), len(body))
+            return writer.write(*chunk)
+
+        if not tracing_enabled():
+            subscription.direct = write
+
+    return attach
 
 
 async def _sse_body(
@@ -190,6 +214,7 @@ async def stream(
         _sse_body(ctx.settings, hub, subscription, reset),
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
         on_disconnect=lambda: subscription.close("client"),
+        on_direct=_direct_writes(hub, subscription),
     )
 
 

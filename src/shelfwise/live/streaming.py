@@ -6,6 +6,11 @@ Our layers act on `http.response.start` only (headers, status, timing), so once 
 stream's start message has passed all of them unchanged in encoding, its body chunks may
 go straight to the server: `StreamSendMiddleware`, the outermost layer, then leaves the
 server's `send` in the scope, and `EventStreamResponse` writes its chunks there.
+
+Past that, the server offers a `BodyWriter` (http/server_protocol.py): with `on_direct`,
+the response hands it to whoever produces the stream's frames, and the live hub writes
+a flush's frames through it from the flush itself, without waking this response's task
+at all (decision 0038). The chunks it writes count in the access log's bytes too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shelfwise.http.observe import DIRECT_BYTES
+from shelfwise.http.server_protocol import BODY_WRITER, BodyWriter
 
 SERVER_SEND = "server_send"
 
@@ -60,11 +66,15 @@ class EventStreamResponse(StreamingResponse):
         *,
         headers: Mapping[str, str] | None = None,
         on_disconnect: Callable[[], None] | None = None,
+        on_direct: Callable[[BodyWriter], None] | None = None,
     ) -> None:
         super().__init__(content, status_code, headers=headers)
         self._on_disconnect = on_disconnect
+        self._on_direct = on_direct
+        self._scope: Scope = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
         self._state = scope.setdefault("state", {})
         if self._on_disconnect is None:
             await super().__call__(scope, receive, send)
@@ -88,6 +98,12 @@ class EventStreamResponse(StreamingResponse):
         direct: Send | None = self._state.get(SERVER_SEND)
         write = direct or send
         written = 0
+        # Only past every layer unchanged (`direct`): a re-encoded body is never written raw.
+        writer: BodyWriter | None = None
+        if direct is not None and self._on_direct is not None:
+            writer = self._scope.get("extensions", {}).get(BODY_WRITER)
+            if writer is not None:
+                self._on_direct(writer)
         try:
             async for chunk in self.body_iterator:
                 body = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
@@ -96,4 +112,4 @@ class EventStreamResponse(StreamingResponse):
             await write({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if direct is not None:
-                self._state[DIRECT_BYTES] = written
+                self._state[DIRECT_BYTES] = written + (writer.written if writer else 0)

@@ -7,13 +7,19 @@ per wake-up instead of one per event. When that is exactly one fresh batch (the 
 case), the batch itself is handed over, so its frames are joined once for the whole
 audience (`Hub.joined`). Positions make delivery exactly-once: an event at or below the
 last position delivered is dropped.
+
+A transport that can write without waiting (SSE, through the server's `BodyWriter`) sets
+`direct`: a batch offered while its task waits with nothing queued is then written at
+once, from the hub's flush, and the task is not woken at all. Anything else (a backlog,
+batches still queued, a connection whose writes are paused) takes the queue, so the
+order stays the queue's.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
     from shelfwise.live.credentials import Credential
 
 log = structlog.get_logger("shelfwise.live")
+# What `offer` did with a batch (falsy: nothing, the subscription is closed or too slow).
+REFUSED, QUEUED, WRITTEN = 0, 1, 2
 
 
 class Closed(Exception):
@@ -64,23 +72,36 @@ class Subscription:
         self._closed: str | None = None
         self._ping = False
         self.quiet_until = 0.0  # loop time after which a heartbeat is due
+        # Writes a batch to the client now, or returns False (see the module docstring).
+        self.direct: Callable[[Batch], bool] | None = None
+        self._waiting = False  # the transport waits in `next_batch`, everything written
 
     # -- called by the hub ---------------------------------------------------------------
-    def offer(self, batch: Batch) -> bool:
-        """Queue a flush's batch and wake the transport. False when closed, or when the
-        batch would take the queue past `queue_limit`: then the client is too slow and
-        is disconnected (it resumes from its last position)."""
+    def offer(self, batch: Batch) -> int:
+        """Write a flush's batch at once (`WRITTEN`, see `direct`), or queue it and wake
+        the transport (`QUEUED`). `REFUSED` when closed, or when the batch would take the
+        queue past `queue_limit`: then the client is too slow and is disconnected (it
+        resumes from its last position)."""
         if self._closed:
-            return False
+            return REFUSED
+        if (
+            self._waiting
+            and not self._live
+            and self.direct is not None
+            and batch[0].position > self.position
+            and self.direct(batch)
+        ):
+            self.position = batch[-1].position
+            return WRITTEN
         if self._queued + len(batch) > self.queue_limit:
             LIVE_SLOW_DISCONNECTS.labels(self.transport).inc()
             log.info("live_slow_consumer", transport=self.transport, queued=self._queued)
             self.close("slow_consumer")
-            return False
+            return REFUSED
         self._live.append(batch)
         self._queued += len(batch)
         self._wakeup.set()
-        return True
+        return QUEUED
 
     def ping(self) -> None:
         """Nothing was written for a heartbeat interval: let the transport send a ping."""
@@ -151,7 +172,13 @@ class Subscription:
                 self._ping = False
                 return events
             self._wakeup.clear()
-            await self._wakeup.wait()
+            # Everything taken so far is written (the transport writes what this returns
+            # before asking again): until woken, a batch may be written directly.
+            self._waiting = True
+            try:
+                await self._wakeup.wait()
+            finally:
+                self._waiting = False
 
     async def next(self, wait_seconds: float) -> PublishedEvent | None:
         """The next event in order, or None when `wait_seconds` pass first (long-poll)."""
