@@ -427,6 +427,20 @@ def part_relay(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         stop(worker)
 
 
+def relayed(url: str, timeout_s: float = 300.0) -> int:
+    """Wait until the worker has published every event; returns how many were waiting."""
+    query = "SELECT count(*) FROM outbox_events WHERE position IS NULL"
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        waiting = first = int(conn.execute(query).fetchone()[0])
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            waiting = int(conn.execute(query).fetchone()[0])
+    if waiting:
+        raise RuntimeError(f"{waiting} events still unpublished after {timeout_s:.0f}s")
+    return first
+
+
 def sse_server(ctx: dict[str, Any], args: argparse.Namespace) -> Server:
     """A fresh `shelfwise serve` for one size; with `--limit-concurrency`, with that
     connection cap (`server_limit_concurrency`, 10,000 by default) instead."""
@@ -559,6 +573,10 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(3)
         for mode in args.transport or ["sse"]:
             for n in args.subscribers:
+                # Other runs on this database (orders benchmarks without a worker) leave
+                # events unpublished: relayed during the ramp, they would reach every
+                # stream as one burst of minutes-old events, measured as lag.
+                backlog = relayed(ctx["url"])
                 # A fresh server per size: RSS and connection state of the previous size gone.
                 server = sse_server(ctx, args)
                 port = server.port
@@ -670,6 +688,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                         "live_cpu_pct": live_cpu,  # inside rest_cpu_pct
                     },
                     "quiet": quiet,
+                    "unpublished_at_start": backlog,
                 }
                 out[f"{mode}_{n}"] = result
                 brief = {k: v for k, v in result.items() if k != "per_process"}

@@ -36,25 +36,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.issues import BIN, RESULTS, STAFF, collect, login, rate_client, raw, start_worker, stop
+from bench.issues import (
+    BIN,
+    RESULTS,
+    STAFF,
+    collect,
+    login,
+    rate_client,
+    raw,
+    relayed,
+    start_worker,
+    stop,
+)
 from bench.servers import ROOT, Server, free_port, prepare_database, shelfwise_server
 
 ADJUSTMENTS_PER_S = 20
-
-
-def relayed(url: str, timeout_s: float = 180.0) -> None:
-    """Wait until the worker has published every event (another run's leftovers would
-    otherwise arrive as one burst in the middle of the connects)."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM outbox_events WHERE position IS NULL")
-            if row.fetchone()[0] == 0:  # type: ignore[index]
-                return
-            time.sleep(0.5)
-    raise RuntimeError("the relay did not catch up")
 
 
 def live_server(api: Server, tree: Path, log: Path) -> Server:
