@@ -269,3 +269,13 @@ async def test_a_served_stream_gets_the_hubs_writes_as_valid_chunks() -> None:
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_a_batch_over_the_queue_limit_is_not_written_either() -> None:
+    live, socket = hub(queue_limit=3), Socket()
+    subscription, task = await waiting(live, socket)
+    live.publish([stock_event(p) for p in range(1, 5)])
+    live.flush()
+    assert socket.batches == []
+    assert subscription.closed_reason == "slow_consumer"
+    assert await settled(task)

@@ -84,6 +84,13 @@ class Subscription:
         resumes from its last position)."""
         if self._closed:
             return REFUSED
+        # (Before a direct write too: a batch over the limit is not written either, so a
+        # burst costs no connection a copy of it in its write buffer.)
+        if self._queued + len(batch) > self.queue_limit:
+            LIVE_SLOW_DISCONNECTS.labels(self.transport).inc()
+            log.info("live_slow_consumer", transport=self.transport, queued=self._queued)
+            self.close("slow_consumer")
+            return REFUSED
         if (
             self._waiting
             and not self._live
@@ -93,11 +100,6 @@ class Subscription:
         ):
             self.position = batch[-1].position
             return WRITTEN
-        if self._queued + len(batch) > self.queue_limit:
-            LIVE_SLOW_DISCONNECTS.labels(self.transport).inc()
-            log.info("live_slow_consumer", transport=self.transport, queued=self._queued)
-            self.close("slow_consumer")
-            return REFUSED
         self._live.append(batch)
         self._queued += len(batch)
         self._wakeup.set()
