@@ -45,6 +45,7 @@ import psycopg
 
 from bench.run import machine_busy_seconds, wait_for_quiet
 from bench.servers import (
+    DATABASE,
     ROOT,
     Server,
     baseline_server,
@@ -743,6 +744,12 @@ def main() -> int:
         help="sse part: seconds the subscribers wait, after the ramp, for the last streams",
     )
     parser.add_argument(
+        "--database",
+        default=DATABASE,
+        help="the database in var/bench (e.g. shelfwise_bench_live for the sse part: other "
+        "benchmarks' orders expire into the shared one as bursts of thousands of events)",
+    )
+    parser.add_argument(
         "--profile-live",
         action="store_true",
         help="sse part: sample the live processes' stacks while measuring (bench/profiled.py); "
@@ -762,7 +769,7 @@ def main() -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers
     print("preparing var/bench ...", flush=True)
-    url, ids = prepare_database(10_000)
+    url, ids = prepare_database(10_000, args.database)
     subprocess.run(
         [str(BIN / "shelfwise"), "seed", "--products", "0"],
         cwd=ROOT,

@@ -167,6 +167,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2, help="subscriber client processes")
     parser.add_argument("--compare", type=Path, help="another checkout: its src/ as the B side")
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument(
+        "--database",
+        default="shelfwise_bench_live",
+        help="in var/bench; its own by default: other benchmarks' orders expire into the "
+        "shared one as bursts of thousands of stock events",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     import resource
@@ -176,7 +182,7 @@ def main() -> int:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    url, ids = prepare_database(10_000)
+    url, ids = prepare_database(10_000, args.database)
     subprocess.run(
         [str(BIN / "shelfwise"), "seed", "--products", "0"],
         cwd=ROOT,

@@ -29,7 +29,7 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
-def prepare_database(products: int) -> tuple[str, list[str]]:
+def prepare_database(products: int, database: str = DATABASE) -> tuple[str, list[str]]:
     """Start the embedded cluster, migrate, seed; return its URL and the product ids.
 
     Seeding is idempotent, so a second run reuses the rows of the first. The cluster stops
@@ -43,7 +43,7 @@ def prepare_database(products: int) -> tuple[str, list[str]]:
     from shelfwise.migrate import upgrade
     from shelfwise.seed import seed_catalog
 
-    url = start_embedded(DATA_DIR, database=DATABASE)
+    url = start_embedded(DATA_DIR, database=database)
     upgrade(url)
 
     async def seed() -> list[str]:
