@@ -1,28 +1,33 @@
 """The ASGI application: middleware stack, routers, lifespan.
 
-Middleware order (outermost first) — each layer sees everything inside it:
+Middleware order (outermost first) — each layer sees everything inside it. A layer that
+the settings switch off is not installed at all (it would pass every request through):
 
--  StreamSend     — no behaviour of its own: once an event stream's response start has
-                    passed every layer below, its body chunks skip the stack
-                    (`live/streaming.py`); all other responses are untouched
-0. ProxyHeaders   — client address and scheme from X-Forwarded-* *only* when the peer is
-                    a configured trusted proxy; everything after relies on them
-1. RequestId      — assigns the id first, so every later layer can log and echo it
-   RequestIdSpan  — only when tracing is on: the request id on FastAPI's server span
-2. AccessLog      — one line per request, timed around everything below
-3. Metrics        — RED metrics by route template
-   RoleGate       — only with `serve --role api|live`: a path of the other role gets 421
-4. ErrorBoundary  — anything unexpected becomes a problem+json 500 *inside* the layers
-                    above, so even failures are logged, counted and carry a request id
-5. SecurityHeaders— CSP, nosniff, frame/referrer/permissions policies, HSTS in production
-6. CORS           — answers preflights before any limit or auth is spent on them
-7. RequestTimeout — a deadline per request (streams exempt)
-8. RateLimit      — per-IP budget for anonymous requests, per-client concurrency cap,
-                    RateLimit headers on every response
-9. GZip           — compresses responses over the threshold
-10. BodySizeLimit — refuses oversized bodies before routing reads them
-11. routes, whose dependencies authenticate (then apply the per-principal rate limit and,
-    for cookie sessions, CSRF) and authorize per route.
+-  StreamSend      — no behaviour of its own: once an event stream's response start has
+                     passed every layer below, its body chunks skip the stack
+                     (`live/streaming.py`); all other responses are untouched
+0. ProxyHeaders    — only with `trusted_proxies`: client address and scheme from
+                     X-Forwarded-* when the peer is one of them; everything after relies
+                     on the result
+1. Edge            — one layer (`http/edge.py`) doing, in this order: the request id
+                     (picked first, bound into every log line), the access log and the RED
+                     metrics (timed around everything below), the error boundary
+                     (anything unexpected becomes a problem+json 500 *inside* the id, the
+                     log and the metrics) and the security headers (on every response,
+                     refusals and the boundary's 500 included)
+   RequestIdSpan   — only when tracing is on: the request id on FastAPI's server span
+   RoleGate        — only with `serve --role api|live`: a path of the other role gets 421
+2. CORS            — only with `cors_origins`: answers preflights before any limit or auth
+                     is spent on them
+3. RequestTimeout  — a deadline per request (streams exempt), watched by one timer per
+                     process (`http/timeouts.py`)
+4. RateLimit       — only with rate limits on: per-IP budget for anonymous requests,
+                     per-client concurrency cap, RateLimit headers on every response
+5. Compression     — gzip over the threshold for clients that accept it
+                     (`http/compression.py`)
+6. BodySizeLimit   — refuses oversized bodies before routing reads them
+7. routes, whose dependencies authenticate (then apply the per-principal rate limit and,
+   for cookie sessions, CSRF) and authorize per route.
 
 See docs/decisions/0002-middleware-order.md for the reasons.
 """
