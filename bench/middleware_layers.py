@@ -22,9 +22,10 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from shelfwise.http.compression import CompressionMiddleware
 from shelfwise.http.edge import EdgeMiddleware
 from shelfwise.http.limits import BodySizeLimitMiddleware
-from shelfwise.http.ratelimit import RateLimiter, RateLimitMiddleware
+from shelfwise.http.ratelimit import Policy, RateLimiter, RateLimitMiddleware
 from shelfwise.http.timeouts import RequestTimeoutMiddleware
 from shelfwise.live.streaming import StreamSendMiddleware
 
@@ -79,16 +80,19 @@ def layers() -> dict[str, Callable[[ASGIApp], ASGIApp]]:
     limiter = RateLimiter(None)
     return {
         "stream send": StreamSendMiddleware,
-        "proxy headers": lambda app: ProxyHeadersMiddleware(app, trusted_hosts=[]),
+        # Installed only with trusted proxies; the peer here is one.
+        "proxy headers": lambda app: ProxyHeadersMiddleware(app, trusted_hosts=["127.0.0.1"]),
         "request timeout": lambda app: RequestTimeoutMiddleware(app, seconds=30),
-        "rate limit (off)": lambda app: RateLimitMiddleware(
+        # Installed only when rate limits are on; an authenticated request (the bench's
+        # bearer header) costs the concurrency cap and the headers, no limiter hit.
+        "rate limit (on)": lambda app: RateLimitMiddleware(
             app,
             limiter=limiter,
-            anonymous=None,  # type: ignore[arg-type]  # unused while disabled
+            anonymous=Policy.parse("anonymous", "100000/minute"),
             max_concurrent=100,
-            enabled=False,
         ),
-        "gzip": lambda app: GZipMiddleware(app, minimum_size=1024),
+        "gzip (starlette's)": lambda app: GZipMiddleware(app, minimum_size=1024),
+        "compression": lambda app: CompressionMiddleware(app, minimum_size=1024),
         "body size": lambda app: BodySizeLimitMiddleware(app, max_bytes=1 << 20),
         EDGE: lambda app: EdgeMiddleware(app, access_log=True),
     }

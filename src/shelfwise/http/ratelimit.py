@@ -248,19 +248,17 @@ class RateLimitMiddleware:
         limiter: RateLimiter,
         anonymous: Policy,
         max_concurrent: int,
-        enabled: bool = True,
         identify: Callable[[Scope], str | None] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.anonymous = anonymous
         self.max_concurrent = max_concurrent
-        self.enabled = enabled
         self.identify = identify
         self.in_flight: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled or scope["path"] in EXEMPT_PATHS:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
         ip = client_ip(scope)
