@@ -14,6 +14,7 @@ from shelfwise.context import AppContext
 from shelfwise.http.conditional import etag_for, expected_version, is_not_modified
 from shelfwise.http.deps import ContextDep, SessionDep
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, page_request, page_response
+from shelfwise.http.routes import PathParamsRoute
 from shelfwise.identity.dependencies import CatalogWriter
 from shelfwise.types import Category, Text
 from shelfwise.uploads import service as images
@@ -22,12 +23,6 @@ from shelfwise.uploads.storage import ImageStore
 router = APIRouter(prefix="/v1/products", tags=["products"])
 
 
-# First of the router's routes: the router tries them in order on every request (twice:
-# to pick the router, then the route), and the cached read is the hottest path; its path
-# overlaps none of the others, so no request matches differently.
-@router.get(
-    "/{product_id}", response_model=ProductOut, responses={304: {"description": "Not modified"}}
-)
 async def get_product(product_id: uuid.UUID, request: Request) -> Response:
     """Served from the product cache; `If-None-Match` with the current ETag gives 304.
 
@@ -44,6 +39,20 @@ async def get_product(product_id: uuid.UUID, request: Request) -> Response:
     assert cached.etag is not None
     status_code = status.HTTP_304_NOT_MODIFIED if is_not_modified(request, cached.etag) else 200
     return cached.response(ctx.settings.catalog_cache_max_age, status_code=status_code)
+
+
+# First of the router's routes: the router tries them in order on every request (twice:
+# to pick the router, then the route), and the cached read is the hottest path; its path
+# overlaps none of the others, so no request matches differently. `PathParamsRoute`: its
+# id is validated without FastAPI's per-request dependency solving (`http/routes.py`).
+router.add_api_route(
+    "/{product_id}",
+    get_product,
+    methods=["GET"],
+    response_model=ProductOut,
+    responses={304: {"description": "Not modified"}},
+    route_class_override=PathParamsRoute,
+)
 
 
 @router.get("", response_model=Page[ProductOut])
