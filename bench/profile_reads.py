@@ -108,6 +108,8 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             f"{' (profiler overhead included)' if args.profile else ''}",
             file=out,
         )
+        if not gc_passes:
+            print("gc: no collector pass while the reads ran", file=out)
         for generation, times in sorted(gc_passes.items()):
             print(
                 f"gc generation {generation}: {len(times)} passes, longest"
