@@ -428,6 +428,19 @@ def part_relay(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         stop(worker)
 
 
+def tcp_counters() -> dict[str, int]:
+    """The kernel's listen-queue overflows and SYN retransmissions so far (whole machine):
+    a server too slow to accept drops SYNs, and each costs its client a retransmission."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    wanted = ("ListenOverflows", "TCPSynRetrans")
+    out: dict[str, int] = {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        for name, value in zip(names.split()[1:], values.split()[1:], strict=False):
+            if name in wanted:
+                out[name] = int(value)
+    return out
+
+
 def relayed(url: str, timeout_s: float = 300.0) -> int:
     """Wait until the worker has published every event; returns how many were waiting."""
     query = "SELECT count(*) FROM outbox_events WHERE position IS NULL"
@@ -585,6 +598,7 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                 live_ports = [s.port for s in lives] or [port]
                 adjust = [with_host(a, port) for a in adjust]
                 quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
+                tcp_before = tcp_counters()
                 procs = max(1, n // 2500, len(live_ports))
                 ramp = 500.0
                 go_file = ctx["tmp"] / f"go-{mode}-{n}"
@@ -690,6 +704,9 @@ def part_sse(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
                     },
                     "quiet": quiet,
                     "unpublished_at_start": backlog,
+                    "tcp_during_run": {
+                        k: v - tcp_before.get(k, 0) for k, v in tcp_counters().items()
+                    },
                 }
                 out[f"{mode}_{n}"] = result
                 brief = {k: v for k, v in result.items() if k != "per_process"}

@@ -37,6 +37,9 @@ TIMEOUT_S = 5.0
 # So, like nginx's upstream `keepalive_timeout 4s` (deploy/nginx/upstreams.conf), a
 # connection idle this long is closed here instead of reused.
 REUSE_IDLE_S = 4.0
+# Streams connecting (no response headers yet) at a time, per subscriber process: well
+# below a server's listen backlog (`server_backlog`, 2048).
+MAX_PENDING = 200
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:
@@ -324,6 +327,7 @@ async def subscribers(
     settle_s: float = 15.0,
     ready_file: str | None = None,
     go_file: str | None = None,
+    max_pending: int = MAX_PENDING,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {
@@ -349,8 +353,18 @@ async def subscribers(
         return _Subscriber(state, request)
 
     transports = []
+
+    def resolved() -> int:  # opened, or refused
+        return int(state["open"] + state["lost"] - state["lost_open"])
+
     started = time.perf_counter()
     for n in range(subscribers):
+        # At most `max_pending` streams connecting at a time: a server that answers
+        # slower than the ramp fills its listen backlog, the kernel drops SYNs, and each
+        # dropped one costs this loop a retransmission (1 s, 3 s, 7 s, ...): the ramp
+        # would measure TCP's backoff, not the server. Browsers do not connect in step.
+        while len(transports) - resolved() >= max_pending:
+            await asyncio.sleep(0.01)
         try:
             t, _ = await loop.create_connection(protocol, "127.0.0.1", port)
             transports.append(t)
@@ -361,9 +375,6 @@ async def subscribers(
             await asyncio.sleep(delay)
     ramp = time.perf_counter() - started
     wait_until = time.perf_counter() + settle_s  # let the last streams open
-
-    def resolved() -> int:  # opened, or refused
-        return int(state["open"] + state["lost"] - state["lost_open"])
 
     while resolved() < len(transports) and time.perf_counter() < wait_until:
         await asyncio.sleep(0.2)
@@ -418,6 +429,13 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=15.0, help="seconds to wait for the last streams to open"
     )
+    parser.add_argument(
+        "--max-pending",
+        "--max_pending",
+        type=int,
+        default=MAX_PENDING,
+        help="sse/ws: streams connecting at a time (the ramp waits above it)",
+    )
     parser.add_argument("--ready-file", "--ready_file", help="touched once the streams are open")
     parser.add_argument("--go-file", "--go_file", help="measure once this file exists")
     # (`--stop_file` is how bench.issues.rate_client spells options.)
@@ -455,6 +473,7 @@ def main() -> None:
                 args.settle,
                 args.ready_file,
                 args.go_file,
+                args.max_pending,
             )
         )
     print(json.dumps(out))
