@@ -134,3 +134,14 @@ async def test_a_request_after_an_expiry_gets_a_full_deadline_again() -> None:
         second = await asyncio.wait_for(client.get("/fast"), PATIENCE)
     assert (first.status_code, second.status_code) == (503, 200)
     assert answered.is_set()
+
+
+def test_the_watch_follows_the_app_to_a_new_event_loop() -> None:
+    app = RequestTimeoutMiddleware(hang, seconds=QUICK)
+
+    async def one_slow_request() -> int:
+        async with client_for(app) as client:
+            return (await asyncio.wait_for(client.get("/slow"), PATIENCE)).status_code
+
+    # A timer set on the first loop never fires there again; the second loop gets its own.
+    assert [asyncio.run(one_slow_request()) for _ in range(2)] == [503, 503]

@@ -106,9 +106,10 @@ class Deadlines:
 
     def _expire(self) -> None:
         # A timer left from a finished request just finds a younger oldest entry (or none).
-        self._timer = None
         loop = self._loop
-        assert loop is not None
+        if loop is None or asyncio.get_running_loop() is not loop:
+            return  # set on a loop the app has since left: the watch moved on
+        self._timer = None
         now = loop.time()
         due: list[InFlight] = []
         for request in self._in_flight:

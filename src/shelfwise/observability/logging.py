@@ -36,18 +36,20 @@ class IsoTimestamp:
     line per request made the stamper ~10 % of the access log's cost."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        # One tuple, read and replaced whole: stdlib loggers on other threads share it.
+        self._second_text = (-1, "")
 
     def __call__(
         self, logger: object, method: str, event: structlog.types.EventDict
     ) -> structlog.types.EventDict:
         second, nanos = divmod(time.time_ns(), 1_000_000_000)
-        if second != self._second:
+        cached, prefix = self._second_text
+        if second != cached:
             stamp = datetime.datetime.fromtimestamp(second, datetime.UTC)
-            self._prefix, self._second = stamp.strftime("%Y-%m-%dT%H:%M:%S"), second
+            prefix = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+            self._second_text = (second, prefix)
         micros = nanos // 1000  # truncated, as `datetime.now()` does
-        event["timestamp"] = f"{self._prefix}.{micros:06d}Z" if micros else f"{self._prefix}Z"
+        event["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
         return event
 
 
