@@ -3,14 +3,15 @@
 `bench.baseline` is the raw ceiling (three statements, no ledger, no idempotency, no
 events); this app does *exactly the statements Shelfwise executes* for a one-line
 `POST /v1/orders` with an `Idempotency-Key`, in the same order, on the same driver
-(psycopg 3, a pool of 10 autocommit connections, statements prepared after first use):
+(psycopg 3, a pool of 10 autocommit connections) and the same transport (`batches.py`:
+each batch one simple query, statements prepared on the server at first use):
 
     principal look-up                  ACTIVE_ROLE_SQL          (own checkout, autocommit)
-    BEGIN                                                       ┐ pipeline mode,
-    idempotency claim                  TRY_LOCK, FIND           │ round trip 1
+    BEGIN                                                       ┐ batch 1,
+    idempotency claim                  TRY_LOCK, FIND           │ one round trip
     reservation (under the claim)      RESERVE_AT_LOCATION_CLAIMED ┘
-    order + line + ledger row + events WRITE_ORDER              ┐
-    idempotency record                 RECORD                   │ round trip 2
+    order + line + ledger row + events WRITE_ORDER              ┐ batch 2,
+    idempotency record                 RECORD                   │ one round trip
     COMMIT                                                      ┘
 
 The SQL strings are imported from Shelfwise's modules, so the two cannot drift apart; the
@@ -42,6 +43,7 @@ import uvicorn
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from shelfwise import batches
 from shelfwise.events.outbox import Event
 from shelfwise.events.payloads import EventType, order_payload, stock_changed_event
 from shelfwise.idempotency.service import FIND, RECORD, TRY_LOCK
@@ -85,6 +87,11 @@ async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
     await _respond(send, 200, {"status": "ready"})
 
 
+async def _roll_back(conn: Any) -> None:
+    batches.forget_prepared(conn)  # as Shelfwise: psycopg may deallocate every statement
+    await conn.execute("ROLLBACK")
+
+
 async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
     raw = await _body(receive)
     body = json.loads(raw)
@@ -102,29 +109,29 @@ async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
     if role is None:
         return await _respond(send, 401, {"detail": "inactive"})
 
-    async with pool.connection() as conn, conn.pipeline():
-        # As Shelfwise (docs/decisions/0035): pipeline mode from BEGIN to COMMIT, the
-        # claim and the guarded reservation in one round trip, then the order, the
-        # record and COMMIT in a second.
-        await conn.execute("BEGIN")
+    async with pool.connection() as conn:
+        # As Shelfwise (docs/decisions/0035, 0041): BEGIN, the claim and the guarded
+        # reservation in one round trip, then the order, the record and COMMIT in a second.
+        batch = batches.Batch(conn, prepare=True)
+        batch.queue(batches.BEGIN)
         claim = {"claim_lock": principal + "\x1f" + key, "principal": principal, "key": key}
-        locked = await conn.execute(TRY_LOCK, (claim["claim_lock"],))
-        found = await conn.execute(FIND, (principal, key))
+        locked = batch.queue(TRY_LOCK, (claim["claim_lock"],))
+        found = batch.queue(FIND, (principal, key))
         params = {"product_id": product_id, "location_id": location_id, "quantity": quantity}
-        reserving = await conn.execute(RESERVE_AT_LOCATION_CLAIMED, {**params, **claim})
+        reserving = batch.queue(RESERVE_AT_LOCATION_CLAIMED, {**params, **claim})
         lock_row = await locked.fetchone()
         if not (lock_row and lock_row[0]):
-            await conn.execute("ROLLBACK")
+            await _roll_back(conn)
             return await _respond(send, 409, {"detail": "in progress"})
         stored = await found.fetchone()
         if stored is not None:
-            await conn.execute("ROLLBACK")
+            await _roll_back(conn)
             return await _respond(send, stored[1], stored[2])
         level = await reserving.fetchone()
         if level is None:
             # Shelfwise explains a shortfall through its general path; under the bench's
             # full shelves this is rare, and it answers 409 just the same.
-            await conn.execute("ROLLBACK")
+            await _roll_back(conn)
             return await _respond(send, 409, {"detail": "insufficient stock"})
         level_id, on_hand, reserved, level_version, price, currency, placed_at = level
         order_id = uuid.uuid4()
@@ -161,7 +168,7 @@ async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
                 "unit_price_minor": price,
             }
         ]
-        await conn.execute(
+        batch.queue(
             WRITE_ORDER,
             {
                 "id": order_id,
@@ -187,8 +194,9 @@ async def place_order(scope: Scope, receive: Receive, send: Send) -> None:
             "created_at": placed_at.isoformat(),
             "lines": lines,
         }
-        await conn.execute(RECORD, (principal, key, fingerprint, 201, Jsonb(out)))
-        await conn.execute("COMMIT")  # sent with the order and the record at the exit
+        batch.queue(RECORD, (principal, key, fingerprint, 201, Jsonb(out)))
+        batch.queue(batches.COMMIT)
+        await batch.send()
     await _respond(send, 201, out)
 
 

@@ -8,8 +8,9 @@ fixed SQL strings run here, on an autocommit pool of the same driver: no second 
 no BEGIN/COMMIT round trips, plain dict rows. Statements are prepared by psycopg after
 a few executions. Everything else keeps using SQLAlchemy.
 
-`transaction()` lends a connection inside an explicit transaction, for the one write
-that is measured to need it: placing an order (docs/decisions/0013).
+`transaction()` lends a connection inside an explicit transaction; placing an order, the
+one write measured to need the driver (docs/decisions/0013), sends its statements in
+batches of one round trip each (`batches.py`, docs/decisions/0041).
 
 An unreachable database is `DatabaseUnavailable` here, at the door (503 at the HTTP
 edge), and refused at once while the breaker knows it is down (`availability.py`).
@@ -17,13 +18,12 @@ edge), and refused at once while the breaker knows it is down (`availability.py`
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg import AsyncConnection, AsyncPipeline, pq
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -37,19 +37,6 @@ from shelfwise.observability.pools import observe_driver_pool
 from shelfwise.observability.statements import timed_cursor_class
 
 Params = Sequence[Any] | Mapping[str, Any]
-BEGIN: LiteralString = "BEGIN"
-COMMIT: LiteralString = "COMMIT"
-ROLLBACK: LiteralString = "ROLLBACK"
-
-
-async def _abandon(conn: AsyncConnection[Any], pipeline: AsyncPipeline) -> None:
-    """Roll back a pipelined transaction whose block raised. After a failed statement
-    the server skips everything up to the next Sync (the pipeline is aborted): sync
-    first, or the ROLLBACK would be skipped too. The pipeline's exit sends it."""
-    if conn.pgconn.pipeline_status == pq.PipelineStatus.ABORTED:
-        with contextlib.suppress(psycopg.Error):  # the error the block already raised
-            await pipeline.sync()
-    await conn.execute(ROLLBACK)
 
 
 async def fetch_row(
@@ -85,6 +72,7 @@ class DriverPool:
         connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.breaker = breaker or DatabaseBreaker(url)
+        self.prepares = prepare
         # prepare=False behind a transaction-pooling pgbouncer: a statement prepared on
         # one server connection is missing on the next (db.connect_args).
         self._pool: AsyncConnectionPool = AsyncConnectionPool(
@@ -132,26 +120,11 @@ class DriverPool:
             raise self.breaker.failed(exc, "driver") from exc
 
     @asynccontextmanager
-    async def transaction(self, *, pipeline: bool = False) -> AsyncIterator[AsyncConnection[Any]]:
-        """A connection inside BEGIN ... COMMIT (ROLLBACK if the block raises).
-
-        With `pipeline`, in psycopg's pipeline mode from BEGIN to COMMIT: a statement is
-        sent when executed and its result read when fetched, so BEGIN travels with the
-        first statements and COMMIT with the last (docs/decisions/0035). BEGIN and COMMIT
-        are sent as statements: psycopg's `transaction()` inside a pipeline syncs on entry
-        and on exit, a round trip each."""
-        if not pipeline:
-            async with self.connection() as conn, conn.transaction():
-                yield conn
-            return
-        async with self.connection() as conn, conn.pipeline() as statements:
-            await conn.execute(BEGIN)
-            try:
-                yield conn
-            except BaseException:
-                await _abandon(conn, statements)
-                raise
-            await conn.execute(COMMIT)  # the pipeline's exit sends it and reads every result
+    async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection inside BEGIN ... COMMIT (ROLLBACK if the block raises). Placing an
+        order sends BEGIN and COMMIT with its statements instead (`batches.transaction`)."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
 
     async def fetch_one(self, sql: LiteralString, params: tuple[Any, ...]) -> dict[str, Any] | None:
         async with self.connection() as conn:

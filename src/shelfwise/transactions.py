@@ -1,4 +1,5 @@
-"""Transactions that may be retried: serialization failures and deadlocks.
+"""Transactions that may be retried: serialization failures and deadlocks (and a
+prepared statement gone from under a batch, see `RETRYABLE_SQLSTATES`).
 
 PostgreSQL aborts a transaction with SQLSTATE 40001 (serialization_failure) under
 REPEATABLE READ / SERIALIZABLE when committing it would break the isolation promise, and
@@ -25,7 +26,9 @@ from shelfwise.observability.metrics import TX_RETRIES
 T = TypeVar("T")
 log = structlog.get_logger("shelfwise.transactions")
 
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# 26000 (invalid_sql_statement_name): a statement `batches.py` prepared on the connection
+# was deallocated since (psycopg does so after a rollback); the next attempt prepares it.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "26000"})
 
 
 class Isolation(StrEnum):

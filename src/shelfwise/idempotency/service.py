@@ -8,10 +8,11 @@ The in-flight check is a transaction-scoped advisory lock on the key: a second r
 does not queue behind the first, it is told to retry. The record is inserted inside the
 caller's transaction, so it commits or rolls back with the effect itself.
 
-`claim` is two statements. On a connection in pipeline mode (placing an order,
-docs/decisions/0035) `send_claim` only queues them, so the effect's first statement can
-travel in the same round trip; `read_claim` then reads the answer. Such a statement must
-act only under the claim: `claim_params` gives what it needs to check that itself.
+`claim` is two statements. `queue_claim` only queues them in a batch (`batches.py`), so
+BEGIN before them and the effect's first statement after them travel in the same round
+trip (placing an order, docs/decisions/0035 and 0041); `read_claim` then reads the
+answer. Such a statement must act only under the claim: `claim_params` gives what it
+needs to check that itself. `queue_record` likewise, to travel with COMMIT.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from psycopg import AsyncConnection, AsyncCursor
-from psycopg.rows import TupleRow, tuple_row
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise.batches import Batch, Pending
 from shelfwise.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 from shelfwise.idempotency.models import IdempotencyRecord
 
@@ -82,20 +83,18 @@ def claim_params(request: IdempotentRequest[Any]) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class PendingClaim:
-    """A claim's two statements, sent; their rows not read yet."""
+    """A claim's two statements, queued; their rows not read yet."""
 
-    locked: AsyncCursor[TupleRow]
-    existing: AsyncCursor[TupleRow]
+    locked: Pending
+    existing: Pending
 
 
-async def send_claim(conn: AsyncConnection[Any], request: IdempotentRequest[Any]) -> PendingClaim:
-    """Send the claim's statements (only queue them in pipeline mode). Two statements,
-    not one: the lookup's snapshot must be taken after the lock is held, or a first
-    request committing in between would go unseen."""
-    locked = conn.cursor(row_factory=tuple_row)
-    await locked.execute(TRY_LOCK, (lock_name(request),))
-    existing = conn.cursor(row_factory=tuple_row)
-    await existing.execute(FIND, (request.principal, request.key))
+def queue_claim(batch: Batch, request: IdempotentRequest[Any]) -> PendingClaim:
+    """Queue the claim's statements. Two statements, not one: the lookup's snapshot must
+    be taken after the lock is held, or a first request committing in between would go
+    unseen (a batch's statements each take their own snapshot)."""
+    locked = batch.queue(TRY_LOCK, (lock_name(request),))
+    existing = batch.queue(FIND, (request.principal, request.key))
     return PendingClaim(locked, existing)
 
 
@@ -103,13 +102,13 @@ async def claim(conn: AsyncConnection[Any], request: IdempotentRequest[T]) -> St
     """Take the key for this transaction: the stored response to replay, or None when the
     effect is to run now (then `record` its response before commit). `conn` must be
     inside an open transaction."""
-    return await read_claim(await send_claim(conn, request), request)
+    return await read_claim(queue_claim(Batch(conn), request), request)
 
 
 async def read_claim(
     pending: PendingClaim, request: IdempotentRequest[Any]
 ) -> StoredResponse | None:
-    """`claim`'s answer from statements `send_claim` sent."""
+    """`claim`'s answer from statements `queue_claim` queued (the first read sends them)."""
     locked = await pending.locked.fetchone()
     if not (locked and locked[0]):
         # Requests under one key are short: a second is a fair first retry interval.
@@ -125,15 +124,23 @@ async def read_claim(
     return StoredResponse(status, body)
 
 
+def queue_record(batch: Batch, request: IdempotentRequest[T], result: T) -> StoredResponse:
+    """Queue the response for `result` under the key, in the effect's own transaction."""
+    stored = request.render(result)
+    batch.queue(
+        RECORD,
+        (request.principal, request.key, request.fingerprint, stored.status, Jsonb(stored.body)),
+    )
+    return stored
+
+
 async def record(
     conn: AsyncConnection[Any], request: IdempotentRequest[T], result: T
 ) -> StoredResponse:
     """Store the response for `result` under the key, in the effect's own transaction."""
-    stored = request.render(result)
-    await conn.execute(
-        RECORD,
-        (request.principal, request.key, request.fingerprint, stored.status, Jsonb(stored.body)),
-    )
+    batch = Batch(conn)
+    stored = queue_record(batch, request, result)
+    await batch.send()
     return stored
 
 

@@ -6,13 +6,15 @@ statement of `orders/store.py` run on the unit's psycopg connection, so a one-li
 with a location costs two statements after the idempotency claim:
 
 1. the conditional UPDATE that reserves the line, joined to the product for its price
-   (`RESERVE_AT_LOCATION[_CLAIMED]`), queued with the claim by `send_fast_reservation`;
+   (`RESERVE_AT_LOCATION[_CLAIMED]`), queued with BEGIN and the claim by
+   `queue_fast_reservation`;
 2. one INSERT ... WITH that writes the order, its lines, the ledger rows and the outbox
    events (`WRITE_ORDER`), queued with the idempotency record and COMMIT.
 
-In pipeline mode (docs/decisions/0035) that is two round trips for the whole order:
-claim + reservation, then order + record + COMMIT. The payloads and the response are
-built here, in Python, between the two: they need the price and the level's counters.
+Queued statements travel in batches, one query each (`batches.py`, docs/decisions/0035
+and 0041): two round trips for the whole order, BEGIN + claim + reservation, then order
++ record + COMMIT. The payloads and the response are built here, in Python, between
+the two: they need the price and the level's counters.
 
 Anything the fast path cannot decide alone (another location, several lines, an unknown
 product, too little stock) goes through the general path below, which reads
@@ -28,9 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, AsyncCursor, Rollback
-from psycopg.rows import TupleRow
+from psycopg import AsyncConnection, Rollback
 
+from shelfwise.batches import Batch, Pending, forget_prepared
 from shelfwise.driverpool import fetch_row, fetch_rows
 from shelfwise.errors import InsufficientStock
 from shelfwise.events.outbox import Event
@@ -49,7 +51,6 @@ from shelfwise.orders.store import (
     RESERVE_AT_LOCATION_CLAIMED,
     RESERVE_LEVEL,
     WRITE_ORDER,
-    send,
 )
 from shelfwise.store.unit import UnitOfWork
 
@@ -96,15 +97,21 @@ class _Reserved:
 
 @dataclass(frozen=True, slots=True)
 class FastReservation:
-    """The fast path's reservation, sent but not yet read (pipeline mode)."""
+    """The fast path's reservation, queued but not yet read."""
 
-    cursor: AsyncCursor[TupleRow]
+    pending: Pending
     product_id: uuid.UUID
     location_id: uuid.UUID
     quantity: int
 
 
-async def send_fast_reservation(
+def batch_of(unit: UnitOfWork) -> Batch:
+    if unit.batch is None:
+        raise ValueError("placement runs in a batched unit: run_unit(..., batched=True)")
+    return unit.batch
+
+
+def queue_fast_reservation(
     unit: UnitOfWork,
     quantities: Mapping[uuid.UUID, int],
     location_id: uuid.UUID | None,
@@ -118,11 +125,12 @@ async def send_fast_reservation(
         return None
     ((product_id, quantity),) = quantities.items()
     params = {"product_id": product_id, "location_id": location_id, "quantity": quantity}
+    batch = batch_of(unit)
     if claim is None:
-        cursor = await send(unit.conn, RESERVE_AT_LOCATION, params)
+        pending = batch.queue(RESERVE_AT_LOCATION, params)
     else:
-        cursor = await send(unit.conn, RESERVE_AT_LOCATION_CLAIMED, {**params, **claim})
-    return FastReservation(cursor, product_id, location_id, quantity)
+        pending = batch.queue(RESERVE_AT_LOCATION_CLAIMED, {**params, **claim})
+    return FastReservation(pending, product_id, location_id, quantity)
 
 
 async def place(
@@ -136,21 +144,24 @@ async def place(
 ) -> PlacedOrder:
     """Reserve every line at one location and write the order. Runs inside an open
     transaction on `unit.conn`; raises (and the caller rolls back) when nothing can be
-    placed. `fast`: the reservation `send_fast_reservation` queued for this order."""
-    conn = unit.conn
+    placed. `fast`: the reservation `queue_fast_reservation` queued for this order."""
+    batch = batch_of(unit)
     if fast is None:
-        fast = await send_fast_reservation(unit, quantities, location_id, claim=None)
+        fast = queue_fast_reservation(unit, quantities, location_id, claim=None)
     reserved = await _fast_result(fast) if fast is not None else None
     if reserved is None:
-        reserved = await _reserve_general(conn, quantities, location_id)
-    placed = await _write(conn, reserved, placer=placer, expires_at=expires_at)
+        # The general path reads as it goes, on the connection itself: what is still
+        # queued (BEGIN at least) must reach the server first.
+        await batch.send()
+        reserved = await _reserve_general(unit.conn, quantities, location_id)
+    placed = _write(batch, reserved, placer=placer, expires_at=expires_at)
     unit.mark_events_written()  # WRITE_ORDER inserts them: the unit wakes the relay
     return placed
 
 
 async def _fast_result(fast: FastReservation) -> list[_Reserved] | None:
     """None when the single statement could not reserve: the general path says why."""
-    row = await fast.cursor.fetchone()
+    row = await fast.pending.fetchone()
     if row is None:
         return None
     level_id, on_hand, reserved, version, price, currency, at = row
@@ -217,6 +228,8 @@ async def _reserve_or_undo(
         reserved = await _reserve_at(conn, quantities, prices, candidate)
         if reserved is None:
             raise Rollback()  # leaves the block, rolled back to the savepoint
+    if reserved is None:  # psycopg may have deallocated every prepared statement
+        forget_prepared(conn)
     return reserved
 
 
@@ -245,8 +258,8 @@ async def _reserve_at(
     return reserved
 
 
-async def _write(
-    conn: AsyncConnection[Any],
+def _write(
+    batch: Batch,
     reserved: Sequence[_Reserved],
     *,
     placer: Principal,
@@ -287,8 +300,7 @@ async def _write(
     events.append(Event(EventType.ORDER_RESERVED.value, "order", str(order_id), payload))
     placed_at = max(r.at for r in reserved)
     # Queued, not read: nothing comes back that Python does not already know.
-    await send(
-        conn,
+    batch.queue(
         WRITE_ORDER,
         {
             "id": order_id,

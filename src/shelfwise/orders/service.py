@@ -24,9 +24,9 @@ from shelfwise.idempotency.service import (
     IdempotentRequest,
     Outcome,
     claim_params,
+    queue_claim,
+    queue_record,
     read_claim,
-    record,
-    send_claim,
 )
 from shelfwise.identity.principal import Principal, PrincipalKind
 from shelfwise.identity.scopes import Scope
@@ -75,17 +75,19 @@ async def place_order(
     idempotency: IdempotentRequest[PlacedOrder] | None,
 ) -> Outcome[PlacedOrder]:
     """Reserve and record the order. The hottest write runs on the driver pool with fixed
-    SQL (`orders.placement`, docs/decisions/0013) in pipeline mode: two round trips for a
-    one-line order (docs/decisions/0035); the rules are the same as everywhere.
+    SQL (`orders.placement`, docs/decisions/0013), its statements queued and sent in
+    batches: two round trips for a one-line order (docs/decisions/0035, 0041); the rules
+    are the same as everywhere.
     Expiry needs no job per order: the minute sweep releases it, and confirming refuses
     it from `expires_at` on."""
 
     async def work(unit: UnitOfWork) -> Outcome[PlacedOrder]:
         # Top to bottom, in one transaction: claim the key (or replay), place, record.
-        # In pipeline mode the claim and the fast path's reservation (which acts only
-        # under the claim) travel together; the first read sends both.
-        claimed = await send_claim(unit.conn, idempotency) if idempotency else None
-        fast = await placement.send_fast_reservation(
+        # BEGIN, the claim and the fast path's reservation (which acts only under the
+        # claim) are queued together; the first read sends them in one round trip.
+        batch = placement.batch_of(unit)
+        claimed = queue_claim(batch, idempotency) if idempotency else None
+        fast = placement.queue_fast_reservation(
             unit,
             command.quantities,
             command.location_id,
@@ -103,13 +105,13 @@ async def place_order(
             fast=fast,
         )
         # Queued with COMMIT: the order, its record and the commit are one round trip.
-        stored = await record(unit.conn, idempotency, placed) if idempotency else None
+        stored = queue_record(batch, idempotency, placed) if idempotency else None
         return Outcome(result=placed, replay=None, stored=stored)
 
     try:
         # The unit wakes the relay after the commit (only if events were written).
         outcome = await run_unit(
-            driver, work, use_case="place_order", doorbell=doorbell, pipeline=True
+            driver, work, use_case="place_order", doorbell=doorbell, batched=True
         )
     except (InsufficientStock, UnknownProducts, MixedCurrencies, LocationNotFound) as refusal:
         # Refusals by reason; each class has one fixed code, so the label stays bounded.

@@ -9,9 +9,9 @@ effect to every line through the stock writer (`inventory/store.py`), set the ne
 and emit `order.<status>`. Lock order: the order rows first, then their levels in
 ascending id, the same in every writer.
 
-Placement runs in psycopg's pipeline mode (`run_unit(..., pipeline=True)`): a statement
-is sent when executed and its result read when fetched, so `send_*` below only queue;
-the first fetch sends everything queued in one round trip (docs/decisions/0035).
+Placement sends its statements in batches (`run_unit(..., batched=True)`, `batches.py`):
+a statement is queued, and the first read of its rows sends everything queued as one
+query, one round trip (docs/decisions/0035, 0041).
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, LiteralString
 
-from psycopg import AsyncConnection, AsyncCursor
-from psycopg.rows import TupleRow, tuple_row
-
-from shelfwise.driverpool import Params, fetch_row, fetch_rows
+from shelfwise.driverpool import fetch_row, fetch_rows
 from shelfwise.events.payloads import order_event
 from shelfwise.inventory import store as stock
 from shelfwise.orders.lifecycle import OrderAction, OrderStatus, transition
@@ -117,16 +113,6 @@ SELECT e->>'type', e->>'aggregate_type', e->>'aggregate_id', e->'payload',
   FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS events(e, n)
  ORDER BY n
 """
-
-
-async def send(
-    conn: AsyncConnection[Any], statement: LiteralString, params: Params
-) -> AsyncCursor[TupleRow]:
-    """Execute `statement`; in pipeline mode only queued: its rows arrive with the next
-    fetch on the connection (`cursor.fetchone()`), together with every queued result."""
-    cursor = conn.cursor(row_factory=tuple_row)
-    await cursor.execute(statement, params)
-    return cursor
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shelfwise import batches
+from shelfwise.batches import Batch
 from shelfwise.db import driver_connection
 from shelfwise.driverpool import DriverPool
 from shelfwise.events.doorbell import DOORBELL, Doorbell
@@ -48,6 +50,9 @@ Source = DriverPool | AsyncSession
 @dataclass
 class UnitOfWork:
     conn: AsyncConnection[Any]
+    # Set when the unit's statements travel in batches (`batches.py`): then every
+    # statement goes through it, or it would overtake what is still queued.
+    batch: Batch | None = None
     pending: list[Event] = field(default_factory=list)
     wrote_events: bool = False
 
@@ -64,42 +69,44 @@ class UnitOfWork:
         if not self.pending:
             return
         events, self.pending = self.pending, []
-        await self.conn.execute(
-            sql.INSERT_EVENTS,
-            {
-                "types": [e.type for e in events],
-                "aggregate_types": [e.aggregate_type for e in events],
-                "aggregate_ids": [e.aggregate_id for e in events],
-                "payloads": [Jsonb(e.payload) for e in events],
-                "versions": [e.version for e in events],
-                "trace_contexts": [
-                    Jsonb(e.trace_context) if e.trace_context else None for e in events
-                ],
-            },
-        )
+        params = {
+            "types": [e.type for e in events],
+            "aggregate_types": [e.aggregate_type for e in events],
+            "aggregate_ids": [e.aggregate_id for e in events],
+            "payloads": [Jsonb(e.payload) for e in events],
+            "versions": [e.version for e in events],
+            "trace_contexts": [Jsonb(e.trace_context) if e.trace_context else None for e in events],
+        }
+        if self.batch is not None:
+            self.batch.queue(sql.INSERT_EVENTS, params)  # sent with COMMIT
+        else:
+            await self.conn.execute(sql.INSERT_EVENTS, params)
         self.wrote_events = True
 
 
 @asynccontextmanager
-async def _transaction(source: Source, pipeline: bool) -> AsyncIterator[AsyncConnection[Any]]:
-    if isinstance(source, DriverPool):
-        async with source.transaction(pipeline=pipeline) as conn:
-            yield conn
+async def _transaction(source: Source, batched: bool) -> AsyncIterator[UnitOfWork]:
+    if isinstance(source, DriverPool) and batched:
+        async with batches.transaction(source) as batch:
+            yield UnitOfWork(batch.conn, batch)
+    elif isinstance(source, DriverPool):
+        async with source.transaction() as conn:
+            yield UnitOfWork(conn)
     else:
         async with source.begin():
-            yield await driver_connection(source)
+            yield UnitOfWork(await driver_connection(source))
 
 
 @asynccontextmanager
 async def unit_of_work(
-    source: Source, *, doorbell: Doorbell | None = None, pipeline: bool = False
+    source: Source, *, doorbell: Doorbell | None = None, batched: bool = False
 ) -> AsyncIterator[UnitOfWork]:
     """One transaction, no retries (for callers that own their retry policy, such as
     the CSV import's batches, and use cases on a session whose ORM work shares the
     transaction: catalog, webhooks).
-    `pipeline` (driver pool only): psycopg's pipeline mode, see `DriverPool.transaction`."""
-    async with _transaction(source, pipeline) as conn:
-        unit = UnitOfWork(conn)
+    `batched` (driver pool only): BEGIN, the unit's queued statements and COMMIT travel
+    in batches of one round trip each (`batches.transaction`, docs/decisions/0041)."""
+    async with _transaction(source, batched) as unit:
         yield unit
         await unit.flush()
     if unit.wrote_events:
@@ -121,12 +128,12 @@ async def run_unit(
     use_case: str,
     doorbell: Doorbell | None = None,
     attempts: int = 5,
-    pipeline: bool = False,
+    batched: bool = False,
 ) -> T:
     """`work` in a unit of work, retried from the start on 40001/40P01."""
 
     async def once() -> T:
-        async with unit_of_work(source, doorbell=doorbell, pipeline=pipeline) as unit:
+        async with unit_of_work(source, doorbell=doorbell, batched=batched) as unit:
             return await work(unit)
 
     return await retrying(once, use_case=use_case, attempts=attempts)
