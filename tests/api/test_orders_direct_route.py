@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi.routing
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
+from shelfwise.http.direct_route import direct_route
 from shelfwise.identity.dependencies import SESSION_COOKIE
 from tests.api.test_orders import stocked_product
 from tests.security_support import SAME_ORIGIN, set_cookies, sign_in, use_cookie
@@ -190,3 +191,24 @@ async def test_a_browser_session_still_needs_its_csrf_token(
     direct, solved = await both_ways(app, send(signed.json()["csrf_token"]))
     assert direct == solved
     assert direct["status"] == 201
+
+
+async def _dependency() -> int:
+    return 1
+
+
+async def _endpoint(value: Annotated[int, Depends(_dependency)]) -> int:
+    return value
+
+
+async def _direct(request: Request, payload: Any) -> Response | None:
+    return None
+
+
+def test_a_direct_route_refuses_to_build_when_a_dependency_is_not_called() -> None:
+    router = APIRouter()
+    with pytest.raises(TypeError, match="the direct path calls"):
+        router.add_api_route("/x", _endpoint, route_class_override=direct_route(_direct, calls=()))
+    router.add_api_route(
+        "/y", _endpoint, route_class_override=direct_route(_direct, calls=(_dependency,))
+    )

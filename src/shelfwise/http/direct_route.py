@@ -2,8 +2,8 @@
 
 FastAPI solves a route's dependency tree on every request: for `POST /v1/orders` six
 dependencies (scope check, principal, bearer, cookie, context twice) and the header and
-body parameters, ~40 % of everything the stack spends around the use case (profiled in
-`bench/profile_served.py`; docs/decisions/0038-direct-route-for-placing-orders.md).
+body parameters, ~40 % of everything the stack spent around the use case
+(docs/decisions/0040-direct-route-for-placing-orders.md).
 
 A `DirectRoute` is still an `APIRoute`: FastAPI builds its OpenAPI operation, its body
 size limit and its exception handling exactly as for any route. Only the handler
@@ -11,16 +11,19 @@ differs: when the body is JSON, the route's `direct` function gets the parsed bo
 either answers (the well-formed request: it calls the same dependency functions and the
 same endpoint itself) or returns None *before any side effect*, and FastAPI's own
 handler answers instead — every refusal, validation error and problem document is
-FastAPI's. Dependency overrides (tests) always take FastAPI's path.
+FastAPI's. Dependency overrides (tests) always take FastAPI's path. The route names the
+dependencies its `direct` function calls; a route whose declared dependencies differ
+refuses to build, so a dependency added to the endpoint cannot be skipped silently.
 """
 
 from __future__ import annotations
 
 import email.message
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from functools import lru_cache
 from typing import Any, NoReturn
 
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,14 +47,27 @@ def is_json(content_type: str | None) -> bool:
     return subtype == "json" or subtype.endswith("+json")
 
 
-def direct_route(direct: Direct) -> type[APIRoute]:
-    """An `APIRoute` class for `add_api_route(..., route_class_override=...)`."""
+def direct_route(direct: Direct, *, calls: Collection[object]) -> type[APIRoute]:
+    """An `APIRoute` class for `add_api_route(..., route_class_override=...)`; `calls`
+    are the dependency callables `direct` calls itself (the whole tree's)."""
 
     class DirectRoute(APIRoute):
         def get_route_handler(self) -> Handler:
+            declared = set(_dependency_calls(self.dependant))
+            if declared != set(calls):
+                raise TypeError(
+                    f"{self.path}: the direct path calls {set(calls)}, the route declares "
+                    f"{declared}"
+                )
             return _handler(direct, super().get_route_handler())
 
     return DirectRoute
+
+
+def _dependency_calls(dependant: Dependant) -> Iterator[object]:
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from _dependency_calls(dependency)
 
 
 def _handler(direct: Direct, solved: Handler) -> Handler:

@@ -22,7 +22,7 @@ from shelfwise.http.idempotency import (
 )
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
 from shelfwise.idempotency.service import StoredResponse
-from shelfwise.identity.dependencies import get_principal, require_scope
+from shelfwise.identity.dependencies import bearer, get_principal, require_scope, session_cookie
 from shelfwise.identity.principal import Principal
 from shelfwise.identity.scopes import Scope
 from shelfwise.orders import service
@@ -84,8 +84,10 @@ async def place_order(
 
 async def place_order_directly(request: Request, payload: Any) -> JSONResponse | None:
     """`place_order` for a well-formed request, its dependencies called in FastAPI's
-    order without FastAPI's solver (http/direct_route.py). None, before anything is
-    counted or looked up: FastAPI's handler answers (400, 422 and their documents)."""
+    order without FastAPI's solver (http/direct_route.py, decision 0040). None, before
+    anything is counted or looked up: FastAPI's handler answers (400, 422 and their
+    documents). A dependency added to `place_order` must be called here too (and named
+    in the route's `calls`, or the app refuses to build)."""
     key = request.headers.get(HEADER)
     if key is None or parse_key(key) is None:
         return None
@@ -105,7 +107,9 @@ router.add_api_route(
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
     responses={400: {}, 409: {}, 422: {}},
-    route_class_override=direct_route(place_order_directly),
+    route_class_override=direct_route(
+        place_order_directly, calls=(may_place, get_principal, bearer, session_cookie, get_context)
+    ),
 )
 
 
