@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -181,6 +182,8 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
             profiler = Profiler(async_mode="disabled", interval=0.0005)
         else:
             profiler = cProfile.Profile()
+        gc_before = [g["collections"] for g in gc.get_stats()]
+        times0 = os.times()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if args.profile:
             profiler.start() if args.html else profiler.enable()
@@ -188,11 +191,19 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
         if args.profile:
             profiler.stop() if args.html else profiler.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        times1 = os.times()
         done = sum(statuses.values())
+        collections = [
+            round((g["collections"] - before) * 1000 / done, 1)
+            for g, before in zip(gc.get_stats(), gc_before, strict=True)
+        ]
         print(
             f"statuses {dict(statuses)}  orders/s {done / wall:.0f}  "
             f"process CPU/order {cpu / done * 1e6:.0f} us"
-            f"{' (profiler overhead included)' if args.profile else ''}",
+            f" (user {(times1.user - times0.user) / done * 1e6:.0f}"
+            f" + system {(times1.system - times0.system) / done * 1e6:.0f})"
+            f"{' (profiler overhead included)' if args.profile else ''}"
+            f"  GC collections per 1,000 orders (gen 0/1/2) {collections}",
             file=out,
         )
         if args.profile:

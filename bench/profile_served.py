@@ -10,9 +10,11 @@ with `bench.stack`'s order client (64 keep-alive connections, one-line orders, f
 `Idempotency-Key`s) in its own process. Reports the server process's CPU per order
 (user + system, measured around the window), throughput and latency.
 
-`--base SRC` also runs the server with `PYTHONPATH=SRC` (another checkout's `src/`), and
-alternates base and current `--pairs` times: on a shared two-core machine only figures
-taken in the same minutes compare. `--py-spy OUT` samples the current tree's server
+`--base SRC` also runs the server with `PYTHONPATH=SRC` (another tree's `src/`, e.g.
+`git archive <sha> src | tar -x -C /tmp/base`) and alternates base and current `--pairs`
+times: on a shared two-core machine only figures taken in the same minutes compare.
+`--tree SRC` runs the current side from such a tree too (not the working copy, which
+may hold others' unfinished edits). `--py-spy OUT` samples the current tree's server
 during its first window with py-spy (`PY_SPY` names the binary; a throwaway venv, never
 a project dependency) and prints the heaviest frames, self and cumulative.
 """
@@ -88,11 +90,17 @@ def measure(
     assert server.process is not None
     spying = _spy(server.process.pid, args.duration, spy) if spy else None
     threads_before = _thread_cpu(server.process.pid)
+    times_before = psutil.Process(server.process.pid).cpu_times()
     with Load(server) as load:
         started = time.monotonic()
         result = post_orders(server.port, token, bodies, args.duration)
         wall = time.monotonic() - started
     threads_after = _thread_cpu(server.process.pid)
+    times_after = psutil.Process(server.process.pid).cpu_times()
+    done = max(1, result["requests"])
+    # User vs kernel: the socket's and the database connections' system calls are kernel.
+    result["user_us_per_order"] = round((times_after.user - times_before.user) / done * 1e6)
+    result["system_us_per_order"] = round((times_after.system - times_before.system) / done * 1e6)
     # CPU per order of each thread: the event loop's, and any other (pools, hasher, logs).
     result["thread_cpu_us_per_order"] = {
         tid: round((cpu - threads_before.get(tid, 0.0)) / max(1, result["requests"]) * 1e6)
@@ -115,6 +123,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--pairs", type=int, default=1)
     parser.add_argument("--base", help="another tree's src/ to alternate with")
+    parser.add_argument("--tree", help="the current side's src/ (default: this checkout's)")
     parser.add_argument("--py-spy", dest="spy", help="collapsed stacks of the first window")
     args = parser.parse_args()
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
@@ -123,7 +132,7 @@ def main() -> int:
         row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
         assert row is not None
         location = str(row[0])
-    sides = {"current": None, **({"base": args.base} if args.base else {})}
+    sides = {"current": args.tree, **({"base": args.base} if args.base else {})}
     results: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="shelfwise-served-") as tmp:
         bodies = Path(tmp) / "orders.bodies"
@@ -138,7 +147,11 @@ def main() -> int:
                     url, free_port(), Path(tmp) / f"{side}.log", log_json=True, extra_env=env
                 )
                 try:
-                    up({side: server}, side)
+                    try:
+                        up({side: server}, side)
+                    except RuntimeError:
+                        print(server.log_path.read_text()[-3000:], flush=True)
+                        raise
                     token = login(server.port, CUSTOMER)
                     result = measure(
                         server, token, bodies, args, spy if side == "current" else None
