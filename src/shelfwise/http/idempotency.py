@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from shelfwise.errors import IdempotencyKeyMissing, InvalidInput
+from shelfwise.http.request_urls import url_path
 from shelfwise.idempotency.service import IdempotentRequest, Outcome, StoredResponse
 from shelfwise.identity.principal import Principal
 
@@ -87,7 +88,8 @@ def _checked(header: str) -> str:
 def fingerprint(request: Request, payload: BaseModel) -> str:
     """Same operation = same method, path and *parsed* body, whatever the JSON spacing."""
     canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()
+    target = f"{request.method} {url_path(request)}\n{canonical}"
+    return hashlib.sha256(target.encode()).hexdigest()
 
 
 def idempotent_request(

@@ -21,6 +21,7 @@ from shelfwise.http.idempotency import (
     respond,
 )
 from shelfwise.http.pagination import CursorParam, LimitParam, Page, paged
+from shelfwise.http.request_urls import base_url
 from shelfwise.idempotency.service import StoredResponse
 from shelfwise.identity.dependencies import bearer, get_principal, require_scope, session_cookie
 from shelfwise.identity.principal import Principal
@@ -52,7 +53,7 @@ def _render(order: PlacedOrder) -> StoredResponse:
 
 def _location(request: Request, order_id: object) -> dict[str, str]:
     # Formatted, not `request.url_for`: that walks every route of the app per call.
-    return {"Location": f"{request.base_url}v1/orders/{order_id}", "Cache-Control": PRIVATE}
+    return {"Location": f"{base_url(request)}v1/orders/{order_id}", "Cache-Control": PRIVATE}
 
 
 async def place_order(
