@@ -7,7 +7,8 @@ One `serve --role api` (the writes), one `shelfwise worker` (the relay) and, in 
 one `serve --role live` process per side. For each side:
 
 1. **connects**: `--streams` SSE subscribers (`bench.rate sse`, staff token, `stock`)
-   open at `--connect-rate` per second with no events flowing; the live process's CPU
+   open at `--connect-rate` per second with no events flowing (unless
+   `--events-while-connecting`); the live process's CPU
    time from the first connect until every stream is open, per stream opened, and the
    client's connect-to-headers time.
 2. **deliveries**: stock adjustments at 20/s on the API process for `--seconds`; the
@@ -62,6 +63,19 @@ def live_server(api: Server, tree: Path, log: Path) -> Server:
     return Server(name="live", argv=argv, env=env, port=port, log_path=log)
 
 
+def adjustments(api: Server, args: argparse.Namespace, tmp: Path, n: int) -> subprocess.Popen[str]:
+    """Stock adjustments at 20/s on the API process until the side's stop file exists."""
+    return rate_client(
+        "fixed",
+        api.port,
+        args.adjustments,
+        tmp,
+        rate=ADJUSTMENTS_PER_S,
+        duration=args.streams / args.connect_rate * 3 + args.seconds + 120,
+        stop_file=tmp / f"stop-{n}",
+    )
+
+
 def side(
     api: Server, tree: Path, args: argparse.Namespace, tmp: Path, auth: dict[str, str], n: int
 ) -> dict[str, Any]:
@@ -77,6 +91,8 @@ def side(
         ready = [tmp / f"ready-{n}-{i}" for i in range(args.clients)]
         go = tmp / f"go-{n}"
         settle = args.streams / args.connect_rate * 3 + 30
+        if args.events_while_connecting:
+            adjust = adjustments(api, args, tmp, n)
         cpu0 = live.cpu_seconds()
         t0 = time.monotonic()
         subs = [
@@ -98,15 +114,7 @@ def side(
             time.sleep(0.05)
         connect_wall = time.monotonic() - t0
         connect_cpu = live.cpu_seconds() - cpu0
-        adjust = rate_client(
-            "fixed",
-            api.port,
-            args.adjustments,
-            tmp,
-            rate=ADJUSTMENTS_PER_S,
-            duration=args.seconds + 60,
-            stop_file=tmp / f"stop-{n}",
-        )
+        adjust = adjust or adjustments(api, args, tmp, n)
         time.sleep(3)  # the relay and the hub at their steady pace
         cpu1 = live.cpu_seconds()
         go.touch()
@@ -167,6 +175,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2, help="subscriber client processes")
     parser.add_argument("--compare", type=Path, help="another checkout: its src/ as the B side")
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument(
+        "--events-while-connecting",
+        action="store_true",
+        help="the adjustments run during the connects too (as in bench.issues' ramp)",
+    )
     parser.add_argument(
         "--database",
         default="shelfwise_bench_live",

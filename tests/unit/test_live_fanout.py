@@ -315,3 +315,24 @@ async def test_a_live_role_hub_flushes_once_the_last_fan_out_has_written() -> No
     live.publish([stock_event(2)])  # 200 ms after the last flush, which took 200 ms
     assert await settled(waiting)  # (with FANOUT_SHARE: at 400 ms, see the test above)
     assert positions(list(waiting.result())) == [2]
+
+
+async def test_a_live_role_hub_leaves_room_for_streams_that_are_opening() -> None:
+    clock = Clock()
+    live = hub(clock, flush_seconds=0.05, fanout_share=LIVE_ROLE_FANOUT_SHARE)
+    subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
+
+    async def slow_writer() -> None:
+        await subscription.next_batch()
+        clock.t += 0.2  # writing took 200 ms of the loop
+
+    writer = asyncio.create_task(slow_writer())
+    live.publish([stock_event(1)])
+    assert await settled(writer)
+    await live.subscribe(STOCK, STAFF, since=None, transport="sse")  # a stream opens
+    waiting = asyncio.create_task(subscription.next_batch())
+    live.publish([stock_event(2)])  # 200 ms after the last flush, which took 200 ms
+    assert not await settled(waiting)  # back to back it would be now (the test above)
+    assert live.flush_interval() == pytest.approx(2 * (2 * 0.2))  # two waiting, half the loop
+    live.flush()
+    assert await settled(waiting)
