@@ -5,7 +5,9 @@
 N SSE-like subscribers on `stock` (a task each: wait for the hub, take the batch, build the
 chunk as `live/router.py` does); each round publishes `--events-per-flush` stock events
 through `Hub.publish`, flushes, and waits until every subscriber has built its chunk
-(5 per flush: 20 events/s at a 250 ms flush interval). Prints the CPU time of this
+(5 per flush: 20 events/s at a 250 ms flush interval). With `--direct` the flush writes
+each waiting stream's chunk itself through a `BodyWriter` onto a sink, as `shelfwise
+serve` does for SSE (decision 0038), and no subscriber task is woken. Prints the CPU time of this
 process per write, and per flush of every subscriber — the least a flush interval can be
 at that size. The socket write, uvicorn and the clients are *not* in it: it isolates what
 the hub and the transport's Python code cost, so that a change to them can be compared
@@ -68,10 +70,27 @@ def chunk(hub: Hub, events: Any) -> bytes:
     return b"".join([hub.encoded(e, "sse", _sse_frame) for e in events])  # before audiences
 
 
-async def run(subscribers: int, per_flush: int, rounds: int) -> dict[str, Any]:
+class _Sink:
+    """The socket side of a `BodyWriter` (`--direct`): a connection that takes every
+    write at once, counted (the syscall itself is not in this benchmark)."""
+
+    disconnected = False
+    chunked_encoding = True
+    response_complete = False
+    write_paused = False
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+
+async def run(subscribers: int, per_flush: int, rounds: int, direct: bool) -> dict[str, Any]:
     hub = Hub(None, flush_seconds=3600.0)  # flushed by hand below
     stock = parse_channels(["stock"])
     writes = 0
+    sink = _Sink()
 
     async def subscriber(subscription: Subscription) -> None:
         nonlocal writes
@@ -85,6 +104,13 @@ async def run(subscribers: int, per_flush: int, rounds: int) -> dict[str, Any]:
         for _ in range(subscribers)
     ]
     tasks = [asyncio.create_task(subscriber(s)) for s in subscriptions]
+    if direct:  # as `shelfwise serve` does: the flush writes to waiting streams itself
+        from shelfwise.http.server_protocol import BodyWriter
+        from shelfwise.live.router import _direct_writes
+
+        for subscription in subscriptions:
+            _direct_writes(hub, subscription)(BodyWriter(sink, sink, sink))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # every subscriber waiting
     position = 0
 
     async def one_round() -> None:
@@ -92,23 +118,25 @@ async def run(subscribers: int, per_flush: int, rounds: int) -> dict[str, Any]:
         for _ in range(per_flush):
             position += 1
             hub.publish([event(position)])
-        target = writes + subscribers
+        target = writes + sink.writes + subscribers
         hub.flush()
-        while writes < target:  # every subscriber has built this round's chunk
+        while writes + sink.writes < target:  # every subscriber has built this round's chunk
             await asyncio.sleep(0)
 
     for _ in range(3):  # warm-up
         await one_round()
-    writes = 0
+    writes = sink.writes = 0
     cpu = time.process_time()
     for _ in range(rounds):
         await one_round()
     cpu = time.process_time() - cpu
+    writes += sink.writes
     for task in tasks:
         task.cancel()
     per_write = cpu / max(writes, 1)
     return {
         "subscribers": subscribers,
+        "direct": direct,
         "events_per_write": per_flush,
         "writes": writes,
         "cpu_us_per_write": round(per_write * 1e6, 2),
@@ -123,8 +151,14 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=5000)
     parser.add_argument("--events-per-flush", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="the flush writes each waiting stream's chunk itself (decision 0038), to a sink",
+    )
     args = parser.parse_args()
-    print(json.dumps(uvloop.run(run(args.subscribers, args.events_per_flush, args.rounds))))
+    out = run(args.subscribers, args.events_per_flush, args.rounds, args.direct)
+    print(json.dumps(uvloop.run(out)))
 
 
 if __name__ == "__main__":
