@@ -48,6 +48,7 @@ from shelfwise.driverpool import DriverPool, Params
 BEGIN: LiteralString = "BEGIN"
 COMMIT: LiteralString = "COMMIT"
 ROLLBACK: LiteralString = "ROLLBACK"
+TUPLES_OK = pq.ExecStatus.TUPLES_OK  # a statement that returns rows (maybe none)
 
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\))?([sbt%])")
 KNOWN_STATEMENTS = "SELECT name FROM pg_prepared_statements WHERE starts_with(name, 'shelfwise_')"
@@ -185,7 +186,8 @@ class Batch:
         for _ in preparing:
             cursor.nextset()
         for q in queued:
-            q.pending._rows = await cursor.fetchall() if cursor.description else []
+            returned = cursor.pgresult is not None and cursor.pgresult.status == TUPLES_OK
+            q.pending._rows = await cursor.fetchall() if returned else []
             cursor.nextset()
 
     async def _to_prepare(self, queued: list[_Queued]) -> list[Prepared]:
