@@ -16,7 +16,10 @@ times: on a shared two-core machine only figures taken in the same minutes compa
 `--tree SRC` runs the current side from such a tree too (not the working copy, which
 may hold others' unfinished edits). `--py-spy OUT` samples the current tree's server
 during its first window with py-spy (`PY_SPY` names the binary; a throwaway venv, never
-a project dependency) and prints the heaviest frames, self and cumulative.
+a project dependency) and prints the heaviest frames, self and cumulative. Its samples
+are wall-clock: on a busy host they pile up at system calls that wake another process
+(a send to PostgreSQL, a response write), where the server is preempted — compare its
+active share with `server_cpu_pct`, and trust the CPU figures over the shares.
 """
 
 from __future__ import annotations
