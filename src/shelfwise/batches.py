@@ -61,8 +61,8 @@ class Prepared:
     """A statement as the server prepares it: `$n` placeholders, named after its text."""
 
     name: str
-    prepare: bytes  # PREPARE <name> AS <the statement with $1, $2, ...>
-    execute: bytes  # EXECUTE <name>(%s, %s, ...), for mogrify
+    prepare: str  # PREPARE <name> AS <the statement with $1, $2, ...>
+    execute: str  # EXECUTE <name>(%s, %s, ...), for mogrify
     names: tuple[str, ...] | None  # the %(name)s parameters in $n order; None: positional
 
     def arguments(self, params: Params) -> list[Any]:
@@ -97,8 +97,8 @@ def prepared(sql: str) -> Prepared:
     execute = f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
     return Prepared(
         name,
-        f"PREPARE {name} AS {text}".encode(),
-        execute.encode(),
+        f"PREPARE {name} AS {text}",
+        execute,
         tuple(names) if names else None,
     )
 
@@ -178,7 +178,8 @@ class Batch:
         parts = [p.prepare for p in preparing]
         parts.extend(self._text(cursor, q) for q in queued)
         try:
-            await cursor.execute(b"; ".join(parts))
+            # A str, not bytes: the tracing cursor's SQL commenter takes only text.
+            await cursor.execute("; ".join(parts))
         except BaseException as exc:
             if preparing or isinstance(exc, InvalidSqlStatementName):
                 forget_prepared(self.conn)  # prepared or not, the server knows
@@ -205,9 +206,9 @@ class Batch:
         known.update(p.name for p in preparing)
         return preparing
 
-    def _text(self, cursor: AsyncCursor[TupleRow], queued: _Queued) -> bytes:
+    def _text(self, cursor: AsyncCursor[TupleRow], queued: _Queued) -> str:
         if queued.params is None:
-            return queued.sql.encode()
+            return queued.sql
         if not self._prepare:
             text = cursor.mogrify(queued.sql, queued.params)  # type: ignore[attr-defined]
         else:
@@ -215,7 +216,7 @@ class Batch:
             text = cursor.mogrify(  # type: ignore[attr-defined]
                 statement.execute, statement.arguments(queued.params)
             )
-        return str(text).encode(self.conn.info.encoding)
+        return str(text)
 
 
 @asynccontextmanager

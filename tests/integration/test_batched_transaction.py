@@ -21,6 +21,7 @@ from psycopg import pq
 from shelfwise import batches
 from shelfwise.db import libpq_url
 from shelfwise.driverpool import DriverPool, fetch_row
+from shelfwise.store.unit import UnitOfWork, run_unit
 from tests.support import wait_until
 
 CREATE = "CREATE TABLE batched (n int PRIMARY KEY CHECK (n > 0), note text)"
@@ -157,8 +158,7 @@ async def test_a_cancelled_block_rolls_back_and_leaves_a_usable_pool(
 
         async def sleeping() -> bool:
             cursor = await watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE state = 'active' AND query LIKE %s",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
                 ("%SELECT pg_sleep%",),
             )
             row = await cursor.fetchone()
@@ -169,3 +169,21 @@ async def test_a_cancelled_block_rolls_back_and_leaves_a_usable_pool(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=10)  # not the 30 s of the sleep
     await asyncio.wait_for(still_serves(pool), timeout=10)
+
+
+async def test_a_statement_deallocated_by_another_user_of_the_connection_is_retried(
+    pool: DriverPool,
+) -> None:
+    """psycopg answers a ROLLBACK it sees with DEALLOCATE ALL where it prepared statements
+    of its own: the batch then meets a statement the connection no longer holds (26000)
+    and the unit of work runs again, preparing it anew."""
+
+    async def insert(unit: UnitOfWork, n: int) -> None:
+        assert unit.batch is not None
+        assert await unit.batch.queue(INSERT_NOTE, {"n": n, "note": "x"}).fetchone() == (n, "x")
+
+    await run_unit(pool, lambda unit: insert(unit, 1), use_case="test", batched=True)
+    async with pool.connection() as conn:  # the pool's one connection
+        await conn.execute("DEALLOCATE ALL")
+    await run_unit(pool, lambda unit: insert(unit, 2), use_case="test", batched=True)
+    assert await rows(pool) == 2

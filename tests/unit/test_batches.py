@@ -9,20 +9,20 @@ from shelfwise.batches import prepared
 
 def test_named_parameters_are_numbered_once_each_in_order_of_first_use() -> None:
     statement = prepared("SELECT %(b)s, %(a)s WHERE x = %(b)s")
-    assert statement.prepare == (f"PREPARE {statement.name} AS SELECT $1, $2 WHERE x = $1".encode())
-    assert statement.execute == f"EXECUTE {statement.name}(%s, %s)".encode()
+    assert statement.prepare == f"PREPARE {statement.name} AS SELECT $1, $2 WHERE x = $1"
+    assert statement.execute == f"EXECUTE {statement.name}(%s, %s)"
     assert statement.arguments({"a": 1, "b": 2}) == [2, 1]
 
 
 def test_positional_parameters_keep_their_order_and_percent_signs_stay() -> None:
     statement = prepared("SELECT %s WHERE name LIKE 'a%%' AND id = %s")
-    assert statement.prepare.endswith(b"SELECT $1 WHERE name LIKE 'a%' AND id = $2")
+    assert statement.prepare.endswith("SELECT $1 WHERE name LIKE 'a%' AND id = $2")
     assert statement.arguments(("x", 7)) == ["x", 7]
 
 
 def test_a_statement_without_parameters_is_executed_bare() -> None:
     statement = prepared("SELECT count(*) FROM orders")
-    assert statement.execute == f"EXECUTE {statement.name}".encode()
+    assert statement.execute == f"EXECUTE {statement.name}"
 
 
 def test_the_name_follows_the_text() -> None:
