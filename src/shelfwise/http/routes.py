@@ -16,6 +16,11 @@ gets FastAPI's own handler, as does any route on a FastAPI whose internals diffe
 the ones this reads (`_effective_route_context_var`, which carries a router's
 dependencies into an included route). The endpoint must return a `Response`: nothing is
 serialised for it.
+
+Its sibling `direct_route.py` serves a route with a body and dependencies (`POST
+/v1/orders`: the endpoint's own dependency functions called directly when the request is
+well-formed). This one needs no per-route code: a route with nothing but path parameters
+is fully described by the fields FastAPI built for it.
 """
 
 from __future__ import annotations
