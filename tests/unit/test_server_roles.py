@@ -68,3 +68,20 @@ async def test_a_misrouted_websocket_is_closed_before_it_is_accepted() -> None:
     gate = RoleGateMiddleware(ok, role=ServerRole.LIVE)
     await gate({"type": "websocket", "path": "/v1/orders"}, receive, send)  # type: ignore[arg-type]
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "wrong_role"}]
+
+
+@pytest.mark.parametrize(
+    ("role", "first"),
+    [(ServerRole.LIVE, "/v1/stream"), (ServerRole.API, "/v1/products/{product_id}")],
+)
+def test_each_role_routes_its_hottest_paths_first(role: ServerRole, first: str) -> None:
+    """Routing tries routes one by one: a role's own hot routes come before the rest."""
+    from shelfwise.app import create_app
+    from shelfwise.config import Environment, Settings
+
+    app = create_app(Settings(_env_file=None, env=Environment.TEST, server_role=role))  # type: ignore[call-arg]
+    # The OpenAPI document lists paths in the order the routes are tried.
+    paths = [path for path in app.openapi()["paths"] if path.startswith("/v1/")]
+    assert paths[0] == first
+    assert "/v1/stream" in paths  # nothing dropped, only reordered
+    assert "/v1/orders" in paths
