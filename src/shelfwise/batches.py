@@ -9,10 +9,10 @@ statements and sends them as ONE simple-protocol query, `EXECUTE a(...); EXECUTE
   in the connection's encoding: values, never SQL, come from the caller);
 - a statement with parameters is prepared on the server (SQL-level `PREPARE`, named
   after its text) the first time a batch carries it on a connection, so the server plans
-  it once per connection as it does psycopg's own prepared statements. Not on a
-  connection that prepares nothing (`prepare_threshold` None: behind a
-  transaction-pooling pgbouncer a prepared statement is missing on the next server
-  connection); there the statement's text travels, bound;
+  it once per connection as it does psycopg's own prepared statements. Not where the
+  pool prepares nothing (`DriverPool(prepare=False)`: behind a transaction-pooling
+  pgbouncer a prepared statement is missing on the next server connection); there the
+  statement's text travels, bound;
 - PostgreSQL runs a simple query's statements in order, each with its own snapshot under
   READ COMMITTED, as if sent one by one, and skips the rest after the first error.
 
@@ -243,4 +243,5 @@ async def _roll_back(conn: AsyncConnection[Any]) -> None:
         pq.TransactionStatus.INTRANS,
         pq.TransactionStatus.INERROR,
     ):
+        forget_prepared(conn)  # psycopg may answer the ROLLBACK with DEALLOCATE ALL
         await conn.execute(ROLLBACK)
