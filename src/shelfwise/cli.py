@@ -291,9 +291,7 @@ def consume(
     if not settings.broker_url:
         raise typer.BadParameter("set SHELFWISE_BROKER_URL (amqp://...)")
     url = _database_url(settings)
-    work = run_consumer(
-        settings, url, queue=queue, patterns=events, handler=load_handler(handler)
-    )
+    work = run_consumer(settings, url, queue=queue, patterns=events, handler=load_handler(handler))
     asyncio.run(work)
 
 
@@ -384,6 +382,7 @@ def _raise_open_files_limit(wanted: int) -> None:
 
 def _serve(settings: Settings, host: str, port: int, workers: int) -> None:
     from shelfwise.http.server_protocol import ShelfwiseHttpToolsProtocol
+
     # uvicorn drains on SIGTERM, then re-raises the signal. Under the default disposition
     # that kills the process (exit 143) and skips atexit handlers, such as the one that
     # stops the embedded PostgreSQL. A drained server exits normally instead.
