@@ -51,7 +51,7 @@ from bench.servers import (
     baseline_server,
     cluster_cpu_seconds,
     free_port,
-    prepare_database,
+    prepare_seeded,
     shelfwise_server,
 )
 
@@ -786,18 +786,7 @@ def main() -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers
     print("preparing var/bench ...", flush=True)
-    url, ids = prepare_database(10_000, args.database)
-    subprocess.run(
-        [str(BIN / "shelfwise"), "seed", "--products", "0"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-    )
-    with psycopg.connect(url) as conn:
-        location = str(
-            conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()[0]
-        )
+    url, ids, location = prepare_seeded(10_000, args.database)
     env = {"SHELFWISE_RATE_LIMIT_ENABLED": "false"}
     servers: dict[str, Server] = {
         "shelfwise": shelfwise_server(

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.issues import (
-    BIN,
     RESULTS,
     STAFF,
     collect,
@@ -49,7 +48,7 @@ from bench.issues import (
     start_worker,
     stop,
 )
-from bench.servers import ROOT, Server, free_port, prepare_database, shelfwise_server
+from bench.servers import ROOT, Server, free_port, prepare_seeded, shelfwise_server
 
 ADJUSTMENTS_PER_S = 20
 
@@ -195,19 +194,7 @@ def main() -> int:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    url, ids = prepare_database(10_000, args.database)
-    subprocess.run(
-        [str(BIN / "shelfwise"), "seed", "--products", "0"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-    )
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
-    location = str(row[0])
+    url, ids, location = prepare_seeded(10_000, args.database)
     env = {"SHELFWISE_RATE_LIMIT_ENABLED": "false", "SHELFWISE_SERVER_ROLE": "api"}
     api = shelfwise_server(
         url, free_port(), RESULTS / f"{args.stamp}-live-cost-api.log", log_json=True, extra_env=env

@@ -24,6 +24,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "var" / "bench"
+BIN = ROOT / ".venv" / "bin"
 DATABASE = "shelfwise_bench"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -65,6 +66,26 @@ def prepare_database(products: int, database: str = DATABASE) -> tuple[str, list
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE products")
     return url, ids
+
+
+def prepare_seeded(products: int, database: str = DATABASE) -> tuple[str, list[str], str]:
+    """`prepare_database`, then the demo seed (users, locations; no more products) as
+    `shelfwise seed` writes it; return the URL, the product ids and the id of the
+    `WH-NORTH` location the benchmarks stock and order from."""
+    import psycopg
+
+    url, ids = prepare_database(products, database)
+    subprocess.run(
+        [str(BIN / "shelfwise"), "seed", "--products", "0"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+    )
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
+    assert row is not None, "the seed has no WH-NORTH location"
+    return url, ids, str(row[0])
 
 
 def cluster_cpu_seconds() -> float:

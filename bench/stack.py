@@ -38,8 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench.drivers import LoadSpec, pick_tool, run_load
 from bench.issues import (
     CUSTOMER,
@@ -56,7 +54,7 @@ from bench.servers import (
     Server,
     baseline_server,
     free_port,
-    prepare_database,
+    prepare_seeded,
     samework_server,
     shelfwise_server,
 )
@@ -279,18 +277,7 @@ def main() -> int:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    url, ids = prepare_database(10_000)
-    subprocess.run(
-        [str(BIN / "shelfwise"), "seed", "--products", "0"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-    )
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
-        assert row is not None
-        location = str(row[0])
+    url, ids, location = prepare_seeded(10_000)
     n = args.workers
     servers = {
         "shelfwise": shelfwise_server(
