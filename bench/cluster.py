@@ -1,21 +1,24 @@
 """Throughput through nginx with 1, 2 and 3 API instances, beside the raw baseline.
 
     python -m bench.cluster [--apis 1 --apis 2 --apis 3] [--duration 10] [--connections 64]
+                            [--database shelfwise_bench_cluster]
 
 With the defaults it runs 3 to 5 minutes (four targets, two workloads each, 2 s warm-up + 10 s,
 plus starting each cluster: ~20 s quiet, up to a minute on a busy box); the total is
 printed and stored as `elapsed_s`.
 
-For each size the cluster's own specs (`shelfwise.cluster.topology`: pgbouncer, Redis,
-N `serve --role api`, one worker for the relay, nginx) run on the bench database
-(`var/bench`, as `bench.run`); product reads (`GET /v1/products/{id}`, random of the
-seeded products) and keyed orders (`POST /v1/orders`, one unit of a random product) are
-driven closed-loop over keep-alive connections through nginx's plain-HTTP port. The raw
-baseline (`bench/baseline.py`, no nginx) is measured in the same run. Each step records
-where the CPU went, to say where the ceiling is: `parts_cpu_pct` per part of the cluster
-(`api` instances together, `nginx` master + workers, `pgbouncer`, `redis`, `worker`, and
-`loadgen`, this process), `db_cpu_pct` for PostgreSQL, `rest_cpu_pct` for everything else
-on the machine (the parts included); 100 = one core. Results go to
+For each size the cluster's own specs (`shelfwise.cluster.topology`: pgbouncer, Redis, N
+`serve --role api`, one worker for the relay, nginx) run on a database of their own in the
+bench cluster (`var/bench`; other benchmarks' orders would leave the worker a backlog to
+publish and reservations to expire while this one measures), and each step starts once the
+worker has published every event (the previous step's orders); product reads (`GET
+/v1/products/{id}`, random of the seeded products) and keyed orders (`POST /v1/orders`, one
+unit of a random product) are driven closed-loop over keep-alive connections through nginx's
+plain-HTTP port. The raw baseline (`bench/baseline.py`, no nginx) is measured in the same
+run. Each step records where the CPU went, to say where the ceiling is: `parts_cpu_pct` per
+part of the cluster (`api` instances together, `nginx` master + workers, `pgbouncer`,
+`redis`, `worker`, and `loadgen`, this process), `db_cpu_pct` for PostgreSQL, `rest_cpu_pct`
+for everything else on the machine (the parts included); 100 = one core. Results go to
 `bench/results/<stamp>-cluster.json`. The load generator runs in this process (uvloop, raw
 sockets: less CPU per request than any of the servers under test).
 """
@@ -38,11 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
 
-from bench.issues import CUSTOMER, RESULTS, Load, login
+from bench.issues import CUSTOMER, RESULTS, Load, login, relayed
 from bench.loadgen import _read_response, percentile
-from bench.servers import ROOT, Server, baseline_server, free_port, prepare_database
+from bench.servers import ROOT, Server, baseline_server, free_port, prepare_seeded
 from shelfwise.cluster.binaries import require
 from shelfwise.cluster.nginx import EdgeLimits
 from shelfwise.cluster.supervisor import Supervisor
@@ -163,12 +165,17 @@ def measure(
     *,
     server: Server | None = None,
     parts: CpuByPart | None = None,
+    relayed_in: str | None = None,
 ) -> dict[str, Any]:
     """Both workloads against `port`. CPU is split into the server under test (`server`, the
-    baseline) or the cluster's parts (`parts`: where the ceiling is), PostgreSQL, and the rest."""
+    baseline) or the cluster's parts (`parts`: where the ceiling is), PostgreSQL, and the rest.
+    With `relayed_in` (the database URL), each workload waits for the worker to publish
+    every event first."""
     token = token or login(port, CUSTOMER)  # the baseline checks no token
     out: dict[str, Any] = {}
     for name, make in workloads(port, ids, location, token).items():
+        if relayed_in:
+            relayed(relayed_in)
         asyncio.run(closed_loop(port, make, args.connections, args.warmup))
         before, started = (parts() if parts else {}), time.monotonic()
         with Load(server) as load:
@@ -208,16 +215,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--database", default="shelfwise_bench_cluster")
     args = parser.parse_args()
     sizes = args.apis or [1, 2, 3]
     began = time.monotonic()
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    url, ids = prepare_database(2_000)
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
-    location = str(row[0]) if row else ""
+    url, ids, location = prepare_seeded(2_000, args.database)
     results: dict[str, Any] = {"stamp": stamp, "loadavg_start": os.getloadavg(), "args": vars(args)}
     baseline = baseline_server(url, free_port(), RESULTS / f"{stamp}-cluster-baseline.log")
     baseline.start()
@@ -237,7 +242,9 @@ def main() -> int:
                     url,
                     n,
                     Path(tmp) / f"c{n}",
-                    lambda port, parts: measure(port, ids, location, args, parts=parts),
+                    lambda port, parts: measure(
+                        port, ids, location, args, parts=parts, relayed_in=url
+                    ),
                 )
             )
     results["loadavg_end"] = os.getloadavg()
