@@ -2,10 +2,13 @@
 while orders run at full speed.
 
     .venv/bin/python -m bench.broker [--backlog 20000] [--duration 10] [--connections 64]
-        [--inbox-batch 50] [--inbox-linger-ms 10]
+        [--inbox-batch 50] [--inbox-linger-ms 10] [--database shelfwise_bench_broker]
 
-Needs `rabbitmq-server` (a private node on free ports, as in the tests) and uses
-`var/bench` (10,000 products, demo users) like bench.issues. Two parts:
+Needs `rabbitmq-server` (a private node on free ports, as in the tests) and uses a database
+of its own in `var/bench` (10,000 products, demo users): on the database other benchmarks
+share, one run measured four times the lag of the next, with PostgreSQL using twice the
+CPU (their leftovers, millions of outbox rows and expiring reservations, are the suspect).
+Two parts:
 
 - publish: a scratch database holding a backlog of already-stamped events; one
   `BrokerPublisher` (batch 500, window 200) sends them to the topic exchange, routed to a
@@ -53,7 +56,7 @@ from sqlalchemy.orm import Session
 
 from bench.issues import BIN, CUSTOMER, login, stop
 from bench.loadgen import _read_response, percentile
-from bench.servers import ROOT, free_port, prepare_database, shelfwise_server
+from bench.servers import ROOT, free_port, prepare_seeded, shelfwise_server
 from shelfwise.broker.consumer import ConsumerConfig, InboxConsumer
 from shelfwise.broker.envelope import BrokerEvent
 from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
@@ -547,6 +550,7 @@ def main() -> int:
     parser.add_argument(
         "--publisher-linger-ms", type=float, default=None, help="the worker's (default: setting)"
     )
+    parser.add_argument("--database", default="shelfwise_bench_broker")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -556,14 +560,7 @@ def main() -> int:
         "loadavg_start": os.getloadavg(),
     }
     print("preparing var/bench ...", flush=True)
-    url, _ = prepare_database(10_000)
-    subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "shelfwise"), "seed", "--products", "0"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-    )
+    url, _, _ = prepare_seeded(10_000, args.database)
     server = make_url(url).set(database="postgres").render_as_string(hide_password=False)
     with running_node() as rabbit:
         name, scratch = scratch_database(server)
