@@ -212,3 +212,25 @@ def test_a_direct_route_refuses_to_build_when_a_dependency_is_not_called() -> No
     router.add_api_route(
         "/y", _endpoint, route_class_override=direct_route(_direct, calls=(_dependency,))
     )
+
+
+async def test_a_direct_route_refuses_to_run_under_a_router_that_adds_a_dependency() -> None:
+    inner = APIRouter()
+    inner.add_api_route(
+        "/y",
+        _endpoint,
+        methods=["POST"],
+        route_class_override=direct_route(_direct, calls=(_dependency,)),
+    )
+    app = FastAPI()
+    app.include_router(inner, dependencies=[Depends(_other_dependency)])
+    # FastAPI builds an included route's handler with the router's dependencies merged
+    # in when the route is first served: that is where the direct path refuses.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+        with pytest.raises(TypeError, match="the direct path calls"):
+            await client.post("/y", json={})
+
+
+async def _other_dependency() -> int:
+    return 2

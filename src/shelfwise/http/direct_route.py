@@ -12,8 +12,9 @@ either answers (the well-formed request: it calls the same dependency functions 
 same endpoint itself) or returns None *before any side effect*, and FastAPI's own
 handler answers instead — every refusal, validation error and problem document is
 FastAPI's. Dependency overrides (tests) always take FastAPI's path. The route names the
-dependencies its `direct` function calls; a route whose declared dependencies differ
-refuses to build, so a dependency added to the endpoint cannot be skipped silently.
+dependencies its `direct` function calls; a route whose declared dependencies differ —
+its own or a router's it is included in — refuses to build, so a dependency added to the
+endpoint or its router cannot be skipped silently.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+
+from shelfwise.http.routes import effective_dependant
 
 # The parsed JSON body → the answer, or None to let FastAPI's handler answer.
 Direct = Callable[[Request, Any], Awaitable[Response | None]]
@@ -53,7 +56,11 @@ def direct_route(direct: Direct, *, calls: Collection[object]) -> type[APIRoute]
 
     class DirectRoute(APIRoute):
         def get_route_handler(self) -> Handler:
-            declared = set(_dependency_calls(self.dependant))
+            # Its own dependencies and those of the routers it is included in.
+            dependant = effective_dependant(self)
+            if dependant is None:  # FastAPI's internals differ: its own handler only
+                return super().get_route_handler()
+            declared = set(_dependency_calls(dependant))
             if declared != set(calls):
                 raise TypeError(
                     f"{self.path}: the direct path calls {set(calls)}, the route declares "

@@ -54,7 +54,7 @@ def _path_and_request_only(dependant: Dependant) -> bool:
     )
 
 
-def _effective_dependant(route: APIRoute) -> Dependant | None:
+def effective_dependant(route: APIRoute) -> Dependant | None:
     """The dependant FastAPI would solve for `route` here: its own, or the one merged with
     the dependencies of the router it is being included in. None: cannot tell."""
     context_var = getattr(fastapi.routing, "_effective_route_context_var", None)
@@ -69,7 +69,7 @@ def _effective_dependant(route: APIRoute) -> Dependant | None:
 
 class PathParamsRoute(APIRoute):
     def get_route_handler(self) -> Handler:
-        dependant = _effective_dependant(self)
+        dependant = effective_dependant(self)
         if (
             dependant is None
             or not inspect.iscoroutinefunction(dependant.call)
