@@ -121,7 +121,9 @@ def report(profiler: Any, args: argparse.Namespace, done: int, unit: str, out: A
     stats.sort_stats("cumulative").print_stats(args.top)
 
 
-async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> None:
+def bench_app(url: str) -> Any:
+    """The app as the served benchmarks run it: access log on, JSON logs, rate limits off
+    (the raw baselines have none)."""
     from shelfwise.app import create_app
     from shelfwise.config import load_settings
 
@@ -132,7 +134,11 @@ async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> 
         log_json=True,
         rate_limit_enabled=False,
     )
-    app = create_app(settings)
+    return create_app(settings)
+
+
+async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> None:
+    app = bench_app(url)
     async with app.router.lifespan_context(app):
         status, raw = await _call(
             app,

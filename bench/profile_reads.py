@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from bench.profile_orders import _call, report
+from bench.profile_orders import _call, bench_app, report
 from bench.servers import prepare_database
 
 
@@ -56,17 +56,7 @@ def _time_gc() -> tuple[dict[int, list[float]], Any]:
 
 
 async def _run(args: argparse.Namespace, url: str, ids: list[str], out: Any) -> None:
-    from shelfwise.app import create_app
-    from shelfwise.config import load_settings
-
-    settings = load_settings(
-        database_url=url,
-        env="development",
-        access_log=True,
-        log_json=True,
-        rate_limit_enabled=False,
-    )
-    app = create_app(settings)
+    app = bench_app(url)
     async with app.router.lifespan_context(app):
         ids = ids[: args.products]
         for i in range(0, len(ids), 64):  # warm: every id read once
