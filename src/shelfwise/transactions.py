@@ -58,7 +58,8 @@ async def in_transaction(
     isolation: Isolation = Isolation.READ_COMMITTED,
     attempts: int = 5,
 ) -> T:
-    """Run `work` in a transaction on `session`, retrying 40001/40P01 up to `attempts`."""
+    """Run `work` in a transaction on `session`, retrying `RETRYABLE_SQLSTATES` up to
+    `attempts` times."""
 
     async def once() -> T:
         async with session.begin():

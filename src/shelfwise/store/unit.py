@@ -130,7 +130,9 @@ async def run_unit(
     attempts: int = 5,
     batched: bool = False,
 ) -> T:
-    """`work` in a unit of work, retried from the start on 40001/40P01."""
+    """`work` in a unit of work, retried from the start on the SQLSTATEs of
+    `transactions.RETRYABLE_SQLSTATES` (40001, 40P01, and 26000 for a batch whose prepared
+    statement vanished)."""
 
     async def once() -> T:
         async with unit_of_work(source, doorbell=doorbell, batched=batched) as unit:
