@@ -14,6 +14,11 @@ they are problem+json now, like every other error, and headers over
 `server_max_header_bytes` (request line included) are `431` (RFC 6585). See
 docs/decisions/0031-header-timeout-in-the-protocol.md.
 
+A response with a `Content-Length` leaves in one transport write, head and body together
+(`HeadWithBody`): uvicorn writes the head at `http.response.start` and the body at the
+next message, two `send` system calls, each waking the client. An order's response paid
+both; streamed responses (chunked) still send their head at once.
+
 Every request's scope also carries a `BodyWriter` (`scope["extensions"][BODY_WRITER]`):
 the live hub writes a flush's frames through it straight to an event stream's
 connection, from the flush itself, without waking the stream's task and passing the
@@ -116,6 +121,47 @@ class BodyWriter:
         return True
 
 
+class HeadWithBody:
+    """A response cycle's transport that holds the head of a response with a
+    `Content-Length` and writes it with the body's first write (one system call, one
+    wake-up of the client instead of two). Everything else passes straight through: a
+    `100 Continue` (written before the response starts), the head of a chunked response
+    (a stream must see its headers at once) and of a `HEAD` response (no body follows).
+    If the response never gets a body message, uvicorn closes the connection anyway."""
+
+    __slots__ = ("_cycle", "_head", "_transport", "_wrote_head")
+
+    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport) -> None:
+        self._cycle = cycle
+        self._transport = transport
+        self._head: bytes | None = None
+        self._wrote_head = False
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+            return
+        cycle = self._cycle
+        if not self._wrote_head and cycle.response_started:
+            # uvicorn's first write once the response has started is its head.
+            self._wrote_head = True
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class ShelfwiseHttpToolsProtocol(HttpToolsProtocol):
     _header_timer: asyncio.TimerHandle | None = None
     _header_bytes = 0
@@ -147,6 +193,7 @@ class ShelfwiseHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # (not an upgrade)
+            cycle.transport = HeadWithBody(cycle, self.transport)  # type: ignore[assignment]
             scope = cast("dict[str, Any]", self.scope)
             scope.setdefault("extensions", {})[BODY_WRITER] = BodyWriter(
                 cycle, self.flow, self.transport
