@@ -9,11 +9,11 @@ for stock). A target under the level's `reserved` units would break
 
 Two phases around the product upsert, in the batch's one transaction, each a fixed
 handful of statements whatever the batch size (`inventory/store.py`'s staged SQL):
-`check` (before) creates the missing levels of existing products, locks every existing
-level of the batch in ascending id (the lock order of every multi-level writer, see
-`store/sql.py`) and asks the domain (`domain.set_on_hand`) about each, marking the
-rows it refuses; `write` (after) creates the levels of the new products at their
-targets and moves the rest.
+`check` (before) locks every existing level of the batch in ascending id (the lock order
+of every multi-level writer, see `store/sql.py`) and asks the domain
+(`domain.set_on_hand`) about each, marking the rows it refuses; `write` (after) creates
+the missing levels at their targets (a new level has nothing reserved: the domain has
+nothing to refuse) and moves the existing ones.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def _refusal(level: store.StagedLevel) -> str | None:
 async def check(conn: AsyncConnection[Any], rows: pgsql.Identifier, lo: int, hi: int) -> int:
     """Lock the batch's existing levels and refuse rows the domain refuses; returns how
     many rows it refused."""
-    await store.ensure_staged_levels(conn, rows, lo, hi)
     refused: dict[int, str] = {}
     for level in await store.lock_staged_levels(conn, rows, lo, hi):
         if (error := _refusal(level)) is not None:

@@ -249,15 +249,6 @@ async def write(
 # (`imports/staging.py`'s `_rows`) has `rec`, `line`, `error`, `sku`, `location_id`,
 # `on_hand` (the target); a batch is `rec` from `lo` to `hi`, rows whose `error` is NULL.
 
-ENSURE_STAGED_LEVELS: Final[LiteralString] = """\
-INSERT INTO stock_levels (product_id, location_id)
-SELECT p.id, r.location_id
-  FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
- WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND r.location_id IS NOT NULL
- ORDER BY p.id, r.location_id
-ON CONFLICT (product_id, location_id) DO NOTHING
-"""
-
 LOCK_STAGED_LEVELS: Final[LiteralString] = """\
 SELECT r.rec, r.on_hand, s.on_hand, s.reserved
   FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
@@ -301,24 +292,30 @@ _LEDGER_AND_EVENTS: Final = pgsql.SQL("""\
 # The levels of the batch that do not exist yet (products this batch created, or new
 # locations of existing ones) are created at their target, with the ledger row and the
 # event that explain it: one row written instead of an insert at 0 and an update. A
-# target of 0 creates the level and moves nothing.
+# target of 0 creates the level and moves nothing. `wanted` is read once (one SKU probe
+# per row); the created levels find their row again by a hash join on it, not by
+# looking their product up a second time. Also says how many levels the batch wants
+# and how many it created: when it created them all, no level of the batch existed
+# before and `SET_STAGED_COUNTS` has nothing to do.
 CREATE_STAGED_LEVELS: Final[LiteralString] = """\
-WITH created AS (
-    INSERT INTO stock_levels AS s (product_id, location_id, on_hand)
-    SELECT p.id, r.location_id, r.on_hand
+WITH wanted AS MATERIALIZED (
+    SELECT p.id AS product_id, r.location_id, r.on_hand, r.line
       FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
      WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND r.location_id IS NOT NULL
-     ORDER BY p.id, r.location_id
+), created AS (
+    INSERT INTO stock_levels AS s (product_id, location_id, on_hand)
+    SELECT product_id, location_id, on_hand FROM wanted ORDER BY product_id, location_id
     ON CONFLICT (product_id, location_id) DO NOTHING
     RETURNING s.id, s.product_id, s.location_id, s.on_hand, s.reserved, s.version
 ), moved AS (
     SELECT c.id, c.product_id, c.location_id, c.on_hand, c.reserved, c.version,
-           c.on_hand AS delta, r.line
-      FROM created AS c JOIN products AS p ON p.id = c.product_id
-      JOIN {rows} AS r ON r.sku = p.sku AND r.location_id = c.location_id
-     WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND c.on_hand <> 0
+           c.on_hand AS delta, w.line
+      FROM created AS c JOIN wanted AS w
+        ON w.product_id = c.product_id AND w.location_id = c.location_id
+     WHERE c.on_hand <> 0
 ){ledger_and_events}
-SELECT (SELECT count(*) FROM moved)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM created),
+       (SELECT count(*) FROM wanted)
 """
 
 # `target` locks again (the caller's `lock_staged_levels` holds most of these already;
@@ -357,14 +354,6 @@ class StagedLevel:
     counters: Counters
 
 
-async def ensure_staged_levels(
-    conn: AsyncConnection[Any], rows: pgsql.Identifier, lo: int, hi: int
-) -> None:
-    """Create the batch's missing levels (of products that exist by now)."""
-    statement = pgsql.SQL(ENSURE_STAGED_LEVELS).format(rows=rows)
-    await conn.execute(statement, {"lo": lo, "hi": hi})
-
-
 async def lock_staged_levels(
     conn: AsyncConnection[Any], rows: pgsql.Identifier, lo: int, hi: int
 ) -> list[StagedLevel]:
@@ -387,10 +376,10 @@ async def set_staged_counts(
     actor_id: uuid.UUID | None,
     trace_context: dict[str, str] | None,
 ) -> tuple[int, list[int]]:
-    """Move each level of the batch to its row's target (creating it if missing) with one
-    `adjustment` ledger row and one `stock.changed` event (none when already there; the
-    products must exist by now); returns the levels moved and
-    the lines left alone because their target is under `reserved`. The caller wakes the
+    """Move each level of the batch to its row's target (creating it at the target if
+    missing) with one `adjustment` ledger row and one `stock.changed` event (none when
+    already there; the products must exist by now); returns the levels moved and the
+    lines left alone because their target is under `reserved`. The caller wakes the
     relay after its commit."""
     params = {
         "lo": lo,
@@ -404,9 +393,12 @@ async def set_staged_counts(
     }
     parts = {"rows": rows, "ledger_and_events": _LEDGER_AND_EVENTS}
     cur = await conn.execute(pgsql.SQL(CREATE_STAGED_LEVELS).format(**parts), params)
-    created = await cur.fetchone()
+    row = await cur.fetchone()
+    assert row is not None
+    new_moved, created, wanted = (int(n) for n in row)
+    if created == wanted:  # every level of the batch is new: none to lock and move
+        return new_moved, []
     cur = await conn.execute(pgsql.SQL(SET_STAGED_COUNTS).format(**parts), params)
     moved = await cur.fetchone()
-    assert created is not None
     assert moved is not None
-    return int(created[0]) + int(moved[0]), list(moved[1])
+    return new_moved + int(moved[0]), list(moved[1])
