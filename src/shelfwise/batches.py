@@ -176,7 +176,7 @@ class Batch:
         )
         preparing = await self._to_prepare(queued)
         parts = [p.prepare for p in preparing]
-        parts.extend(self._text(cursor, q) for q in queued)
+        parts.append(self._bound(cursor, queued))
         try:
             # A str, not bytes: the tracing cursor's SQL commenter takes only text.
             await cursor.execute("; ".join(parts))
@@ -206,17 +206,31 @@ class Batch:
         known.update(p.name for p in preparing)
         return preparing
 
-    def _text(self, cursor: AsyncCursor[TupleRow], queued: _Queued) -> str:
+    def _bound(self, cursor: AsyncCursor[TupleRow], queued: list[_Queued]) -> str:
+        """The queued statements as one text, values bound. Prepared, they are bound in
+        one `mogrify` of all their `EXECUTE`s (one adaptation context for the batch,
+        not one per statement: ~60 -> ~30 µs for an order's five). A `PREPARE`'s text
+        never goes through `mogrify`: its `%` would be read as placeholders."""
+        if not self._prepare:
+            return "; ".join(self._plain(cursor, q) for q in queued)
+        if all(q.params is None for q in queued):
+            return "; ".join(q.sql for q in queued)  # BEGIN, COMMIT: sent as they are
+        texts: list[str] = []
+        arguments: list[Any] = []
+        for q in queued:
+            if q.params is None:
+                texts.append(q.sql.replace("%", "%%"))  # mogrify reads %% back as %
+            else:
+                statement = prepared(q.sql)
+                texts.append(statement.execute)
+                arguments.extend(statement.arguments(q.params))
+        return str(cursor.mogrify("; ".join(texts), arguments))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _plain(cursor: AsyncCursor[TupleRow], queued: _Queued) -> str:
         if queued.params is None:
             return queued.sql
-        if not self._prepare:
-            text = cursor.mogrify(queued.sql, queued.params)  # type: ignore[attr-defined]
-        else:
-            statement = prepared(queued.sql)
-            text = cursor.mogrify(  # type: ignore[attr-defined]
-                statement.execute, statement.arguments(queued.params)
-            )
-        return str(text)
+        return str(cursor.mogrify(queued.sql, queued.params))  # type: ignore[attr-defined]
 
 
 @asynccontextmanager

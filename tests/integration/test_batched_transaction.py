@@ -77,6 +77,23 @@ async def test_values_are_bound_not_spliced(pool: DriverPool) -> None:
     assert await rows(pool) == 1
 
 
+async def test_statements_of_one_batch_are_bound_together_each_with_its_own_values(
+    pool: DriverPool,
+) -> None:
+    """A batch's prepared statements are bound in one pass: positional and named ones
+    side by side get their own values, and a statement sent as it is keeps its `%`."""
+    async with batches.transaction(pool) as batch:
+        batch.queue(INSERT, (1,))
+        named = batch.queue(INSERT_NOTE, {"n": 2, "note": "%s %(n)s"})
+        literal = batch.queue("SELECT '100 %' AS note")  # no parameters: sent as it is
+        batch.queue(INSERT, (3,))
+        counted = batch.queue(COUNT, ())
+        assert await named.fetchone() == (2, "%s %(n)s")
+        assert await literal.fetchone() == ("100 %",)
+        assert await counted.fetchone() == (3,)
+    assert await rows(pool) == 3
+
+
 async def test_a_failing_statement_rolls_back_what_was_queued_before_it(
     pool: DriverPool,
 ) -> None:
