@@ -238,6 +238,28 @@ async def fan_out(session: AsyncSession, *, batch_size: int = 200) -> int:
             cursor = WebhookCursor(id=1, position=0)
             session.add(cursor)
             await session.flush()
+        subs = (
+            await session.scalars(
+                select(WebhookSubscription).where(
+                    WebhookSubscription.status == SubscriptionStatus.ACTIVE.value
+                )
+            )
+        ).all()
+        if not subs:
+            # Nobody to deliver to: move the cursor past the batch without loading its
+            # events (a bulk import publishes ~2 per CSV row; loading each as an ORM object
+            # to match no subscription was half the worker's CPU during an import).
+            positions = (
+                await session.scalars(
+                    select(OutboxEvent.position)
+                    .where(OutboxEvent.position > cursor.position)
+                    .order_by(OutboxEvent.position)
+                    .limit(batch_size)
+                )
+            ).all()
+            if positions:
+                cursor.position = positions[-1] or cursor.position
+            return len(positions)
         events = (
             await session.scalars(
                 select(OutboxEvent)
@@ -248,13 +270,6 @@ async def fan_out(session: AsyncSession, *, batch_size: int = 200) -> int:
         ).all()
         if not events:
             return 0
-        subs = (
-            await session.scalars(
-                select(WebhookSubscription).where(
-                    WebhookSubscription.status == SubscriptionStatus.ACTIVE.value
-                )
-            )
-        ).all()
         rows = [
             {
                 "subscription_id": sub.id,
