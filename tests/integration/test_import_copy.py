@@ -211,6 +211,86 @@ async def test_reimporting_a_file_is_idempotent(
     assert await staging_tables(ctx) == 0
 
 
+async def test_a_batch_that_fails_mid_import_keeps_the_batches_before_it_and_none_after(
+    ctx: AppContext, tmp_path: Path
+) -> None:
+    """Two batches are in flight at once (`run_import`): when one fails, the one after it,
+    already writing, rolls back at its turn instead of committing; the ones before it
+    stay, with their progress events, in order."""
+    async with ctx.db.engine.begin() as conn:  # this test database only
+        await conn.execute(
+            text(
+                "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.sku = 'FAIL-0035' THEN RAISE EXCEPTION 'boom'; END IF;"
+                " RETURN NEW; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON products"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_boom()"
+            )
+        )
+    body = HEADER + "".join(f"FAIL-{n:04d},Item {n},general,{n},EUR,,,\n" for n in range(1, 81))
+
+    with pytest.raises(Exception, match="boom"):
+        await run(ctx, tmp_path, body, batch_size=10)
+
+    # Batches 1-3 (records 1-30) committed; the 4th failed, the 5th rolled back.
+    assert await count(ctx, "SELECT count(*) FROM products") == 30
+    assert await count(ctx, "SELECT max(sku) = 'FAIL-0030' FROM products") == 1
+    progress = await rows(
+        ctx,
+        "SELECT (payload->>'lines')::int FROM outbox_events"
+        " WHERE type = 'import.progress' ORDER BY id",
+    )
+    assert progress == [(10,), (20,), (30,)]
+    assert await staging_tables(ctx) == 0
+
+
+async def test_skus_across_batches_and_new_locations_of_existing_products(
+    ctx: AppContext, tmp_path: Path, locations: None
+) -> None:
+    """A product stocked in two locations whose rows straddle a batch boundary (its
+    batches do not overlap), and an existing product stocked at a new location: the
+    level is created at its target, one ledger row, `level_version` 1."""
+    first = HEADER + "OLD-1,Old,general,5,EUR,,NORTH,4\n"
+    await run(ctx, tmp_path, first)
+    body = HEADER + "".join(
+        f"SPLIT-{n:03d},Split {n},general,{n},EUR,,NORTH,{n}\n"
+        f"SPLIT-{n:03d},Split {n},general,{n},EUR,,SOUTH,{n + 1}\n"
+        for n in range(1, 16)
+    )
+    body += "OLD-1,Old,general,5,EUR,,SOUTH,7\n"
+
+    summary = await run(ctx, tmp_path, body, batch_size=3)
+
+    assert (summary.imported, summary.created, summary.bad) == (31, 15, 0)
+    assert summary.stock_changed == 31
+    assert await count(ctx, "SELECT count(*) FROM stock_levels") == 32
+    assert await rows(
+        ctx,
+        "SELECT s.on_hand, s.version, count(m.id) FROM stock_levels AS s"
+        " JOIN products AS p ON p.id = s.product_id JOIN locations AS l ON l.id = s.location_id"
+        " JOIN stock_movements AS m ON m.stock_level_id = s.id"
+        " WHERE p.sku = 'OLD-1' AND l.code = 'SOUTH' GROUP BY s.id",
+    ) == [(7, 1, 1)]
+    versions = await rows(
+        ctx,
+        "SELECT DISTINCT (payload->>'level_version')::int FROM outbox_events"
+        " WHERE type = 'stock.changed'",
+    )
+    assert versions == [(1,)]
+    progress = await rows(
+        ctx,
+        "SELECT (payload->>'lines')::int FROM outbox_events"
+        " WHERE type = 'import.progress' ORDER BY id",
+    )
+    assert progress[-11:] == [(n,) for n in range(3, 31, 3)] + [(31,)]
+    async with ctx.db.sessions() as session:
+        assert (await reconcile_all(session)).clean
+
+
 async def test_a_failed_file_leaves_no_staging_table_and_nothing_imported(
     ctx: AppContext, tmp_path: Path
 ) -> None:

@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -30,7 +32,15 @@ from shelfwise.catalog.store import upsert_staged_products
 from shelfwise.events.outbox import Event
 from shelfwise.imports import stock
 from shelfwise.imports.parser import MAX_ERRORS_KEPT, CsvToCopy
-from shelfwise.imports.staging import BATCH_COUNTS, BATCH_ERRORS, Staging, drop, judge, load
+from shelfwise.imports.staging import (
+    BATCH_COUNTS,
+    BATCH_ERRORS,
+    Staging,
+    batches_sharing_skus,
+    drop,
+    judge,
+    load,
+)
 from shelfwise.jobs.service import report_progress
 from shelfwise.observability.tracing import inject_context
 from shelfwise.store.unit import unit_of_work
@@ -45,6 +55,10 @@ IMPORT_PROGRESS = "import.progress"
 NO_TABLE_SCANS: Final = "SET LOCAL enable_seqscan = off"
 IMPORT_TASK = "import_products"
 log = structlog.get_logger("shelfwise.imports")
+
+
+class PreviousBatchFailed(Exception):
+    """The batch before this one failed: this one rolls back instead of committing."""
 
 
 @dataclass
@@ -112,9 +126,13 @@ async def merge_batch(
     reference: str,
     actor_id: uuid.UUID | None,
     trace_context: dict[str, str] | None,
+    turn: Callable[[], Awaitable[None]] | None = None,
 ) -> BatchResult:
     """One transaction: stock checks, product upsert, stock writes, their events, and the
-    `import.progress` event saying where the import stands once it commits."""
+    `import.progress` event saying where the import stands once it commits. `turn`, if
+    given, is awaited after the writes and before the counts: it returns once the
+    previous batch has committed and been added to `summary` (two batches in flight,
+    committed in order: `run_import`)."""
     rows, lo, hi = batch.rows, batch.lo, batch.hi
     result = BatchResult(batch.lines)
     async with unit_of_work(session) as unit:
@@ -135,6 +153,8 @@ async def merge_batch(
                 actor_id=actor_id,
                 trace_context=trace_context,
             )
+        if turn is not None:
+            await turn()
         span = {"lo": lo, "hi": hi}
         counted = await conn.execute(pgsql.SQL(BATCH_COUNTS).format(rows=rows), span)
         [(imported, bad)] = await counted.fetchall()
@@ -194,13 +214,18 @@ async def run_import(
         )
         has_stock = "location" in reader.columns
         last = loaded.records // batch_size
-        for k in range(last + 1):
-            lo, hi = k * batch_size + 1, (k + 1) * batch_size
-            batch = BatchOf(
-                job_id, staging.rows, lo, hi, min(hi, loaded.records), k == last, has_stock
-            )
+        async with session_factory() as session:
+            shared = await batches_sharing_skus(session, staging, batch_size)
 
-            async def once(batch: BatchOf = batch) -> BatchResult:
+        async def merge(batch: BatchOf, previous: asyncio.Task[None] | None) -> None:
+            async def turn() -> None:
+                if previous is not None:
+                    try:
+                        await asyncio.shield(previous)
+                    except BaseException as exc:
+                        raise PreviousBatchFailed from exc
+
+            async def once() -> BatchResult:
                 async with session_factory() as session:
                     return await merge_batch(
                         session,
@@ -209,6 +234,7 @@ async def run_import(
                         reference=reference,
                         actor_id=actor_id,
                         trace_context=trace_context,
+                        turn=turn,
                     )
 
             # A batch is all or nothing (its refusals in the staging rows included), so a
@@ -228,6 +254,33 @@ async def run_import(
                     )
             if on_batch is not None:
                 on_batch(summary)
+
+        # Two batches in flight on two connections (PostgreSQL does most of the work, and
+        # has two cores here), committed in file order: batch k writes while batch k-1
+        # finishes, then waits for k-1's commit before counting and committing itself,
+        # so progress events, the summary and the error report keep their order. They
+        # overlap only when they share no SKU (no row lock in common: neither can wait
+        # for the other inside PostgreSQL while the other waits for it here); a batch
+        # holding a SKU of an earlier batch starts once the one before it committed.
+        previous: asyncio.Task[None] | None = None
+        for k in range(last + 1):
+            lo, hi = k * batch_size + 1, (k + 1) * batch_size
+            batch = BatchOf(
+                job_id, staging.rows, lo, hi, min(hi, loaded.records), k == last, has_stock
+            )
+            if previous is not None and k in shared:
+                await previous
+            current = asyncio.create_task(merge(batch, previous))
+            if previous is not None:
+                try:
+                    await previous
+                except BaseException:
+                    with contextlib.suppress(BaseException):
+                        await current  # fails at its turn, rolling back
+                    raise
+            previous = current
+        if previous is not None:
+            await previous
         return summary
     finally:
         reader.close()

@@ -157,6 +157,17 @@ SELECT line, error FROM {rows}
  WHERE rec BETWEEN %(lo)s AND %(hi)s AND error IS NOT NULL ORDER BY line LIMIT %(room)s
 """
 
+# Batches (numbered from 0, `size` records each) holding a SKU that an earlier batch
+# holds too (a product stocked in several locations, rows straddling a batch boundary):
+# the merge does not overlap such a batch with the one before it.
+SHARED_BATCHES: Final[LiteralString] = """\
+SELECT DISTINCT (r.rec - 1) / %(size)s
+  FROM {rows} AS r
+  JOIN (SELECT sku, min(rec) AS first FROM {rows} WHERE sku IS NOT NULL GROUP BY sku) AS f
+    ON f.sku = r.sku
+ WHERE (r.rec - 1) / %(size)s > (f.first - 1) / %(size)s
+"""
+
 INDEX_ROWS: Final[LiteralString] = "CREATE INDEX ON {rows} (rec)"
 ANALYZE_ROWS: Final[LiteralString] = "ANALYZE {rows}"
 DROP: Final[LiteralString] = "DROP TABLE IF EXISTS {raw}, {fix}, {rows}"
@@ -259,6 +270,15 @@ def _judged(batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
                 )
             )
     return out
+
+
+async def batches_sharing_skus(session: AsyncSession, staging: Staging, size: int) -> set[int]:
+    async with session.begin():
+        conn = await driver_connection(session)
+        await conn.execute(LONG_STATEMENT)
+        await conn.execute(SORT_MEMORY)
+        found = await conn.execute(staging.sql(SHARED_BATCHES), {"size": size})
+        return {int(k) for (k,) in await found.fetchall()}
 
 
 async def drop(session: AsyncSession, staging: Staging) -> None:
