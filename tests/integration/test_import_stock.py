@@ -253,3 +253,56 @@ async def test_the_delta_is_taken_under_the_level_lock(
     last = await rows(ctx, "SELECT on_hand_delta FROM stock_movements ORDER BY id DESC LIMIT 1")
     assert last == [(-12,)]  # from the 15 committed, not the 10 seen before the lock
     await assert_reconciles(ctx)
+
+
+async def test_a_writer_between_two_batches_in_flight_is_not_left_waiting(
+    ctx: AppContext, tmp_path: Path, locations: None
+) -> None:
+    """Batch 1 waits for a level a writer holds; batch 2, in flight beside it, holds its
+    own level and waits (in Python) for batch 1's commit; the writer then asks for
+    batch 2's level. PostgreSQL sees no cycle; batch 2 gives up its locks after
+    `TURN_WAIT_S`, the writer and batch 1 go on, and batch 2 runs again after them."""
+    await run(ctx, tmp_path, HEADER + "CYC-1,One,1,EUR,NORTH,5\nCYC-2,Two,1,EUR,NORTH,5\n")
+    [(first,), (second,)] = await rows(
+        ctx,
+        "SELECT s.id FROM stock_levels s JOIN products p ON p.id = s.product_id ORDER BY p.sku",
+    )
+    lock = "SELECT 1 FROM stock_levels WHERE id = :id FOR UPDATE"
+
+    async with ctx.db.engine.connect() as holder:
+        await holder.execute(text(lock), {"id": first})
+        importing = asyncio.create_task(
+            run(
+                ctx,
+                tmp_path,
+                HEADER + "CYC-1,One,1,EUR,NORTH,7\nCYC-2,Two,1,EUR,NORTH,8\n",
+                batch_size=1,
+            )
+        )
+
+        async def second_batch_holds_its_level() -> bool:
+            await holder.execute(text("SAVEPOINT probe"))
+            try:
+                await holder.execute(text(lock + " NOWAIT"), {"id": second})
+            except Exception:  # lock_not_available: batch 2 holds it
+                await holder.execute(text("ROLLBACK TO SAVEPOINT probe"))
+                return True
+            await holder.execute(text("ROLLBACK TO SAVEPOINT probe"))
+            return False
+
+        await wait_until(second_batch_holds_its_level, what="batch 2 to lock its level")
+        started = asyncio.get_running_loop().time()
+        await holder.execute(text(lock), {"id": second})  # waits for batch 2 to let go
+        assert asyncio.get_running_loop().time() - started < 10  # not the statement timeout
+        await holder.commit()
+        summary = await asyncio.wait_for(importing, timeout=30)
+
+    assert summary.stock_changed == 2
+    assert await rows(ctx, LEVELS) == [("CYC-1", "NORTH", 7, 0), ("CYC-2", "NORTH", 8, 0)]
+    progress = await rows(
+        ctx,
+        "SELECT (payload->>'lines')::int FROM outbox_events"
+        " WHERE type = 'import.progress' ORDER BY id",
+    )
+    assert progress[-3:] == [(1,), (2,), (2,)]  # in order, the last one says done
+    await assert_reconciles(ctx)

@@ -61,6 +61,18 @@ class PreviousBatchFailed(Exception):
     """The batch before this one failed: this one rolls back instead of committing."""
 
 
+class TurnTooLong(Exception):
+    """The batch before this one has not committed within `TURN_WAIT_S`: this one rolls
+    back (releasing its locks) and runs again once it has."""
+
+
+# How long a batch holding its locks waits for the previous batch's commit. The previous
+# batch may be waiting for a writer (an order) that waits for a level this batch holds:
+# PostgreSQL cannot see that cycle (the second wait is here, not on a lock), so it is
+# broken here, after about PostgreSQL's own `deadlock_timeout`.
+TURN_WAIT_S: Final = 1.0
+
+
 @dataclass
 class Summary:
     lines: int = 0
@@ -221,7 +233,9 @@ async def run_import(
             async def turn() -> None:
                 if previous is not None:
                     try:
-                        await asyncio.shield(previous)
+                        await asyncio.wait_for(asyncio.shield(previous), TURN_WAIT_S)
+                    except TimeoutError:
+                        raise TurnTooLong from None
                     except BaseException as exc:
                         raise PreviousBatchFailed from exc
 
@@ -241,7 +255,14 @@ async def run_import(
             # deadlock or serialization failure is retried from its start: possible only
             # when another writer creates a product of the batch between its check and
             # its upsert, and locks that product's level first.
-            result = await retrying(once, use_case="import_batch", attempts=3)
+            try:
+                result = await retrying(once, use_case="import_batch", attempts=3)
+            except TurnTooLong:  # rolled back; again once the previous batch is done
+                log.info("import_batch_waited", job_id=job_id, lo=batch.lo)
+                if previous is not None:
+                    with contextlib.suppress(BaseException):  # its error is raised by the loop
+                        await previous
+                result = await retrying(once, use_case="import_batch", attempts=3)
             summary.add(result)
             if job_id:
                 async with session_factory() as session:
