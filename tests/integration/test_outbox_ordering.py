@@ -316,3 +316,31 @@ async def test_only_one_relay_is_active_and_a_standby_takes_over(
 
 async def _is_active(relay: Relay) -> bool:
     return relay.active
+
+
+async def test_a_backlog_is_stamped_in_growing_passes_in_order(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A full pass doubles the next (up to BACKLOG_GROWTH x batch_size, relay.py): a bulk
+    import's backlog costs fewer passes; the stream stays dense and in id order."""
+    await insert_committed(sessions, 60)
+    passes: list[int] = []
+
+    async def count_pass(positions: list[int]) -> None:
+        passes.append(len(positions))
+
+    stop = asyncio.Event()
+    relay = Relay(
+        database_url, RelayConfig(batch_size=2, poll_interval=0.2), before_commit=count_pass
+    )
+    task = asyncio.create_task(relay.run(stop))
+    await wait_until(lambda: _at_least(sessions, 60), what="the relay to publish the backlog")
+    stop.set()
+    await task
+
+    assert passes[:5] == [2, 4, 8, 16, 20]  # 20 = BACKLOG_GROWTH x batch_size
+    assert sum(passes) == 60
+    reader = Reader(database_url, limit=100)
+    await reader.poll()
+    assert_exactly_once_dense(reader.seen, 60)
+    assert [e.id for e in reader.seen] == sorted(e.id for e in reader.seen)

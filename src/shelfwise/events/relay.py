@@ -75,6 +75,11 @@ STAMP_TRACED_SQL = (
     STAMP_SQL.rstrip() + ", e.type, e.aggregate_type, e.aggregate_id, e.trace_context\n"
 )
 
+# While a backlog lasts (every pass full: a bulk import writes ~2 events per CSV row), each
+# pass takes twice the last, up to this many times `batch_size`: fewer per-pass costs (the
+# lag read, the NOTIFY, the commit) per event. The stamping SQL and its order are the same.
+BACKLOG_GROWTH = 10
+
 LAG_SQL = """
 SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
   FROM (SELECT created_at FROM outbox_events WHERE position IS NULL ORDER BY id LIMIT 1) AS o
@@ -143,20 +148,27 @@ class Relay:
         """Stamp batches on the lock's connection while this relay is the leader."""
         log.info("relay_active", relay=self._name)
         await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        size = self._config.batch_size
         while not stop.is_set():
-            published = await self.publish_batch(conn)
-            if published < self._config.batch_size:
+            published = await self.publish_batch(conn, size)
+            if published < size:
+                size = self._config.batch_size
                 await self._wait_for_work(conn)
+            else:
+                size = min(size * 2, self._config.batch_size * BACKLOG_GROWTH)
 
-    async def publish_batch(self, conn: psycopg.AsyncConnection[tuple[bool]]) -> int:
-        """One stamping transaction; returns how many events it published."""
+    async def publish_batch(
+        self, conn: psycopg.AsyncConnection[tuple[bool]], limit: int | None = None
+    ) -> int:
+        """One stamping transaction of at most `limit` events (default `batch_size`);
+        returns how many events it published."""
         started = time.perf_counter()
         started_ns = time.time_ns()
         traced = tracing_enabled()
         async with conn.transaction():
             cur = await conn.execute(
                 STAMP_TRACED_SQL if traced else STAMP_SQL,
-                {"batch_size": self._config.batch_size},
+                {"batch_size": limit or self._config.batch_size},
             )
             rows = await cur.fetchall()
             positions = [int(row[0]) for row in rows]
