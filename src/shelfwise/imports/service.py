@@ -8,8 +8,10 @@
    under the level locks (`stock.check`), the products' upsert (`catalog/store.py`),
    the stock writes (`stock.write` through `inventory/store.py`), the events, and the
    `import.progress` event. Rows refused by the stock checks are left out whole; the
-   others commit together. A batch holds its levels' row locks for one batch only, so
-   orders on the same levels wait at most one batch (docs/imports.md).
+   others commit together. Two batches are in flight on two connections and commit in
+   file order (`run_import`, docs/decisions/0042). A batch holds its levels' row locks
+   for its own transaction only (plus at most `TURN_WAIT_S` waiting for the batch
+   before it), so orders on the same levels wait about one batch (docs/imports.md).
 """
 
 from __future__ import annotations
