@@ -273,6 +273,7 @@ def _judged(batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 async def batches_sharing_skus(session: AsyncSession, staging: Staging, size: int) -> set[int]:
+    """The batches (from 0, `size` records each) that hold a SKU an earlier one holds."""
     async with session.begin():
         conn = await driver_connection(session)
         await conn.execute(LONG_STATEMENT)
