@@ -293,7 +293,7 @@ _LEDGER_AND_EVENTS: Final = pgsql.SQL("""\
 # locations of existing ones) are created at their target, with the ledger row and the
 # event that explain it: one row written instead of an insert at 0 and an update. A
 # target of 0 creates the level and moves nothing. `wanted` is read once (one SKU probe
-# per row); the created levels find their row again by a hash join on it, not by
+# per row); the created levels find their row again by joining it (in memory), not by
 # looking their product up a second time. Also says how many levels the batch wants
 # and how many it created: when it created them all, no level of the batch existed
 # before and `SET_STAGED_COUNTS` has nothing to do.
