@@ -17,7 +17,7 @@ docs/decisions/0031-header-timeout-in-the-protocol.md.
 A response with a `Content-Length` leaves in one transport write, head and body together
 (`HeadWithBody`): uvicorn writes the head at `http.response.start` and the body at the
 next message, two `send` system calls, each waking the client. An order's response paid
-both; streamed responses (chunked) still send their head at once.
+both; streamed responses (chunked) still send their head at once (decision 0043).
 
 Every request's scope also carries a `BodyWriter` (`scope["extensions"][BODY_WRITER]`):
 the live hub writes a flush's frames through it straight to an event stream's
