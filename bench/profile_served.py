@@ -39,7 +39,7 @@ import psycopg
 
 from bench.issues import CUSTOMER, DRAIN_S, Load, login
 from bench.servers import Server, free_port, prepare_database, shelfwise_server
-from bench.stack import post_orders, up
+from bench.stack import post_orders, stock_for_orders, up
 
 
 def _bodies(path: Path, ids: list[str], location: str) -> None:
@@ -139,10 +139,13 @@ def main() -> int:
     results: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="shelfwise-served-") as tmp:
         bodies = Path(tmp) / "orders.bodies"
-        _bodies(bodies, ids, location)
         spy = args.spy
         for _ in range(args.pairs):
             for side, src in sides.items():
+                # Every window starts with the same stock state and orders only what is
+                # in stock: a refusal (409) costs another round trip and skews the figure.
+                _, orderable = stock_for_orders(url, ids, location)
+                _bodies(bodies, orderable, location)
                 env = {"SHELFWISE_RATE_LIMIT_ENABLED": "false"}
                 if src:
                     env["PYTHONPATH"] = src

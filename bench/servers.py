@@ -88,6 +88,64 @@ def prepare_seeded(products: int, database: str = DATABASE) -> tuple[str, list[s
     return url, ids, str(row[0])
 
 
+# An order step takes ~2 units per level (20k one-line orders over 10,000 levels); a
+# level with less than this left is left out of the step rather than answered 409.
+ORDERABLE_MARGIN = 10
+
+
+def release_expired_reservations(url: str, location: str) -> dict[str, int]:
+    """Expire the reservations whose time is up, as the worker's periodic task would.
+
+    No worker runs on the bench database, so every order step's reservations stay held
+    until something expires them: without this, stock runs out over a session of runs,
+    refusals (409, each with a round trip of its own) creep into the step and skew its CPU
+    per order. Returns how many orders were expired, then how many of `location`'s levels
+    are sold out and how many have less than `ORDERABLE_MARGIN` units available."""
+    import psycopg
+
+    from shelfwise.clock import SystemClock
+    from shelfwise.config import load_settings
+    from shelfwise.db import open_database
+    from shelfwise.orders.expiry import expire_reservations
+
+    async def expire() -> int:
+        db = open_database(load_settings(database_url=url), url)
+        try:
+            async with db.sessions() as session:
+                return await expire_reservations(session, now=SystemClock().now())
+        finally:
+            await db.dispose()
+
+    expired = asyncio.run(expire())
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE on_hand - reserved <= 0),"
+            " count(*) FILTER (WHERE on_hand - reserved < %s)"
+            " FROM stock_levels WHERE location_id = %s",
+            (ORDERABLE_MARGIN, location),
+        ).fetchone()
+    assert row is not None
+    return {"expired_orders": expired, "sold_out_levels": row[0], "low_levels": row[1]}
+
+
+def orderable_products(url: str, ids: list[str], location: str) -> list[str]:
+    """`ids` without the products whose level at `location` has less than
+    `ORDERABLE_MARGIN` units available (reserved by runs of the last reservation TTL),
+    so that an order step measures placements, not refusals."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        low = {
+            str(row[0])
+            for row in conn.execute(
+                "SELECT product_id FROM stock_levels"
+                " WHERE location_id = %s AND on_hand - reserved < %s",
+                (location, ORDERABLE_MARGIN),
+            )
+        }
+    return [product for product in ids if product not in low]
+
+
 def cluster_cpu_seconds() -> float:
     """CPU time used so far by the benchmark cluster's postmaster and its backends.
 

@@ -54,7 +54,9 @@ from bench.servers import (
     Server,
     baseline_server,
     free_port,
+    orderable_products,
     prepare_seeded,
+    release_expired_reservations,
     samework_server,
     shelfwise_server,
 )
@@ -158,8 +160,20 @@ def per_request(result: dict[str, Any], requests: int, duration: float) -> None:
     result["server_cpu_us_per_req"] = round(cpu_s / max(1, requests) * 1e6)
 
 
+def stock_for_orders(url: str, ids: list[str], location: str) -> tuple[dict[str, Any], list[str]]:
+    """Release expired reservations (no worker runs on the bench database), then the
+    products an order step can buy without a refusal; prints and returns the stock state."""
+    stock: dict[str, Any] = dict(release_expired_reservations(url, location))
+    orderable = orderable_products(url, ids, location)
+    stock["orderable_products"] = len(orderable)
+    print(f"  stock before orders {json.dumps(stock)}", flush=True)
+    return stock, orderable
+
+
 def orders(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     bodies = ctx["tmp"] / "orders.bodies"
+    out: dict[str, dict[str, Any]] = {}
+    ctx["orders_stock"], orderable = stock_for_orders(ctx["url"], ctx["ids"], ctx["location"])
     bodies.write_text(
         "".join(
             json.dumps(
@@ -167,10 +181,9 @@ def orders(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str,
                 separators=(",", ":"),
             )
             + "\n"
-            for p in ctx["ids"]
+            for p in orderable
         )
     )
-    out: dict[str, dict[str, Any]] = {}
     for target in ("baseline", "samework", "shelfwise"):
         server = up(ctx["servers"], target)
         if target == "baseline":
@@ -313,6 +326,7 @@ def main() -> int:
             print(f"  integrity at start {results['integrity_at_start']}", flush=True)
             if not args.reads_only:
                 results["orders"] = orders(ctx, args)
+                results["orders_stock"] = ctx["orders_stock"]
                 results["orders_ratios"] = ratios(results["orders"])
                 print(f"  orders ratios {results['orders_ratios']}", flush=True)
             if not args.skip_reads:
