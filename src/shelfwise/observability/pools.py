@@ -24,6 +24,7 @@ that called `session.execute`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import sys
@@ -66,10 +67,14 @@ _LIBRARY_MARKERS = (
 RawStack = list[tuple[CodeType, int]]
 
 
-def _is_library(code: CodeType) -> bool:
-    filename = code.co_filename
+@functools.lru_cache(maxsize=4096)  # one entry per source file (and `<...>` name)
+def _library_file(filename: str) -> bool:
     # `<...>`: SQLAlchemy's compiled wrappers
     return filename.startswith("<") or any(marker in filename for marker in _LIBRARY_MARKERS)
+
+
+def _is_library(code: CodeType) -> bool:
+    return _library_file(code.co_filename)
 
 
 def _walk_to_application(frame: FrameType | None, into: RawStack) -> bool:
