@@ -8,7 +8,9 @@ Runs `shelfwise serve` exactly as `bench.stack` does (uvicorn, uvloop, httptools
 worker, access log on, JSON logs, rate limiting off) on the bench database, and drives it
 with `bench.stack`'s order client (64 keep-alive connections, one-line orders, fresh
 `Idempotency-Key`s) in its own process. Reports the server process's CPU per order
-(user + system, measured around the window), throughput and latency.
+(user + system, measured around the window), throughput and latency. Before every window
+the expired reservations are released (no worker runs on the bench database) and the
+products with fewer than 10 units available are left out, so that no order is refused.
 
 `--base SRC` also runs the server with `PYTHONPATH=SRC` (another tree's `src/`, e.g.
 `git archive <sha> src | tar -x -C /tmp/base`) and alternates base and current `--pairs`

@@ -18,6 +18,11 @@ fresh `Idempotency-Key` per request (as `bench.issues --part orders`). Reads: `G
 has no catalog route). Reported per step: throughput, latency, server CPU per request
 (the server's whole process tree: with N workers, its children), database and other CPU.
 Ratios: shelfwise / baseline and shelfwise / samework, both measured in the same run.
+Before the orders part, the reservations whose time is up are released (no worker runs on
+the bench database, so earlier runs' reservations would pile up and stock run out) and
+the products with fewer than 10 units available are left out of the order bodies:
+`orders_stock` records how many orders were expired and how many levels were sold out or
+low. A refused order (409) costs a round trip of its own and would skew the figures.
 The machine may be shared: `rest_cpu_pct` shows how much else ran.
 
 Results: bench/results/<stamp>-stack.json.
