@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from pydantic import ValidationError
 from shelfwise.cluster.binaries import MissingBinaryError
 from shelfwise.cluster.nginx import DEPLOY_DIR, upstream_servers
 from shelfwise.cluster.pgbouncer import pooled_url, render_pgbouncer
+from shelfwise.cluster.topology import Ports, free_ports, http_probe
 from shelfwise.config import Environment, Settings
 from shelfwise.db import connect_args
 
@@ -87,3 +90,34 @@ def test_live_paths_go_to_the_live_upstream_and_nothing_else_does() -> None:
 def test_a_missing_program_names_its_package() -> None:
     error = MissingBinaryError(["redis-server", "nginx"])
     assert "apt-get install -y nginx redis-server" in str(error)
+
+
+def test_the_ports_of_a_cluster_are_distinct_and_avoid_the_given_ones() -> None:
+    given = free_ports(2)
+    for _ in range(50):  # one at a time, bound and closed, the kernel repeated ports
+        ports = Ports.allocate(apis=3, workers=2, lives=2, http=given[0], https=given[1])
+        fresh = [ports.pgbouncer, ports.redis, *ports.api, *ports.worker_metrics, *ports.live]
+        assert len(set(fresh)) == len(fresh) == 9
+        assert not set(fresh) & set(given)
+        assert (ports.http, ports.https) == (given[0], given[1])
+
+
+async def test_a_probe_is_not_fooled_by_another_server_on_the_port() -> None:
+    """Prometheus's exporter answers 200 on every path: a child that failed to bind its
+    port must not look ready because that server answers there."""
+
+    def answering(body: bytes) -> Callable[..., Awaitable[None]]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\n" + body)
+            await writer.drain()
+            writer.close()
+
+        return answer
+
+    exporter = await asyncio.start_server(answering(b"# HELP python_gc_objects\n"), "127.0.0.1")
+    ours = await asyncio.start_server(answering(b'{"status":"ok"}'), "127.0.0.1")
+    async with exporter, ours:
+        for server, ready in ((exporter, False), (ours, True)):
+            port = server.sockets[0].getsockname()[1]
+            assert await http_probe(port, "/healthz", body_has=b'"status":"ok"')() is ready

@@ -25,13 +25,33 @@ from shelfwise.db import libpq_url
 
 # How long one readiness probe waits for its answer (a busy 2-core box: seconds).
 PROBE_SECONDS = 5.0
+# Enough of an answer to find the probe's marker in (headers and the start of the body).
+PROBE_READ_LIMIT = 65536
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int, *, besides: frozenset[int] = frozenset()) -> list[int]:
+    """`count` distinct free ports, none of them in `besides`. Each socket stays bound
+    until all are found: a port bound and closed before the next bind may be handed out
+    again (it happened: a worker's metrics server took nginx's port)."""
+    held: list[socket.socket] = []  # a port in `besides` stays held too: no second time
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            if port not in besides:
+                ports.append(port)
+        return ports
+    finally:
+        for sock in held:
+            sock.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +74,17 @@ class Ports:
         http: int | None = None,
         https: int | None = None,
     ) -> Ports:
-        """The given load-balancer ports; free ones for everything else."""
+        """The given load-balancer ports; free ones, all distinct, for everything else."""
+        given = frozenset(port for port in (http, https) if port)
+        fresh = iter(free_ports(4 + apis + workers + lives, besides=given))
         return cls(
-            http=http or free_port(),
-            https=https or free_port(),
-            pgbouncer=free_port(),
-            redis=free_port(),
-            api=[free_port() for _ in range(apis)],
-            worker_metrics=[free_port() for _ in range(workers)],
-            live=[free_port() for _ in range(lives)],
+            http=http or next(fresh),
+            https=https or next(fresh),
+            pgbouncer=next(fresh),
+            redis=next(fresh),
+            api=[next(fresh) for _ in range(apis)],
+            worker_metrics=[next(fresh) for _ in range(workers)],
+            live=[next(fresh) for _ in range(lives)],
         )
 
 
@@ -110,11 +132,38 @@ class Topology:
         return f"http://127.0.0.1:{self.ports.api[self.api_names.index(name)]}"
 
 
-def http_probe(port: int, path: str) -> Probe:
-    """True when GET `path` on 127.0.0.1:`port` answers 200. Plain asyncio, no HTTP client:
-    probes run often, and building a client (its TLS context) blocks the loop ~0.5 s."""
+def http_probe(port: int, path: str, *, body_has: bytes) -> Probe:
+    """True when GET `path` on 127.0.0.1:`port` answers 200 with `body_has` in its body.
+    The body proves who answered: another test's or child's server that took the port
+    would answer 200 too (Prometheus's exporter does, on every path), while the child
+    meant to listen there failed to bind and is about to exit. Plain asyncio, no HTTP
+    client: probes run often, and building a client (its TLS context) blocks the loop
+    ~0.5 s."""
     request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    return tcp_probe(port, send=request, expect=b" 200 ")
+
+    async def probe() -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        try:
+            writer.write(request)
+            await writer.drain()
+            async with asyncio.timeout(PROBE_SECONDS):
+                status = await reader.readline()
+                answer = b""
+                while body_has not in answer and len(answer) < PROBE_READ_LIMIT:
+                    chunk = await reader.read(4096)
+                    if not chunk:  # HTTP/1.0: the server closes after the body
+                        break
+                    answer += chunk
+            return b" 200 " in status and body_has in answer
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    return probe
 
 
 def tcp_probe(port: int, *, send: bytes = b"", expect: bytes = b"") -> Probe:
@@ -261,7 +310,7 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
                 log_path=run / "logs" / f"{name}.log",
                 # uvicorn drains for up to 10 s (cli._serve), then the lifespan ends.
                 stop_timeout=20.0,
-                probe=http_probe(port, "/readyz"),
+                probe=http_probe(port, "/readyz", body_has=b'"status":"ready"'),
             )
         )
     worker_names = [f"worker-{n}" for n in range(1, options.workers + 1)]
@@ -274,7 +323,7 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
                 cwd=cwd,
                 log_path=run / "logs" / f"{name}.log",
                 stop_timeout=30.0,  # worker_shutdown_timeout_seconds (20) + margin
-                probe=http_probe(port, "/metrics"),
+                probe=http_probe(port, "/metrics", body_has=b"shelfwise_"),
             )
         )
     tls = ensure_self_signed(run / "tls", binaries["openssl"])
@@ -296,7 +345,7 @@ def build_topology(options: TopologyOptions, binaries: dict[str, str]) -> Topolo
                 tier=2,
                 stop_signal=signal.SIGQUIT,  # graceful: finish requests in flight
                 stop_timeout=10.0,
-                probe=http_probe(ports.http, "/healthz"),
+                probe=http_probe(ports.http, "/healthz", body_has=b'"status":"ok"'),
             )
         )
     return Topology(
