@@ -22,12 +22,16 @@ UNGRANTED_SQL = "SELECT count(*) FROM pg_locks WHERE NOT granted"
 
 
 async def _waiting(observer: Any, deadline: float) -> list[tuple[Any, ...]]:
+    """The waiters, once one of them shows it waits on a lock. A backend is in the lock
+    table (so `pg_blocking_pids` names its blocker) a moment before it reports the wait
+    (its row still says `Client`/`ClientRead` then): a first sample can catch that."""
+    rows: list[tuple[Any, ...]] = []
     while time.monotonic() < deadline:
-        rows: list[tuple[Any, ...]] = await (await observer.execute(WAITING_SQL)).fetchall()
-        if rows:
+        rows = await (await observer.execute(WAITING_SQL)).fetchall()
+        if any(row[2] == "Lock" for row in rows):
             return rows
         await asyncio.sleep(0.02)
-    return []
+    return rows
 
 
 async def run(system: DrillSystem, quick: bool) -> Outcome:
@@ -55,7 +59,7 @@ async def run(system: DrillSystem, quick: bool) -> Outcome:
         waited = time.monotonic() - started
     return Outcome(
         signal="pg_stat_activity wait_event_type=Lock",
-        seen=bool(waiting) and waiting[0][2] == "Lock" and long_transactions >= 1,
+        seen=any(row[2] == "Lock" for row in waiting) and long_transactions >= 1,
         evidence={
             "pg_stat_activity (pid, blocked_by, wait_event_type, wait_event, query)": waiting,
             "pg_locks not granted": ungranted,
