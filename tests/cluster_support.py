@@ -142,6 +142,34 @@ class Cluster:
             print(f"--- {name}\n{self.log(name)[-tail:]}")
 
 
+# What a child logs when its port was taken between allocation and bind (nginx, uvicorn,
+# Redis, pgbouncer, Prometheus's exporter each say it in these words).
+PORT_TAKEN = ("Address already in use", "address already in use")
+
+
+async def started(
+    options: TopologyOptions, binaries: dict[str, str], ready_timeout: float
+) -> Cluster:
+    """A cluster with every child serving. Its ports are free when allocated, but another
+    test process may bind one before the child does: then it is started once more, on
+    new ports. Any other failure is raised at once, with the children's logs."""
+    for attempt in (1, 2):
+        topology = build_topology(options, binaries)
+        cluster = Cluster(topology, Supervisor(topology.specs, max_backoff=2.0))
+        try:
+            await cluster.supervisor.start_all(ready_timeout=ready_timeout)
+            return cluster
+        except BaseException:
+            await cluster.supervisor.stop_all()
+            logs = [cluster.log(name) for name in cluster.supervisor.children]
+            if attempt == 1 and any(taken in log for log in logs for taken in PORT_TAKEN):
+                print("a port was taken before its child bound it: starting again")
+                continue
+            cluster.print_logs()
+            raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def running_cluster(
     database_url: str,
@@ -175,14 +203,12 @@ async def running_cluster(
         pool=pool or PoolSizes(pool=10, clients=500),
     )
     binaries = {name: require_binary(name) for name in required_binaries(options)}
-    topology = build_topology(options, binaries)
-    supervisor = Supervisor(topology.specs, max_backoff=2.0)
-    cluster = Cluster(topology, supervisor)
+    cluster = await started(options, binaries, ready_timeout)
+    supervisor = cluster.supervisor
     stop_watching = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
     failed = True
     try:
-        await supervisor.start_all(ready_timeout=ready_timeout)
         if supervised:
             watcher = asyncio.create_task(supervisor.watch(stop_watching))
         yield cluster
