@@ -4,16 +4,21 @@ would: the same timestamp format, the same JSON for the same event."""
 from __future__ import annotations
 
 import datetime
+import io
 import json
+import logging
 import re
+import sys
 import uuid
 from typing import Any
 from unittest import mock
 
+import pytest
 import structlog
 
+from shelfwise.config import Environment, Settings
 from shelfwise.observability import logging as shelfwise_logging
-from shelfwise.observability.logging import IsoTimestamp
+from shelfwise.observability.logging import IsoTimestamp, configure_logging
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
@@ -56,3 +61,29 @@ def test_the_json_line_is_structlogs() -> None:
     line = ours(None, "info", dict(event))
     assert line == theirs(None, "info", dict(event))
     assert json.loads(line)["custom"] == {"custom": 1}
+
+
+def test_logging_configured_under_a_swapped_stderr_writes_to_the_current_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A command run in-process by typer's CliRunner configures logging while
+    `sys.stderr` is the runner's stand-in, closed afterwards: the relay's next log line
+    must not raise on it (it killed the relay task of the next test module)."""
+    stand_in = io.StringIO()
+    settings = Settings(_env_file=None, env=Environment.TEST)  # type: ignore[call-arg]
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with mock.patch.object(sys, "stderr", stand_in):
+            configure_logging(settings)
+            structlog.get_logger("test").info("while_swapped")
+        stand_in.close()
+        structlog.get_logger("test").info("after_close")
+        logging.getLogger("test.stdlib").warning("stdlib_after_close")
+        written = capsys.readouterr().err
+        assert re.search(r"\bafter_close\b", written)
+        assert re.search(r"\bstdlib_after_close\b", written)
+    finally:  # as it was: other tests in this process keep their logging
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -82,6 +82,22 @@ class AddInstance:
         return event
 
 
+class CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the write. Logging configured
+    while something had swapped `sys.stderr` (typer's `CliRunner` running a command
+    in-process) would otherwise keep writing to that stand-in after it was closed, and
+    every later log call — the relay's, a worker's — would raise on the closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     shared: list[structlog.types.Processor] = [
@@ -105,12 +121,12 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Stdlib loggers (uvicorn, procrastinate, alembic, sqlalchemy) go through the same
     # processors and renderer, so production gets one JSON line format from every library.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
