@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,34 +140,36 @@ def http_probe(port: int, path: str, *, body_has: bytes) -> Probe:
     meant to listen there failed to bind and is about to exit. Plain asyncio, no HTTP
     client: probes run often, and building a client (its TLS context) blocks the loop
     ~0.5 s."""
+
+    async def answered(reader: asyncio.StreamReader) -> bool:
+        status = await reader.readline()
+        answer = b""
+        while body_has not in answer and len(answer) < PROBE_READ_LIMIT:
+            chunk = await reader.read(4096)
+            if not chunk:  # HTTP/1.0: the server closes after the body
+                break
+            answer += chunk
+        return b" 200 " in status and body_has in answer
+
     request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()
-
-    async def probe() -> bool:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        try:
-            writer.write(request)
-            await writer.drain()
-            async with asyncio.timeout(PROBE_SECONDS):
-                status = await reader.readline()
-                answer = b""
-                while body_has not in answer and len(answer) < PROBE_READ_LIMIT:
-                    chunk = await reader.read(4096)
-                    if not chunk:  # HTTP/1.0: the server closes after the body
-                        break
-                    answer += chunk
-            return b" 200 " in status and body_has in answer
-        except (OSError, TimeoutError):
-            return False
-        finally:
-            writer.close()
-
-    return probe
+    return tcp_probe(port, send=request, answered=answered)
 
 
-def tcp_probe(port: int, *, send: bytes = b"", expect: bytes = b"") -> Probe:
+def tcp_probe(
+    port: int,
+    *,
+    send: bytes = b"",
+    expect: bytes = b"",
+    answered: Callable[[asyncio.StreamReader], Awaitable[bool]] | None = None,
+) -> Probe:
+    """True when 127.0.0.1:`port` accepts a connection and, if `send` is given, the
+    answer is right: `answered` judges it, else its first line must hold `expect`."""
+
+    async def first_line_has_expect(reader: asyncio.StreamReader) -> bool:
+        return expect in await reader.readline()
+
+    judge = answered or first_line_has_expect
+
     async def probe() -> bool:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -176,7 +179,8 @@ def tcp_probe(port: int, *, send: bytes = b"", expect: bytes = b"") -> Probe:
             if send:
                 writer.write(send)
                 await writer.drain()
-                return expect in await asyncio.wait_for(reader.readline(), PROBE_SECONDS)
+                async with asyncio.timeout(PROBE_SECONDS):
+                    return await judge(reader)
             return True
         except (OSError, TimeoutError):
             return False
