@@ -39,7 +39,7 @@ import psycopg
 
 from bench.issues import Load, integrity
 from bench.loadgen import _read_response, percentile
-from bench.servers import DATA_DIR, ROOT, Server, free_port, shelfwise_server
+from bench.servers import DATA_DIR, ROOT, Server, free_port, seed_demo, shelfwise_server
 
 RESULTS = ROOT / "bench" / "results"
 DATABASE = "shelfwise_flash"
@@ -136,13 +136,7 @@ def fresh_database() -> str:
         conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     url = start_embedded(DATA_DIR, database=DATABASE)  # creates it again
     upgrade(url)
-    subprocess.run(
-        [str(BIN / "shelfwise"), "seed", "--products", "0"],
-        cwd=ROOT,
-        check=True,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-    )
+    seed_demo(url)
     return url
 
 

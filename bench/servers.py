@@ -68,13 +68,8 @@ def prepare_database(products: int, database: str = DATABASE) -> tuple[str, list
     return url, ids
 
 
-def prepare_seeded(products: int, database: str = DATABASE) -> tuple[str, list[str], str]:
-    """`prepare_database`, then the demo seed (users, locations; no more products) as
-    `shelfwise seed` writes it; return the URL, the product ids and the id of the
-    `WH-NORTH` location the benchmarks stock and order from."""
-    import psycopg
-
-    url, ids = prepare_database(products, database)
+def seed_demo(url: str) -> None:
+    """The demo seed (users, locations; no products) as `shelfwise seed` writes it."""
     subprocess.run(
         [str(BIN / "shelfwise"), "seed", "--products", "0"],
         cwd=ROOT,
@@ -82,6 +77,16 @@ def prepare_seeded(products: int, database: str = DATABASE) -> tuple[str, list[s
         env={**os.environ, "DATABASE_URL": url},
         capture_output=True,
     )
+
+
+def prepare_seeded(products: int, database: str = DATABASE) -> tuple[str, list[str], str]:
+    """`prepare_database`, then the demo seed (users, locations; no more products) as
+    `shelfwise seed` writes it; return the URL, the product ids and the id of the
+    `WH-NORTH` location the benchmarks stock and order from."""
+    import psycopg
+
+    url, ids = prepare_database(products, database)
+    seed_demo(url)
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT id FROM locations WHERE code = 'WH-NORTH'").fetchone()
     assert row is not None, "the seed has no WH-NORTH location"
