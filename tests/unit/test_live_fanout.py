@@ -299,7 +299,8 @@ async def test_long_poll_takes_one_event_at_a_time_across_batches() -> None:
     assert subscription.pending() == 0
 
 
-async def test_a_live_role_hub_flushes_once_the_last_fan_out_has_written() -> None:
+async def live_role_hub_after_a_slow_flush() -> tuple[Hub, Subscription]:
+    """A live-role hub and its one subscriber, whose first flush took 200 ms to write."""
     clock = Clock()
     live = hub(clock, flush_seconds=0.05, fanout_share=LIVE_ROLE_FANOUT_SHARE)
     subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
@@ -311,6 +312,11 @@ async def test_a_live_role_hub_flushes_once_the_last_fan_out_has_written() -> No
     writer = asyncio.create_task(slow_writer())
     live.publish([stock_event(1)])
     assert await settled(writer)
+    return live, subscription
+
+
+async def test_a_live_role_hub_flushes_once_the_last_fan_out_has_written() -> None:
+    live, subscription = await live_role_hub_after_a_slow_flush()
     waiting = asyncio.create_task(subscription.next_batch())
     live.publish([stock_event(2)])  # 200 ms after the last flush, which took 200 ms
     assert await settled(waiting)  # (with FANOUT_SHARE: at 400 ms, see the test above)
@@ -318,17 +324,7 @@ async def test_a_live_role_hub_flushes_once_the_last_fan_out_has_written() -> No
 
 
 async def test_a_live_role_hub_leaves_room_for_streams_that_are_opening() -> None:
-    clock = Clock()
-    live = hub(clock, flush_seconds=0.05, fanout_share=LIVE_ROLE_FANOUT_SHARE)
-    subscription, _ = await live.subscribe(STOCK, STAFF, since=None, transport="sse")
-
-    async def slow_writer() -> None:
-        await subscription.next_batch()
-        clock.t += 0.2  # writing took 200 ms of the loop
-
-    writer = asyncio.create_task(slow_writer())
-    live.publish([stock_event(1)])
-    assert await settled(writer)
+    live, subscription = await live_role_hub_after_a_slow_flush()
     await live.subscribe(STOCK, STAFF, since=None, transport="sse")  # a stream opens
     waiting = asyncio.create_task(subscription.next_batch())
     live.publish([stock_event(2)])  # 200 ms after the last flush, which took 200 ms
