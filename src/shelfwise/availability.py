@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -92,6 +92,9 @@ class DatabaseBreaker:
         self._clock = clock
         self.open_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
+        # Called once each time the breaker opens: doors that keep callers waiting (the
+        # driver pool's queue for a connection) let them go with `unavailable()`.
+        self.on_open: list[Callable[[], Awaitable[None]]] = []
         DEPENDENCY_UP.labels("database").set(1)
 
     @property
@@ -134,6 +137,8 @@ class DatabaseBreaker:
                 self.open_since = self._clock()
                 DEPENDENCY_UP.labels("database").set(0)
                 log.error("database_unreachable", retry_every=self.probe_interval)
+                for opened in list(self.on_open):
+                    await opened()
             await asyncio.sleep(self.probe_interval)
 
     async def reachable(self) -> bool:

@@ -13,14 +13,17 @@ one write measured to need the driver (docs/decisions/0013), sends its statement
 batches of one round trip each (`batches.py`, docs/decisions/0041).
 
 An unreachable database is `DatabaseUnavailable` here, at the door (503 at the HTTP
-edge), and refused at once while the breaker knows it is down (`availability.py`).
+edge), and refused at once while the breaker knows it is down (`availability.py`). A
+caller already queued for a connection when the database went away is let go with the
+same error as soon as the breaker opens, not after the pool's timeout: the pool's own
+failed connects tell the breaker (`_breaker_reporting`), whose probe then opens it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, LiteralString
+from typing import Any, LiteralString, Self
 
 import psycopg
 from psycopg import AsyncConnection
@@ -58,6 +61,25 @@ async def fetch_rows(
     return await cursor.fetchall()
 
 
+def _breaker_reporting(breaker: DatabaseBreaker) -> type[AsyncConnection[Any]]:
+    """A connection class whose failed connects tell `breaker`. The pool makes its
+    connections in the background and retries with back-off for `reconnect_timeout`:
+    without this, a caller queued for a new connection while the database is gone learns
+    nothing until its pool timeout, and nobody else may be there to notice."""
+
+    class BreakerReportingConnection(AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Self:
+            try:
+                return await super().connect(*args, **kwargs)
+            except psycopg.OperationalError as exc:
+                if is_connection_failure(exc):
+                    breaker.failed(exc, "driver")
+                raise
+
+    return BreakerReportingConnection
+
+
 class DriverPool:
     def __init__(
         self,
@@ -82,6 +104,7 @@ class DriverPool:
             timeout=timeout,
             open=False,
             reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
+            connection_class=_breaker_reporting(self.breaker),
             kwargs={
                 "autocommit": True,
                 "connect_timeout": connect_timeout,
@@ -94,13 +117,28 @@ class DriverPool:
         )
         # Wait time, waiters, timeouts and held-too-long checkouts (observability/pools.py).
         observe_driver_pool(self._pool, "driver", held_warn_seconds)
+        self.breaker.on_open.append(self._release_waiters)
 
     async def open(self) -> None:
         await self._pool.open(wait=True, timeout=10)
 
     async def close(self) -> None:
+        if self._release_waiters in self.breaker.on_open:
+            self.breaker.on_open.remove(self._release_waiters)
         await self._pool.close()
         await self.breaker.close()
+
+    async def _release_waiters(self) -> None:
+        """The breaker opened: every caller queued for a connection gets
+        `DatabaseUnavailable` now. psycopg_pool has no public call for this; it is what
+        its own `close()` does to its queue (the lock, then `fail` per waiting client,
+        which refuses a client that was just handed a connection)."""
+        pool = self._pool
+        async with pool._lock:
+            waiting = list(pool._waiting)
+            pool._waiting.clear()
+        for client in waiting:
+            await client.fail(self.breaker.unavailable())
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
