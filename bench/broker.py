@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session
 
 from bench.issues import BIN, CUSTOMER, login, stop
 from bench.loadgen import _read_response, percentile
-from bench.servers import ROOT, free_port, prepare_seeded, shelfwise_server
+from bench.servers import ROOT, drop_database, free_port, prepare_seeded, shelfwise_server
 from shelfwise.broker.consumer import ConsumerConfig, InboxConsumer
 from shelfwise.broker.envelope import BrokerEvent
 from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
@@ -184,13 +184,6 @@ def scratch_database(server: str) -> tuple[str, str]:
     url = make_url(libpq_url(server)).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     return name, url
-
-
-def drop_database(server: str, name: str) -> None:
-    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 # -- part 2: orders at full speed, lag to consumers -----------------------------------------

@@ -1,9 +1,9 @@
 """Shelfwise beside both baselines, for orders and cached reads, with 1 or N workers.
 
-    python -m bench.stack [--workers 1] [--duration 10] [--warmup 3] [--skip-reads | --reads-only]
+    python -m bench.stack [--workers 1] [--duration 10] [--warmup 3] [--rounds 1]
+                          [--skip-reads | --reads-only]
 
-Three servers on the bench database (`var/bench`, 10,000 products, demo users), each
-with the same number of uvicorn workers:
+Three servers, each with the same number of uvicorn workers:
 
 - `shelfwise`: `shelfwise serve [--workers N]` (rate limiting off: one client IP);
 - `baseline`: `bench.baseline`, the raw ceiling (FastAPI + asyncpg, three statements per
@@ -11,19 +11,34 @@ with the same number of uvicorn workers:
 - `samework`: `bench.samework`, exactly Shelfwise's statements for a one-line order on
   the same driver, with no stack around them.
 
+The database of a step is a copy made for it in `var/bench`'s cluster: a seeded template
+(10,000 products, demo users and locations; built once per migration and seed version,
+`bench.servers.seeded_template`) copied with `CREATE DATABASE … TEMPLATE`, VACUUM
+ANALYZEd and CHECKPOINTed, then dropped when the step ends (also on failure, Ctrl-C or
+SIGTERM; copies left by a killed run are dropped by the next). Every order step gets a
+fresh copy: each side starts from the same rows, and none pays for the vacuum of what
+another wrote or for what other benchmarks left in the shared `shelfwise_bench` (millions
+of outbox rows, a 1M-row import, released reservations), which moved the baselines' figures
+by ±30 % between runs minutes apart. The reads part runs on one copy of its own.
+
 Orders: `POST /v1/orders`, one line of a random product of 10,000, 64 keep-alive
 connections in a closed loop (a Python client in its own process: wrk is not installed),
-fresh `Idempotency-Key` per request (as `bench.issues --part orders`). Reads: `GET
-/v1/products/{id}` of a random id, shelfwise and baseline only (the same-work baseline
-has no catalog route). Reported per step: throughput, latency, server CPU per request
-(the server's whole process tree: with N workers, its children), database and other CPU.
-Ratios: shelfwise / baseline and shelfwise / samework, both measured in the same run.
-Before the orders part, the reservations whose time is up are released (no worker runs on
-the bench database, so earlier runs' reservations would pile up and stock run out) and
-the products with fewer than 10 units available are left out of the order bodies:
-`orders_stock` records how many orders were expired and how many levels were sold out or
-low. A refused order (409) costs a round trip of its own and would skew the figures.
-The machine may be shared: `rest_cpu_pct` shows how much else ran.
+fresh `Idempotency-Key` per request (as `bench.issues --part orders`). With `--rounds N`
+the sides run N times, every other round in reverse order (2: shelfwise, samework,
+baseline, then baseline, samework, shelfwise), so no side always runs first or last; each
+side's figures are the median of its rounds, figure by figure (with two rounds, their
+mean), and every round's figures are kept under `rounds`. Reads: `GET /v1/products/{id}`
+of a random id, shelfwise and baseline only (the same-work baseline has no catalog route),
+one round. Reported per step: throughput, latency, server CPU per request (the server's
+whole process tree: with N workers, its children) and PostgreSQL CPU per request (the
+bench cluster's processes; cluster-wide, so a neighbour's query on another database of it
+would count), and the machine's other CPU (`rest_cpu_pct`: the machine may be shared).
+Ratios: shelfwise / baseline and shelfwise / samework of the medians' throughput
+(`orders_ratios`) and server CPU per request (`orders_cpu_ratios`).
+Before an order step, the products with fewer than 10 units available are left out of
+the order bodies (`orders_stock`; on a fresh copy of the seed, none): a refused order
+(409) costs a round trip of its own and would skew the figures. `orders_database` names
+the template, the copies and their row counts at the start.
 
 Results: bench/results/<stamp>-stack.json.
 """
@@ -35,6 +50,8 @@ import asyncio
 import json
 import os
 import random
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,31 +60,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+from sqlalchemy.engine import make_url
+
 from bench.drivers import LoadSpec, pick_tool, run_load
-from bench.issues import (
-    CUSTOMER,
-    DRAIN_S,
-    Load,
-    integrity,
-    login,
-    undo_baseline,
-)
+from bench.issues import CUSTOMER, DRAIN_S, Load, integrity, login
 from bench.loadgen import _read_response, percentile
 from bench.readtail import scrape
 from bench.servers import (
     ROOT,
     Server,
     baseline_server,
+    database_copy,
+    databases,
+    drop_database,
     free_port,
     orderable_products,
-    prepare_seeded,
+    psycopg_autocommit,
     release_expired_reservations,
+    row_counts,
     samework_server,
+    seeded_template,
     shelfwise_server,
 )
 
 RESULTS = ROOT / "bench" / "results"
 BIN = ROOT / ".venv" / "bin"
+PRODUCTS = 10_000
+SIDES = ("shelfwise", "samework", "baseline")
+# A step's database is named after the run's process, so the next run can tell a copy
+# left by a killed run (its process gone) from one a concurrent run is using.
+COPY_PREFIX = "shelfwise_bench_stack_"
 
 
 # -- the order client (a subprocess: wrk is not installed here) ---------------------------
@@ -159,10 +182,11 @@ def up(servers: dict[str, Server], name: str) -> Server:
     return server
 
 
-def per_request(result: dict[str, Any], requests: int, duration: float) -> None:
-    """Server CPU per request, in µs, from the CPU share measured around the step."""
-    cpu_s = result["server_cpu_pct"] / 100 * duration
-    result["server_cpu_us_per_req"] = round(cpu_s / max(1, requests) * 1e6)
+def per_request(result: dict[str, Any], load: Load) -> None:
+    """Server and PostgreSQL CPU per request, in µs, over the measured step."""
+    requests = max(1, int(result["requests"]))
+    result["server_cpu_us_per_req"] = round(load.seconds["server_cpu"] / requests * 1e6)
+    result["db_cpu_us_per_req"] = round(load.seconds["db_cpu"] / requests * 1e6)
 
 
 def stock_for_orders(url: str, ids: list[str], location: str) -> tuple[dict[str, Any], list[str]]:
@@ -175,78 +199,178 @@ def stock_for_orders(url: str, ids: list[str], location: str) -> tuple[dict[str,
     return stock, orderable
 
 
-def orders(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    bodies = ctx["tmp"] / "orders.bodies"
-    out: dict[str, dict[str, Any]] = {}
-    ctx["orders_stock"], orderable = stock_for_orders(ctx["url"], ctx["ids"], ctx["location"])
-    bodies.write_text(
+def step_order(rounds: int) -> list[tuple[int, str]]:
+    """(round, side) in run order: odd rounds in `SIDES` order, even ones reversed, so
+    with an even number of rounds every side runs first as often as last."""
+    return [
+        (n, side)
+        for n in range(1, rounds + 1)
+        for side in (SIDES if n % 2 else tuple(reversed(SIDES)))
+    ]
+
+
+def side_server(side: str, url: str, log: Path, workers: int) -> Server:
+    if side == "shelfwise":
+        return shelfwise_server(
+            url,
+            free_port(),
+            log,
+            log_json=True,
+            extra_env={"SHELFWISE_RATE_LIMIT_ENABLED": "false"},
+            workers=workers,
+        )
+    make = {"baseline": baseline_server, "samework": samework_server}[side]
+    return make(url, free_port(), log, workers)
+
+
+def write_bodies(path: Path, products: list[str], location: str) -> None:
+    path.write_text(
         "".join(
             json.dumps(
-                {"lines": [{"product_id": p, "quantity": 1}], "location_id": ctx["location"]},
+                {"lines": [{"product_id": p, "quantity": 1}], "location_id": location},
                 separators=(",", ":"),
             )
             + "\n"
-            for p in orderable
+            for p in products
         )
     )
-    for target in ("baseline", "samework", "shelfwise"):
-        server = up(ctx["servers"], target)
-        if target == "baseline":
-            undo_baseline(ctx["url"], snapshot=True)
-        post_orders(server.port, ctx["token"], bodies, args.warmup)
-        time.sleep(DRAIN_S)  # requests wrk abandoned at the end of the warm-up finish
-        with Load(server) as load:
-            started = time.monotonic()
-            result = post_orders(server.port, ctx["token"], bodies, args.duration)
-            wall = time.monotonic() - started
-        result.update(load.figures)
-        per_request(result, result["requests"], wall)
-        time.sleep(DRAIN_S)
-        if target == "baseline":
-            undo_baseline(ctx["url"], snapshot=False)
-        else:
-            result["integrity"] = integrity(ctx["url"])
-        out[target] = result
-        print(f"  orders {target:<10} {json.dumps(result)}", flush=True)
+
+
+def order_step(ctx: dict[str, Any], args: argparse.Namespace, n: int, side: str) -> dict[str, Any]:
+    """One side's round on a fresh copy of the template: warm-up, drain, measured step."""
+    name = f"{COPY_PREFIX}{os.getpid()}_{n}_{side}"
+    started = time.monotonic()
+    with database_copy(ctx["template"], name) as url:
+        copy_s = time.monotonic() - started
+        stock, orderable = stock_for_orders(url, ctx["ids"], ctx["location"])
+        rows = row_counts(url)
+        bodies = ctx["tmp"] / "orders.bodies"
+        write_bodies(bodies, orderable, ctx["location"])
+        log = RESULTS / f"{ctx['stamp']}-stack-{side}-r{n}.log"
+        server = side_server(side, url, log, args.workers)
+        try:
+            up({side: server}, side)
+            if side == "shelfwise":  # tokens live 10 minutes: a fresh one per step
+                ctx["token"] = login(server.port, CUSTOMER)
+            # The baselines take the customer from their database, not from the token.
+            token = ctx.get("token") or "unused"
+            post_orders(server.port, token, bodies, args.warmup)
+            time.sleep(DRAIN_S)  # requests abandoned at the end of the warm-up finish
+            others = other_transactions(url)
+            with Load(server) as load:
+                result = post_orders(server.port, token, bodies, args.duration)
+            result.update(load.figures, other_db_xacts=other_transactions(url) - others)
+            per_request(result, load)
+            time.sleep(DRAIN_S)  # in-flight requests commit before the server stops
+        finally:
+            server.stop()
+        if side != "baseline":  # the raw baseline writes no ledger: nothing to reconcile
+            result["integrity"] = integrity(url)
+    result.update(round=n, database=name, copy_s=round(copy_s, 2), stock=stock, rows=rows)
+    return result
+
+
+def other_transactions(url: str) -> int:
+    """Transactions the cluster's other databases have ended so far: `db_cpu_pct` is the
+    whole cluster's, so a step with many of them shares its PostgreSQL CPU with them."""
+    with psycopg_autocommit(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(xact_commit + xact_rollback), 0) FROM pg_stat_database"
+            " WHERE datname IS DISTINCT FROM current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the rounds (the keys a single round has), the
+    first integrity check that was not clean (else the last), and every round as run."""
+    out: dict[str, Any] = {}
+    for key, value in rounds[0].items():
+        if key in ("round", "copy_s") or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            median = statistics.median(float(r[key]) for r in rounds)
+            out[key] = int(median) if median.is_integer() else round(median, 1)
+    checks = [r["integrity"] for r in rounds if "integrity" in r]
+    if checks:
+        clean = [c["oversold_levels"] == 0 and c["reconcile_exit"] == 0 for c in checks]
+        out["integrity"] = next(
+            (c for c, ok in zip(checks, clean, strict=True) if not ok), checks[-1]
+        )
+    if len(rounds) > 1:
+        out["spread_pct"] = {
+            key: spread([float(r[key]) for r in rounds])
+            for key in ("rps", "p99_ms", "server_cpu_us_per_req", "db_cpu_us_per_req")
+        }
+    out["rounds"] = rounds
     return out
 
 
+def spread(values: list[float]) -> float:
+    """(max - min) / median, in %: how far a side's rounds lie apart."""
+    median = statistics.median(values)
+    return round(100 * (max(values) - min(values)) / median, 1) if median else 0.0
+
+
+def orders(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for n, side in step_order(args.rounds):
+        result = order_step(ctx, args, n, side)
+        runs[side].append(result)
+        brief = {k: v for k, v in result.items() if k not in ("stock", "rows")}
+        print(f"  orders {side:<10} round {n} {json.dumps(brief)}", flush=True)
+    ctx["orders_stock"] = runs[SIDES[0]][0]["stock"]
+    return {side: median_figures(rounds) for side, rounds in runs.items()}
+
+
 def reads(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Cached reads, baseline then shelfwise, on one copy of the template (reads write
+    nothing a second side could notice)."""
     paths = ctx["tmp"] / "reads.paths"
     paths.write_text("".join(f"/v1/products/{p}\n" for p in ctx["ids"]))
     tool = pick_tool("auto")
     out: dict[str, dict[str, Any]] = {}
-    for target in ("baseline", "shelfwise"):
-        server = up(ctx["servers"], target)
-        # Every id read once first, so the cache holds all of them (the issue's "every id
-        # cached"): a timed random pass covered only ~half of them (run 20261206T084514Z).
-        # With N workers each has its own cache and a connection lands on any of them:
-        # repeat the pass (at most 3 x N) until one adds no miss.
-        passes = 3 * args.workers if target == "shelfwise" and args.workers > 1 else 1
-        misses = warm_reads(server.port, ctx["ids"], ctx["tmp"], passes)
-        run_load(tool, LoadSpec(server.port, paths, 64, args.warmup))
-        with Load(server) as load:
-            started = time.monotonic()
-            res = run_load(tool, LoadSpec(server.port, paths, 64, args.duration))
-            wall = time.monotonic() - started
-        result = {
-            "requests": res.requests,
-            "rps": round(res.rps, 1),
-            "p50_ms": res.p50_ms,
-            "p90_ms": res.p90_ms,
-            "p99_ms": res.p99_ms,
-            "max_ms": res.max_ms,
-            "errors": res.errors,
-            **load.figures,
-        }
-        # After the full warm pass: 0 unless something evicted. With N workers /metrics is
-        # answered by any one of them, so two scrapes do not subtract: not reported.
-        if target == "shelfwise" and args.workers == 1:
-            result["cache_misses"] = product_cache_misses(server.port) - misses
-        per_request(result, res.requests, wall)
-        out[target] = result
-        print(f"  reads  {target:<10} {json.dumps(result)}", flush=True)
+    with database_copy(ctx["template"], f"{COPY_PREFIX}{os.getpid()}_reads") as url:
+        for target in ("baseline", "shelfwise"):
+            log = RESULTS / f"{ctx['stamp']}-stack-{target}-reads.log"
+            server = side_server(target, url, log, args.workers)
+            try:
+                out[target] = read_step(ctx, args, up({target: server}, target), tool, paths)
+            finally:
+                server.stop()
+            print(f"  reads  {target:<10} {json.dumps(out[target])}", flush=True)
     return out
+
+
+def read_step(
+    ctx: dict[str, Any], args: argparse.Namespace, server: Server, tool: str, paths: Path
+) -> dict[str, Any]:
+    shelfwise = server.name == "shelfwise"
+    # Every id read once first, so the cache holds all of them (the issue's "every id
+    # cached"): a timed random pass covered only ~half of them (run 20261206T084514Z).
+    # With N workers each has its own cache and a connection lands on any of them:
+    # repeat the pass (at most 3 x N) until one adds no miss.
+    passes = 3 * args.workers if shelfwise and args.workers > 1 else 1
+    misses = warm_reads(server.port, ctx["ids"], ctx["tmp"], passes)
+    run_load(tool, LoadSpec(server.port, paths, 64, args.warmup))
+    with Load(server) as load:
+        res = run_load(tool, LoadSpec(server.port, paths, 64, args.duration))
+    result = {
+        "requests": res.requests,
+        "rps": round(res.rps, 1),
+        "p50_ms": res.p50_ms,
+        "p90_ms": res.p90_ms,
+        "p99_ms": res.p99_ms,
+        "max_ms": res.max_ms,
+        "errors": res.errors,
+        **load.figures,
+    }
+    # After the full warm pass: 0 unless something evicted. With N workers /metrics is
+    # answered by any one of them, so two scrapes do not subtract: not reported.
+    if shelfwise and args.workers == 1:
+        result["cache_misses"] = product_cache_misses(server.port) - misses
+    per_request(result, load)
+    return result
 
 
 def warm_reads(port: int, ids: list[str], tmp: Path, passes: int = 1) -> float:
@@ -274,9 +398,41 @@ def product_cache_misses(port: int) -> float:
     return scrape(port)["cache_miss"]
 
 
-def ratios(part: dict[str, dict[str, Any]]) -> dict[str, float]:
-    sw = part["shelfwise"]["rps"]
-    return {f"vs_{k}": round(sw / v["rps"], 2) for k, v in part.items() if k != "shelfwise"}
+def ratios(part: dict[str, dict[str, Any]], key: str = "rps") -> dict[str, float]:
+    """shelfwise / each other side, of `key` (with rounds, of the medians)."""
+    sw = part["shelfwise"][key]
+    return {f"vs_{k}": round(sw / v[key], 2) for k, v in part.items() if k != "shelfwise"}
+
+
+def drop_abandoned_copies(url: str) -> list[str]:
+    """Drop the step databases of runs whose process is gone (killed before its
+    `finally`); a running run's copies are left alone."""
+    dropped = []
+    for name in databases(url, COPY_PREFIX):
+        pid = name.removeprefix(COPY_PREFIX).split("_", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            drop_database(url, name)
+            dropped.append(name)
+    return dropped
+
+
+def prepare(results: dict[str, Any]) -> tuple[str, list[str], str]:
+    """The template (built if its version is new), checked and described in `results`."""
+    started = time.monotonic()
+    template, ids, location, built = seeded_template(PRODUCTS)
+    info: dict[str, Any] = {
+        "template": make_url(template).database,
+        "template_built": built,
+        "template_s": round(time.monotonic() - started, 2),
+        "abandoned_copies_dropped": drop_abandoned_copies(template),
+        "rows_at_start": row_counts(template),
+    }
+    print(f"  database {json.dumps(info)}", flush=True)
+    results["orders_database"] = info
+    # A template that does not reconcile would be blamed on every side.
+    results["integrity_at_start"] = integrity(template)
+    print(f"  integrity at start {results['integrity_at_start']}", flush=True)
+    return template, ids, location
 
 
 def main() -> int:
@@ -289,26 +445,20 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="order steps per side, in alternating order"
+    )
     parser.add_argument("--skip-reads", action="store_true")
     parser.add_argument("--reads-only", action="store_true", help="skip the orders part")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    # `timeout N python -m bench.stack` sends SIGTERM: leave through `finally` (servers
+    # stopped, the step's database dropped) as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    url, ids, location = prepare_seeded(10_000)
-    n = args.workers
-    servers = {
-        "shelfwise": shelfwise_server(
-            url,
-            free_port(),
-            RESULTS / f"{stamp}-stack-shelfwise.log",
-            log_json=True,
-            extra_env={"SHELFWISE_RATE_LIMIT_ENABLED": "false"},
-            workers=n,
-        ),
-        "baseline": baseline_server(url, free_port(), RESULTS / f"{stamp}-stack-baseline.log", n),
-        "samework": samework_server(url, free_port(), RESULTS / f"{stamp}-stack-samework.log", n),
-    }
     results: dict[str, Any] = {
         "stamp": stamp,
         "args": vars(args),
@@ -316,31 +466,27 @@ def main() -> int:
         "loadavg_start": os.getloadavg(),
     }
     try:
-        token = login(up(servers, "shelfwise").port, CUSTOMER)
+        template, ids, location = prepare(results)
         with tempfile.TemporaryDirectory(prefix="shelfwise-stack-") as tmp:
             ctx = {
-                "url": url,
+                "template": template,
                 "ids": ids,
                 "location": location,
-                "servers": servers,
-                "token": token,
+                "stamp": stamp,
                 "tmp": Path(tmp),
             }
-            # Drift left by an earlier, interrupted run would be blamed on this one.
-            results["integrity_at_start"] = integrity(url)
-            print(f"  integrity at start {results['integrity_at_start']}", flush=True)
             if not args.reads_only:
                 results["orders"] = orders(ctx, args)
                 results["orders_stock"] = ctx["orders_stock"]
                 results["orders_ratios"] = ratios(results["orders"])
+                results["orders_cpu_ratios"] = ratios(results["orders"], "server_cpu_us_per_req")
                 print(f"  orders ratios {results['orders_ratios']}", flush=True)
+                print(f"  orders CPU ratios {results['orders_cpu_ratios']}", flush=True)
             if not args.skip_reads:
                 results["reads"] = reads(ctx, args)
                 results["reads_ratios"] = ratios(results["reads"])
                 print(f"  reads ratios {results['reads_ratios']}", flush=True)
     finally:
-        for s in servers.values():
-            s.stop()
         results["loadavg_end"] = os.getloadavg()
         out = RESULTS / f"{stamp}-stack.json"
         out.write_text(json.dumps(results, indent=2, default=str))
