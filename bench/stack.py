@@ -435,6 +435,15 @@ def prepare(results: dict[str, Any]) -> tuple[str, list[str], str]:
     return template, ids, location
 
 
+def checkout() -> str:
+    """The commit measured, `-dirty` when the working tree differs from it (other work
+    in progress in the same checkout is measured too)."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         client_main(sys.argv[2:])
@@ -464,6 +473,7 @@ def main() -> int:
         "args": vars(args),
         "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
+        "commit": checkout(),
     }
     try:
         template, ids, location = prepare(results)
