@@ -65,6 +65,7 @@ from shelfwise.http.ops import router as ops_router
 from shelfwise.http.pagination import CursorCodec
 from shelfwise.http.problems import install_problem_handlers
 from shelfwise.http.ratelimit import RateLimiter, RateLimitMiddleware, bearer_subject
+from shelfwise.http.route_table import install_route_table
 from shelfwise.http.timeouts import RequestTimeoutMiddleware
 from shelfwise.identity.passwords import PasswordHasher
 from shelfwise.identity.refresh import RefreshPolicy
@@ -374,4 +375,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(imports_router)
 
     install_dashboard(app)  # `/` and `/static/`
+    # Routes no earlier route can shadow (the order and the product read among them) are
+    # found by one look-up, not by trying every route before them (decision 0045).
+    install_route_table(app)
     return app
