@@ -1,7 +1,7 @@
 """Shelfwise beside both baselines, for orders and cached reads, with 1 or N workers.
 
     python -m bench.stack [--workers 1] [--duration 10] [--warmup 3] [--rounds 1]
-                          [--skip-reads | --reads-only]
+                          [--quiet-wait 0] [--skip-reads | --reads-only]
 
 Three servers, each with the same number of uvicorn workers:
 
@@ -27,18 +27,26 @@ fresh `Idempotency-Key` per request (as `bench.issues --part orders`). With `--r
 the sides run N times, every other round in reverse order (2: shelfwise, samework,
 baseline, then baseline, samework, shelfwise), so no side always runs first or last; each
 side's figures are the median of its rounds, figure by figure (with two rounds, their
-mean), and every round's figures are kept under `rounds`. Reads: `GET /v1/products/{id}`
-of a random id, shelfwise and baseline only (the same-work baseline has no catalog route),
-one round. Reported per step: throughput, latency, server CPU per request (the server's
-whole process tree: with N workers, its children) and PostgreSQL CPU per request (the
-bench cluster's processes; cluster-wide, so a neighbour's query on another database of it
-would count), and the machine's other CPU (`rest_cpu_pct`: the machine may be shared).
-Ratios: shelfwise / baseline and shelfwise / samework of the medians' throughput
-(`orders_ratios`) and server CPU per request (`orders_cpu_ratios`).
+mean), every round's figures are kept under `rounds` and their spread under
+`spread_pct`. Reads: `GET /v1/products/{id}` of a random id, shelfwise and baseline only
+(the same-work baseline has no catalog route), one round.
+
+Reported per step: throughput, latency, server CPU per request (the server's whole
+process tree: with N workers, its children) and PostgreSQL CPU per request (the bench
+cluster's processes: cluster-wide, so `other_db_xacts` counts the transactions other
+databases of it ran meanwhile). `rest_cpu_pct` is everything else the machine ran, the
+order client included: `client_cpu_pct` is the client's share, `neighbour_cpu_pct` the
+rest (on a shared 2-core machine, other work inflates every side's CPU per request;
+`--quiet-wait S` waits up to S seconds for an idle machine before each order step, and
+`quiet` says whether it came). Ratios: shelfwise / baseline and shelfwise / samework of
+the medians' throughput (`orders_ratios`) and of their server CPU per request
+(`orders_cpu_ratios`: above 1, Shelfwise spends more).
+
 Before an order step, the products with fewer than 10 units available are left out of
 the order bodies (`orders_stock`; on a fresh copy of the seed, none): a refused order
 (409) costs a round trip of its own and would skew the figures. `orders_database` names
-the template, the copies and their row counts at the start.
+the template, its row counts at the start and the copies dropped for a killed run; each
+round names its copy (`database`) and how long copying took (`copy_s`).
 
 Results: bench/results/<stamp>-stack.json.
 """
@@ -50,6 +58,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import signal
 import statistics
 import subprocess
@@ -67,6 +76,7 @@ from bench.drivers import LoadSpec, pick_tool, run_load
 from bench.issues import CUSTOMER, DRAIN_S, Load, integrity, login
 from bench.loadgen import _read_response, percentile
 from bench.readtail import scrape
+from bench.run import wait_for_quiet
 from bench.servers import (
     ROOT,
     Server,
@@ -254,12 +264,18 @@ def order_step(ctx: dict[str, Any], args: argparse.Namespace, n: int, side: str)
                 ctx["token"] = login(server.port, CUSTOMER)
             # The baselines take the customer from their database, not from the token.
             token = ctx.get("token") or "unused"
+            quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
             post_orders(server.port, token, bodies, args.warmup)
             time.sleep(DRAIN_S)  # requests abandoned at the end of the warm-up finish
-            others = other_transactions(url)
+            others, client = other_transactions(url), children_cpu_seconds()
             with Load(server) as load:
                 result = post_orders(server.port, token, bodies, args.duration)
+            client = children_cpu_seconds() - client
             result.update(load.figures, other_db_xacts=other_transactions(url) - others)
+            # rest_cpu_pct holds the order client too; what is left is the neighbours'.
+            result["client_cpu_pct"] = round(100 * client / load.seconds["wall"])
+            result["neighbour_cpu_pct"] = result["rest_cpu_pct"] - result["client_cpu_pct"]
+            result["quiet"] = quiet
             per_request(result, load)
             time.sleep(DRAIN_S)  # in-flight requests commit before the server stops
         finally:
@@ -268,6 +284,13 @@ def order_step(ctx: dict[str, Any], args: argparse.Namespace, n: int, side: str)
             result["integrity"] = integrity(url)
     result.update(round=n, database=name, copy_s=round(copy_s, 2), stock=stock, rows=rows)
     return result
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's children that have exited: the order client of a step
+    (`post_orders` waits for it); the servers count only once stopped."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def other_transactions(url: str) -> int:
@@ -456,6 +479,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument(
         "--rounds", type=int, default=1, help="order steps per side, in alternating order"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each order step, wait up to this many seconds for an idle machine "
+        "(`quiet` in the step's figures: false if it never was)",
     )
     parser.add_argument("--skip-reads", action="store_true")
     parser.add_argument("--reads-only", action="store_true", help="skip the orders part")
