@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     String,
@@ -22,7 +23,7 @@ from shelfwise.catalog.models import Product
 from shelfwise.db import Base, relation
 from shelfwise.inventory.domain import MovementKind
 
-__all__ = ["Location", "MovementKind", "StockLevel", "StockMovement"]
+__all__ = ["Location", "MovementKind", "StockLevel", "StockMovement", "level_key"]
 
 
 class Location(Base):
@@ -73,6 +74,27 @@ Index(
     StockLevel.location_id,
     unique=True,
 )
+# What order lines and ledger rows reference (`level_key`): one foreign key says both
+# which level a row is about and that its product and location are the level's.
+Index(
+    "uq_stock_levels_id_product_id_location_id",
+    StockLevel.id,
+    StockLevel.product_id,
+    StockLevel.location_id,
+    unique=True,
+)
+
+
+def level_key() -> ForeignKeyConstraint:
+    """The composite foreign key of a row about one level: (stock_level_id, product_id,
+    location_id) to the level's (id, product_id, location_id). One check and one row lock
+    per insert instead of three (the level's product and location follow from the level's
+    own keys; docs/decisions/0045). Its name is the convention's for `stock_level_id`."""
+    return ForeignKeyConstraint(
+        ["stock_level_id", "product_id", "location_id"],
+        ["stock_levels.id", "stock_levels.product_id", "stock_levels.location_id"],
+        ondelete="RESTRICT",
+    )
 
 
 class StockMovement(Base):
@@ -95,12 +117,13 @@ class StockMovement(Base):
         Index(
             "ix_stock_movements_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")
         ),
+        level_key(),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    stock_level_id: Mapped[int] = mapped_column(ForeignKey("stock_levels.id", ondelete="RESTRICT"))
-    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
-    location_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("locations.id", ondelete="RESTRICT"))
+    stock_level_id: Mapped[int] = mapped_column(BigInteger)
+    product_id: Mapped[uuid.UUID]
+    location_id: Mapped[uuid.UUID]
     kind: Mapped[str] = mapped_column(String(16))
     on_hand_delta: Mapped[int]
     reserved_delta: Mapped[int] = mapped_column(server_default=text("0"))

@@ -7,6 +7,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shelfwise.db import Base, relation
+from shelfwise.inventory.models import level_key
 from shelfwise.orders.lifecycle import OrderStatus
 
 __all__ = ["Order", "OrderLine", "OrderStatus"]
@@ -66,14 +67,16 @@ class OrderLine(Base):
         CheckConstraint("unit_price_minor >= 0", name="price_non_negative"),
         Index("ix_order_lines_order_id", "order_id"),
         Index("ix_order_lines_stock_level_id", "stock_level_id"),
+        level_key(),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # CASCADE: lines have no life of their own (orders are never deleted in practice).
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
-    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
-    location_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("locations.id", ondelete="RESTRICT"))
-    stock_level_id: Mapped[int] = mapped_column(ForeignKey("stock_levels.id", ondelete="RESTRICT"))
+    # The level, its product and its location: one composite key (`level_key`).
+    product_id: Mapped[uuid.UUID]
+    location_id: Mapped[uuid.UUID]
+    stock_level_id: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int]
     unit_price_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
