@@ -24,10 +24,18 @@ class OutboxEvent(Base):
     __table_args__ = (
         CheckConstraint("position > 0", name="position_positive"),
         Index("ix_outbox_events_unpublished", "id", postgresql_where=text("position IS NULL")),
+        # Unique among stamped rows only: an unstamped row (NULL) has nothing to index, and
+        # every reader of positions asks for stamped ones (docs/decisions/0046).
+        Index(
+            "uq_outbox_events_stamped_position",
+            "position",
+            unique=True,
+            postgresql_where=text("position IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    position: Mapped[int | None] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(64))
     aggregate_type: Mapped[str] = mapped_column(String(32))
     aggregate_id: Mapped[str] = mapped_column(String(64))
