@@ -34,7 +34,8 @@ mean), every round's figures are kept under `rounds` and their spread under
 Reported per step: throughput, latency, server CPU per request (the server's whole
 process tree: with N workers, its children) and PostgreSQL CPU per request (the bench
 cluster's processes: cluster-wide, so `other_db_xacts` counts the transactions other
-databases of it ran meanwhile). `rest_cpu_pct` is everything else the machine ran, the
+databases of it ran meanwhile; `db_backend_cpu_us_per_req` counts only the processes
+working for the step's database). `rest_cpu_pct` is everything else the machine ran, the
 order client included: `client_cpu_pct` is the client's share, `neighbour_cpu_pct` the
 rest (on a shared 2-core machine, other work inflates every side's CPU per request;
 `--quiet-wait S` waits up to S seconds for an idle machine before each order step, and
@@ -101,6 +102,13 @@ SIDES = ("shelfwise", "samework", "baseline")
 # A step's database is named after the run's process, so the next run can tell a copy
 # left by a killed run (its process gone) from one a concurrent run is using.
 COPY_PREFIX = "shelfwise_bench_stack_"
+SPREAD_KEYS = (
+    "rps",
+    "p99_ms",
+    "server_cpu_us_per_req",
+    "db_cpu_us_per_req",
+    "db_backend_cpu_us_per_req",
+)
 
 
 # -- the order client (a subprocess: wrk is not installed here) ---------------------------
@@ -268,10 +276,12 @@ def order_step(ctx: dict[str, Any], args: argparse.Namespace, n: int, side: str)
             post_orders(server.port, token, bodies, args.warmup)
             time.sleep(DRAIN_S)  # requests abandoned at the end of the warm-up finish
             others, client = other_transactions(url), children_cpu_seconds()
+            backends = BackendCpu(url)
             with Load(server) as load:
                 result = post_orders(server.port, token, bodies, args.duration)
             client = children_cpu_seconds() - client
             result.update(load.figures, other_db_xacts=other_transactions(url) - others)
+            result.update(backends.figures(int(result["requests"])))
             # rest_cpu_pct holds the order client too; what is left is the neighbours'.
             result["client_cpu_pct"] = round(100 * client / load.seconds["wall"])
             result["neighbour_cpu_pct"] = result["rest_cpu_pct"] - result["client_cpu_pct"]
@@ -291,6 +301,44 @@ def children_cpu_seconds() -> float:
     (`post_orders` waits for it); the servers count only once stopped."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+class BackendCpu:
+    """CPU of the PostgreSQL processes working for one database (its client backends and
+    autovacuum workers), from the start of a step to `figures`: unlike `db_cpu_pct`, none
+    of another database's work (another benchmark's queries, the vacuum of a shared
+    database) and none of the cluster's shared processes (WAL writer, checkpointer).
+    A backend that exits within the step takes its CPU with it: `db_backends_gone`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.start = self._sample()
+
+    def _sample(self) -> dict[int, float]:
+        with psycopg_autocommit(self.url) as conn:
+            pids = [
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ]
+        cpu = {}
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            cpu[pid] = times.user + times.system
+        return cpu
+
+    def figures(self, requests: int) -> dict[str, int]:
+        end = self._sample()
+        used = sum(cpu - self.start.get(pid, 0.0) for pid, cpu in end.items())
+        return {
+            "db_backend_cpu_us_per_req": round(used / max(1, requests) * 1e6),
+            "db_backends_gone": len(self.start.keys() - end.keys()),
+        }
 
 
 def other_transactions(url: str) -> int:
@@ -322,8 +370,7 @@ def median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         )
     if len(rounds) > 1:
         out["spread_pct"] = {
-            key: spread([float(r[key]) for r in rounds])
-            for key in ("rps", "p99_ms", "server_cpu_us_per_req", "db_cpu_us_per_req")
+            key: spread([float(r[key]) for r in rounds]) for key in SPREAD_KEYS if key in rounds[0]
         }
     out["rounds"] = rounds
     return out
