@@ -234,3 +234,44 @@ async def test_a_direct_route_refuses_to_run_under_a_router_that_adds_a_dependen
 
 async def _other_dependency() -> int:
     return 2
+
+
+async def _taking_a_list(body: list[int], value: Annotated[int, Depends(_dependency)]) -> int:
+    return value
+
+
+async def _answering(request: Request, payload: Any) -> Response | None:
+    """Answers a JSON object itself, saying whether FastAPI's exit stacks were set up."""
+    if not isinstance(payload, dict):
+        return None
+    return Response(str("fastapi_inner_astack" in request.scope))
+
+
+@pytest.mark.parametrize("included", [False, True])
+async def test_the_direct_path_skips_fastapis_request_wrapper_and_hands_back_the_body(
+    included: bool,
+) -> None:
+    app = FastAPI()
+    router = app.router if not included else APIRouter()
+    router.add_api_route(
+        "/y",
+        _taking_a_list,
+        methods=["POST"],
+        route_class_override=direct_route(_answering, calls=(_dependency,)),
+    )
+    if included:
+        app.include_router(router)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+        answered = await client.post("/y", json={})
+        handed_back = await client.post("/y", json=[1])  # FastAPI's handler, body replayed
+        malformed = await client.post(
+            "/y", content=b"{", headers={"content-type": "application/json"}
+        )
+        wrong_method = await client.get("/y")
+    assert answered.text == "False"  # no `request_response` wrapper on the direct path
+    assert handed_back.status_code == 200
+    assert handed_back.json() == 1  # the endpoint ran, its dependency solved
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"][0]["type"] == "json_invalid"
+    assert wrong_method.status_code == 405

@@ -15,6 +15,12 @@ FastAPI's. Dependency overrides (tests) always take FastAPI's path. The route na
 dependencies its `direct` function calls; a route whose declared dependencies differ —
 its own or a router's it is included in — refuses to build, so a dependency added to the
 endpoint or its router cannot be skipped silently.
+
+The direct path also skips FastAPI's `request_response` wrapper (decision 0047): its two
+`AsyncExitStack`s exist for dependencies with `yield`, which the direct path never
+solves, and its exception wrapper maps exceptions with the same handlers as the app's
+`ExceptionMiddleware` just outside, which then does it. A request the direct function
+hands back goes through FastAPI's whole route app, its body replayed.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from functools import lru_cache
 from typing import Any, NoReturn
 
+import fastapi.routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shelfwise.http.routes import effective_dependant
 
@@ -66,9 +74,71 @@ def direct_route(direct: Direct, *, calls: Collection[object]) -> type[APIRoute]
                     f"{self.path}: the direct path calls {set(calls)}, the route declares "
                     f"{declared}"
                 )
+            # The route app FastAPI is building with this handler — the route's own, or
+            # that of an inclusion (its effective context) — may be served directly.
+            _direct_owners(self)[id(_owner_being_built(self))] = _owner_being_built(self)
             return _handler(direct, super().get_route_handler())
 
+        async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+            owner = _owner_serving(self, scope)
+            if (
+                owner is None
+                or id(owner) not in _direct_owners(self)
+                or getattr(owner, "max_body_size", None) is not None  # its app limits it
+                or scope["method"] not in owner.methods
+            ):
+                await super().handle(scope, receive, send)  # 405s too
+                return
+            await _serve_directly(direct, owner.app, scope, receive, send)
+
     return DirectRoute
+
+
+def _direct_owners(route: APIRoute) -> dict[int, Any]:
+    """The route apps (by identity, kept alive) built with a direct handler."""
+    owners: dict[int, Any] = route.__dict__.setdefault("_direct_owners", {})
+    return owners
+
+
+def _owner_being_built(route: APIRoute) -> Any:
+    context = fastapi.routing._effective_route_context_var.get()
+    return context if getattr(context, "original_route", None) is route else route
+
+
+def _owner_serving(route: APIRoute, scope: Scope) -> Any:
+    """What FastAPI's `APIRoute.handle` serves this request with: the effective context
+    the router selected for `route`, or the route itself; None if that cannot be read."""
+    read = getattr(fastapi.routing, "_get_scope_effective_route_context", None)
+    if read is None:
+        return None
+    context = read(scope)
+    return context if getattr(context, "original_route", None) is route else route
+
+
+async def _serve_directly(
+    direct: Direct, route_app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """`request_response(_handler(direct, ...))` without the wrapper's exit stacks and
+    exception mapping, for a request `direct` answers; else `route_app` (FastAPI's)."""
+    request = Request(scope, receive, send)
+    if request.app.dependency_overrides or not is_json(request.headers.get("content-type")):
+        await route_app(scope, receive, send)
+        return
+    try:
+        body = await request.body()
+    except Exception as exc:
+        await route_app(scope, _failing_receive(exc), send)  # it maps the failure
+        return
+    try:
+        payload = await request.json()
+    except ValueError:
+        response = None  # FastAPI's handler answers `json_invalid`
+    else:
+        response = await direct(request, payload)
+    if response is None:  # a 400 or 422: FastAPI's handler answers, the body replayed
+        await route_app(scope, _replayed(body, receive), send)
+        return
+    await response(scope, receive, send)
 
 
 def _dependency_calls(dependant: Dependant) -> Iterator[object]:
@@ -98,7 +168,25 @@ def _handler(direct: Direct, solved: Handler) -> Handler:
 
 
 def _failing_read(request: Request, exc: Exception) -> Request:
+    return Request(request.scope, _failing_receive(exc))
+
+
+def _failing_receive(exc: Exception) -> Receive:
     async def receive() -> NoReturn:
         raise exc
 
-    return Request(request.scope, receive)
+    return receive
+
+
+def _replayed(body: bytes, receive: Receive) -> Receive:
+    """The body already read, in one message; then the server's `receive` again."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
