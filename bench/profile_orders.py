@@ -143,7 +143,7 @@ def bench_app(url: str) -> Any:
 
 
 def _replay_use_case() -> None:
-    """Replace the order use case with one that answers its last real outcome again."""
+    """Replace the order use case with one that answers its first real outcome again."""
     from shelfwise.orders import service
 
     place = service.place_order
