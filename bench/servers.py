@@ -114,6 +114,7 @@ def prepare_seeded(products: int, database: str = DATABASE) -> tuple[str, list[s
 # a changed seed builds a new template instead of copying a stale one.
 TEMPLATE_PREFIX = "shelfwise_bench_template_"
 TEMPLATE_INPUTS = (ROOT / "migrations" / "versions", ROOT / "migrations" / "sql")
+TEMPLATES_KEPT = 3  # the newest; 33 MB each
 
 
 def template_name(products: int) -> str:
@@ -132,7 +133,8 @@ def seeded_template(products: int) -> tuple[str, list[str], str, bool]:
     product ids, the `WH-NORTH` location and whether this call built it.
 
     Built under a temporary name and renamed when complete, so a run killed while seeding
-    leaves no template that looks finished; templates of earlier versions are dropped.
+    leaves no template that looks finished; all but the newest `TEMPLATES_KEPT` templates
+    are dropped.
     Nothing but these reads and `CREATE DATABASE … TEMPLATE` may connect to it: a copy
     fails while another session is connected, and a write would change every later copy."""
     from shelfwise.embedded import start_embedded
@@ -148,9 +150,10 @@ def seeded_template(products: int) -> tuple[str, list[str], str, bool]:
             conn.execute("VACUUM ANALYZE")
         with psycopg_autocommit(admin) as conn:
             conn.execute(_sql("ALTER DATABASE {} RENAME TO {}", building, name))
-        for stale in databases(admin, TEMPLATE_PREFIX):
-            if stale != name:
-                drop_database(admin, stale)
+        # Older versions go, but not the last few: another checkout of the repository
+        # (a helper's tree, an A/B base) on this cluster may be copying one right now.
+        for stale in databases(admin, TEMPLATE_PREFIX)[:-TEMPLATES_KEPT]:
+            drop_database(admin, stale)
     url = database_url(admin, name)
     return url, product_ids(url, products), location_id(url), built
 
@@ -165,10 +168,10 @@ def database_url(url: str, database: str) -> str:
 
 
 def databases(url: str, prefix: str) -> list[str]:
-    """The cluster's databases whose name starts with `prefix`."""
+    """The cluster's databases whose name starts with `prefix`, oldest first."""
     with psycopg_autocommit(url) as conn:
         rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname",
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY oid",
             (prefix,),
         ).fetchall()
     return [str(row[0]) for row in rows]
