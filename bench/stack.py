@@ -19,7 +19,9 @@ SIGTERM; copies left by a killed run are dropped by the next). Every order step 
 fresh copy: each side starts from the same rows, and none pays for the vacuum of what
 another wrote or for what other benchmarks left in the shared `shelfwise_bench` (millions
 of outbox rows, a 1M-row import, released reservations), which moved the baselines' figures
-by ±30 % between runs minutes apart. The reads part runs on one copy of its own.
+by ±30 % between runs minutes apart. The copy is ANALYZEd once more after the warm-up:
+its tables start empty, and a table analyzed empty is planned as one (`analyze`). The
+reads part runs on one copy of its own.
 
 Orders: `POST /v1/orders`, one line of a random product of 10,000, 64 keep-alive
 connections in a closed loop (a Python client in its own process: wrk is not installed),
@@ -275,6 +277,7 @@ def order_step(ctx: dict[str, Any], args: argparse.Namespace, n: int, side: str)
             quiet = wait_for_quiet(args.quiet_wait) if args.quiet_wait else None
             post_orders(server.port, token, bodies, args.warmup)
             time.sleep(DRAIN_S)  # requests abandoned at the end of the warm-up finish
+            analyze(url)
             others, client = other_transactions(url), children_cpu_seconds()
             backends = BackendCpu(url)
             with Load(server) as load:
@@ -294,6 +297,17 @@ def order_step(ctx: dict[str, Any], args: argparse.Namespace, n: int, side: str)
             result["integrity"] = integrity(url)
     result.update(round=n, database=name, copy_s=round(copy_s, 2), stock=stock, rows=rows)
     return result
+
+
+def analyze(url: str) -> None:
+    """ANALYZE the copy after the warm-up. The template has no orders, and a table
+    analyzed empty is planned as empty: until autovacuum's ANALYZE came (up to a minute
+    in, at a different moment each run), every order's look-up in `orders` was a
+    sequential scan of a growing table (3,030 scans reading 2.2 M rows in a same-work
+    step's first 5 s), and PostgreSQL's CPU per order moved 2x between runs on
+    identical copies. The statistics' change replans the servers' statements."""
+    with psycopg_autocommit(url) as conn:
+        conn.execute("ANALYZE")
 
 
 def children_cpu_seconds() -> float:
