@@ -8,7 +8,7 @@ Each `order_lines` and `stock_movements` row carried three foreign keys for what
 fact, "this row is about that level": `stock_level_id` to `stock_levels`, `product_id`
 to `products`, `location_id` to `locations`. Each is a trigger and a row lock
 (`FOR KEY SHARE`) at every insert: six checks per one-line order, four of them on
-`products` and `locations` rows every concurrent order shares (docs/decisions/0045).
+`products` and `locations` rows every concurrent order shares (docs/decisions/0046).
 They become one composite key each, to `stock_levels (id, product_id, location_id)`:
 stricter (a line or a ledger row can no longer name a product or a location other than
 its level's) and implying the two it replaces (a level references its product and its

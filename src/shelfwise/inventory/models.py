@@ -89,7 +89,7 @@ def level_key() -> ForeignKeyConstraint:
     """The composite foreign key of a row about one level: (stock_level_id, product_id,
     location_id) to the level's (id, product_id, location_id). One check and one row lock
     per insert instead of three (the level's product and location follow from the level's
-    own keys; docs/decisions/0045). Its name is the convention's for `stock_level_id`."""
+    own keys; docs/decisions/0046). Its name is the convention's for `stock_level_id`."""
     return ForeignKeyConstraint(
         ["stock_level_id", "product_id", "location_id"],
         ["stock_levels.id", "stock_levels.product_id", "stock_levels.location_id"],
