@@ -36,27 +36,24 @@ INVALID = sa.text(
 )
 
 
+def _build_unique_index(name: str, definition: str) -> None:
+    """CREATE UNIQUE INDEX CONCURRENTLY `name` ON `definition`, resuming a failed run. A
+    concurrent build cut short (lock_timeout) leaves an invalid index behind that IF NOT
+    EXISTS would keep: it is dropped and built again."""
+    if op.get_bind().execute(INVALID, {"name": name}).first() is not None:
+        op.execute(f"DROP INDEX CONCURRENTLY {name}")
+    op.execute(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
+
+
 def upgrade() -> None:
     with op.get_context().autocommit_block():
-        # A concurrent build cut short (lock_timeout) leaves an invalid index behind that
-        # IF NOT EXISTS would keep: build it again.
-        if op.get_bind().execute(INVALID, {"name": STAMPED}).first() is not None:
-            op.execute(f"DROP INDEX CONCURRENTLY {STAMPED}")
-        op.execute(
-            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {STAMPED}"
-            " ON outbox_events (position) WHERE position IS NOT NULL"
-        )
+        _build_unique_index(STAMPED, "outbox_events (position) WHERE position IS NOT NULL")
         op.execute(f"ALTER TABLE outbox_events DROP CONSTRAINT IF EXISTS {CONSTRAINT}")
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        if op.get_bind().execute(INVALID, {"name": CONSTRAINT}).first() is not None:
-            op.execute(f"DROP INDEX CONCURRENTLY {CONSTRAINT}")
-        op.execute(
-            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {CONSTRAINT}"
-            " ON outbox_events (position)"
-        )
+        _build_unique_index(CONSTRAINT, "outbox_events (position)")
         op.execute(
             f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_constraint WHERE conname = '{CONSTRAINT}')"
             f" THEN ALTER TABLE outbox_events ADD CONSTRAINT {CONSTRAINT} UNIQUE USING INDEX"
