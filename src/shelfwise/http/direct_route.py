@@ -76,7 +76,8 @@ def direct_route(direct: Direct, *, calls: Collection[object]) -> type[APIRoute]
                 )
             # The route app FastAPI is building with this handler — the route's own, or
             # that of an inclusion (its effective context) — may be served directly.
-            _direct_owners(self)[id(_owner_being_built(self))] = _owner_being_built(self)
+            owner = _owner_being_built(self)
+            _direct_owners(self)[id(owner)] = owner
             return _handler(direct, super().get_route_handler())
 
         async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,25 +121,30 @@ async def _serve_directly(
 ) -> None:
     """`request_response(_handler(direct, ...))` without the wrapper's exit stacks and
     exception mapping, for a request `direct` answers; else `route_app` (FastAPI's)."""
-    request = Request(scope, receive, send)
+    answer = await _direct_answer(direct, Request(scope, receive, send))
+    if isinstance(answer, Response):
+        await answer(scope, receive, send)
+    else:
+        await route_app(scope, answer, send)
+
+
+async def _direct_answer(direct: Direct, request: Request) -> Response | Receive:
+    """`direct`'s answer to `request`; else the `receive` FastAPI's handler reads the
+    request from: the server's (body not read: dependency overrides, not JSON), one that
+    raises the read's failure again (too large, client gone: FastAPI maps it), or the body
+    already read, replayed (a parse failure or a refusal: its `json_invalid`, 400 or 422)."""
     if request.app.dependency_overrides or not is_json(request.headers.get("content-type")):
-        await route_app(scope, receive, send)
-        return
+        return request.receive
     try:
         body = await request.body()
     except Exception as exc:
-        await route_app(scope, _failing_receive(exc), send)  # it maps the failure
-        return
+        return _failing_receive(exc)
     try:
         payload = await request.json()
     except ValueError:
-        response = None  # FastAPI's handler answers `json_invalid`
-    else:
-        response = await direct(request, payload)
-    if response is None:  # a 400 or 422: FastAPI's handler answers, the body replayed
-        await route_app(scope, _replayed(body, receive), send)
-        return
-    await response(scope, receive, send)
+        return _replayed(body, request.receive)
+    response = await direct(request, payload)
+    return response if response is not None else _replayed(body, request.receive)
 
 
 def _dependency_calls(dependant: Dependant) -> Iterator[object]:
@@ -148,27 +154,17 @@ def _dependency_calls(dependant: Dependant) -> Iterator[object]:
 
 
 def _handler(direct: Direct, solved: Handler) -> Handler:
+    """FastAPI's route handler `solved`, with `direct` answering first (`_direct_answer`)."""
+
     async def handle(request: Request) -> Response:
-        if request.app.dependency_overrides or not is_json(request.headers.get("content-type")):
+        answer = await _direct_answer(direct, request)
+        if isinstance(answer, Response):
+            return answer
+        if answer is request.receive:
             return await solved(request)
-        try:
-            await request.body()
-        except Exception as exc:
-            # The body could not be read (too large, client gone): FastAPI's handler
-            # maps that failure, so it reads the same failure again.
-            return await solved(_failing_read(request, exc))
-        try:
-            payload = await request.json()  # kept on the request for FastAPI's path
-        except ValueError:
-            return await solved(request)  # its `json_invalid` 422 (or 400)
-        response = await direct(request, payload)
-        return response if response is not None else await solved(request)
+        return await solved(Request(request.scope, answer))
 
     return handle
-
-
-def _failing_read(request: Request, exc: Exception) -> Request:
-    return Request(request.scope, _failing_receive(exc))
 
 
 def _failing_receive(exc: Exception) -> Receive:
