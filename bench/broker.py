@@ -49,20 +49,25 @@ import psutil
 import psycopg
 import sqlalchemy.event
 import uvloop
-from psycopg import sql
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from bench.issues import BIN, CUSTOMER, login, stop
 from bench.loadgen import _read_response, percentile
-from bench.servers import ROOT, drop_database, free_port, prepare_seeded, shelfwise_server
+from bench.servers import (
+    ROOT,
+    database_url,
+    drop_database,
+    free_port,
+    prepare_seeded,
+    scratch_database,
+    shelfwise_server,
+)
 from shelfwise.broker.consumer import ConsumerConfig, InboxConsumer
 from shelfwise.broker.envelope import BrokerEvent
 from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
 from shelfwise.config import load_settings
-from shelfwise.db import libpq_url, open_database
-from shelfwise.migrate import upgrade
+from shelfwise.db import open_database
 from tests.broker_support import RabbitNode, running_node
 
 RESULTS = ROOT / "bench" / "results"
@@ -175,15 +180,6 @@ def _profiler() -> cProfile.Profile:
     profiler = cProfile.Profile(time.process_time)  # CPU, not wall: a busy box preempts
     profiler.enable()
     return profiler
-
-
-def scratch_database(server: str) -> tuple[str, str]:
-    name = f"bench_broker_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(libpq_url(server)).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return name, url
 
 
 # -- part 2: orders at full speed, lag to consumers -----------------------------------------
@@ -554,9 +550,9 @@ def main() -> int:
     }
     print("preparing var/bench ...", flush=True)
     url, _, _ = prepare_seeded(10_000, args.database)
-    server = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+    server = database_url(url, "postgres")
     with running_node() as rabbit:
-        name, scratch = scratch_database(server)
+        name, scratch = scratch_database(server, "bench_broker_")
         try:
             print("== publish", flush=True)
             if args.backlog <= 0:

@@ -24,10 +24,9 @@ from typing import Any
 
 import aio_pika
 import psycopg
-from sqlalchemy.engine import make_url
 
-from bench.broker import RESULTS, drop_database, scratch_database
-from bench.servers import prepare_database
+from bench.broker import RESULTS
+from bench.servers import database_url, drop_database, prepare_database, scratch_database
 from shelfwise.broker.publisher import BrokerPublisher, PublisherConfig
 from shelfwise.events.doorbell import OUTBOX_CHANNEL
 from shelfwise.events.relay import Relay, RelayConfig
@@ -108,11 +107,11 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results: dict[str, Any] = {"stamp": stamp, "args": vars(args), "loadavg_start": os.getloadavg()}
     url, _ = prepare_database(10_000)
-    server = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+    server = database_url(url, "postgres")
     runs = []
     with running_node() as rabbit:
         for linger in variants:
-            name, scratch = scratch_database(server)
+            name, scratch = scratch_database(server, "bench_broker_")
             try:
                 run = asyncio.run(trickle(scratch, rabbit, linger, args.rate, args.seconds))
             finally:

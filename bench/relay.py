@@ -11,17 +11,13 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
-from shelfwise.db import libpq_url
+from bench.servers import drop_database, scratch_database
 from shelfwise.embedded import start_embedded
 from shelfwise.events.relay import Relay, RelayConfig
-from shelfwise.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,19 +48,12 @@ def main() -> None:
     server = os.environ.get("TEST_DATABASE_URL") or start_embedded(
         ROOT / "var" / "test", database="postgres"
     )
-    name = f"bench_relay_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(libpq_url(server)).set(database=name).render_as_string(hide_password=False)
+    name, url = scratch_database(server, "bench_relay_")
     try:
-        upgrade(url)
         elapsed = asyncio.run(measure(url, events, batch))
         print(f"{events} events, batch {batch}: {elapsed:.2f} s, {events / elapsed:,.0f} events/s")
     finally:
-        with psycopg.connect(libpq_url(server), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(server, name)
 
 
 if __name__ == "__main__":

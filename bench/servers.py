@@ -177,6 +177,25 @@ def databases(url: str, prefix: str) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def scratch_database(server: str, prefix: str) -> tuple[str, str]:
+    """A new database of `server`'s cluster named `prefix` + a random suffix, migrated:
+    its name and URL (drop it with `drop_database`; dropped here if migrating fails)."""
+    import uuid
+
+    from shelfwise.migrate import upgrade
+
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    with psycopg_autocommit(server) as conn:
+        conn.execute(_sql("CREATE DATABASE {}", name))
+    url = database_url(server, name)
+    try:
+        upgrade(url)
+    except BaseException:
+        drop_database(server, name)
+        raise
+    return name, url
+
+
 def drop_database(server: str, name: str) -> None:
     """Drop `name` from `server`'s cluster (any database URL of it), its sessions too."""
     with psycopg_autocommit(server) as conn:
