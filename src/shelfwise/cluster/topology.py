@@ -155,20 +155,21 @@ def http_probe(port: int, path: str, *, body_has: bytes) -> Probe:
     return tcp_probe(port, send=request, answered=answered)
 
 
-def tcp_probe(
-    port: int,
-    *,
-    send: bytes = b"",
-    expect: bytes = b"",
-    answered: Callable[[asyncio.StreamReader], Awaitable[bool]] | None = None,
-) -> Probe:
-    """True when 127.0.0.1:`port` accepts a connection and, if `send` is given, the
-    answer is right: `answered` judges it, else its first line must hold `expect`."""
+Judge = Callable[[asyncio.StreamReader], Awaitable[bool]]
 
-    async def first_line_has_expect(reader: asyncio.StreamReader) -> bool:
-        return expect in await reader.readline()
 
-    judge = answered or first_line_has_expect
+def first_line_has(expected: bytes) -> Judge:
+    """A judge of an answer whose first line must hold `expected` (Redis's `+PONG`)."""
+
+    async def judge(reader: asyncio.StreamReader) -> bool:
+        return expected in await reader.readline()
+
+    return judge
+
+
+def tcp_probe(port: int, *, send: bytes = b"", answered: Judge | None = None) -> Probe:
+    """True when 127.0.0.1:`port` accepts a connection and, given `answered`, the answer
+    to `send` is right by it."""
 
     async def probe() -> bool:
         try:
@@ -176,11 +177,11 @@ def tcp_probe(
         except OSError:
             return False
         try:
-            if send:
+            if answered is not None:
                 writer.write(send)
                 await writer.drain()
                 async with asyncio.timeout(PROBE_SECONDS):
-                    return await judge(reader)
+                    return await answered(reader)
             return True
         except (OSError, TimeoutError):
             return False
@@ -236,7 +237,7 @@ def _infrastructure(
                 ],
                 log_path=run / "logs" / "redis.log",
                 tier=0,
-                probe=tcp_probe(ports.redis, send=b"PING\r\n", expect=b"+PONG"),
+                probe=tcp_probe(ports.redis, send=b"PING\r\n", answered=first_line_has(b"+PONG")),
             )
         )
     if options.pgbouncer:
