@@ -3,6 +3,11 @@ PYTHON ?= python3
 # Use uv from PATH when present; otherwise bootstrap it with pip into .tools/.
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 VENV := .venv
+# Benchmarks run on an environment of their own, built with BENCH_PYTHON. Point it at an
+# optimized CPython (PGO + LTO), as the image's python:3.11-slim is; on Debian that is
+# /usr/bin/python3.11 (docs/decisions/0050-benchmarks-on-an-optimized-interpreter.md).
+BENCH_PYTHON ?= $(PYTHON)
+BENCH_VENV := .venv-bench
 # Two workers: the suite is I/O-bound on PostgreSQL, and each test has its own database.
 PYTEST_ARGS ?= -n 2
 
@@ -38,8 +43,11 @@ fmt: install
 	$(VENV)/bin/ruff format src tests bench migrations
 	$(VENV)/bin/ruff check --fix src tests bench migrations
 
-bench: install
-	$(VENV)/bin/python -m bench.run
+# uv sync every time: quick when nothing changed, and it rebuilds the environment when
+# BENCH_PYTHON names another interpreter.
+bench: | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --frozen --python $(BENCH_PYTHON)
+	$(BENCH_VENV)/bin/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .tools .pytest_cache .mypy_cache .ruff_cache

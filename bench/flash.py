@@ -39,11 +39,10 @@ import psycopg
 
 from bench.issues import Load, integrity
 from bench.loadgen import _read_response, percentile
-from bench.servers import DATA_DIR, ROOT, Server, free_port, seed_demo, shelfwise_server
+from bench.servers import BIN, DATA_DIR, ROOT, Server, free_port, seed_demo, shelfwise_server
 
 RESULTS = ROOT / "bench" / "results"
 DATABASE = "shelfwise_flash"
-BIN = ROOT / ".venv" / "bin"
 TARGET_S = 2.0
 
 

@@ -45,6 +45,7 @@ import psycopg
 
 from bench.run import machine_busy_seconds, wait_for_quiet
 from bench.servers import (
+    BIN,
     DATABASE,
     ROOT,
     Server,
@@ -56,7 +57,6 @@ from bench.servers import (
 )
 
 RESULTS = ROOT / "bench" / "results"
-BIN = ROOT / ".venv" / "bin"
 CUSTOMER = ("customer@shelfwise.local", "customer-demo-password")
 STAFF = ("staff@shelfwise.local", "staff-demo-password")
 # wrk drops its connections when a run ends; the server still finishes what was in flight

@@ -39,7 +39,7 @@ from typing import Any
 
 from bench.loadgen import _read_response, percentile
 from bench.run import machine_busy_seconds
-from bench.servers import ROOT, free_port, prepare_database, shelfwise_server
+from bench.servers import BIN, ROOT, free_port, prepare_database, shelfwise_server
 
 RESULTS = ROOT / "bench" / "results"
 CACHE = r'^shelfwise_cache_requests_total\{[^}]*cache="product"[^}]*result="%s"'
@@ -185,7 +185,7 @@ def measure(
     server = shelfwise_server(url, free_port(), log, log_json=True, extra_env=env)
     ids_file = RESULTS / f"{stamp}-readtail-ids.json"
     ids_file.write_text(json.dumps(ids))
-    python = str(ROOT / ".venv" / "bin" / "python")
+    python = str(BIN / "python")
     scrapes: list[tuple[float, dict[str, float]]] = []
     try:
         server.start()

@@ -81,6 +81,7 @@ from bench.loadgen import _read_response, percentile
 from bench.readtail import scrape
 from bench.run import wait_for_quiet
 from bench.servers import (
+    BIN,
     ROOT,
     Server,
     baseline_server,
@@ -88,6 +89,7 @@ from bench.servers import (
     databases,
     drop_database,
     free_port,
+    interpreter,
     orderable_products,
     psycopg_autocommit,
     release_expired_reservations,
@@ -98,7 +100,6 @@ from bench.servers import (
 )
 
 RESULTS = ROOT / "bench" / "results"
-BIN = ROOT / ".venv" / "bin"
 PRODUCTS = 10_000
 SIDES = ("shelfwise", "samework", "baseline")
 # A step's database is named after the run's process, so the next run can tell a copy
@@ -565,6 +566,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "commit": checkout(),
+        "python": interpreter(),
     }
     try:
         template, ids, location = prepare(results)

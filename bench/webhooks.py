@@ -47,10 +47,9 @@ from sqlalchemy import text
 from bench.issues import stop
 from bench.loadgen import percentile
 from bench.run import machine_busy_seconds
-from bench.servers import DATA_DIR, ROOT, cluster_cpu_seconds, free_port
+from bench.servers import BIN, DATA_DIR, ROOT, cluster_cpu_seconds, free_port
 
 RESULTS = ROOT / "bench" / "results"
-BIN = ROOT / ".venv" / "bin"
 DATABASE = "shelfwise_bench_webhooks"
 EVENT_TYPE = "product.updated"
 INSERT_SQL = """
