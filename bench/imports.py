@@ -23,7 +23,12 @@ In the same run, just before the import, a plain `COPY` of the same file into an
 unindexed table (`vs_plain_copy`: the import's rows/s over COPY's; the worker deletes
 the file it imported, so COPY goes first). Afterwards `shelfwise reconcile` must
 be clean; then the database is dropped (`--keep`
-keeps it). Prints one JSON line; also writes it to bench/results/<timestamp>-imports.json.
+keeps it). Then, same file and run, the import's same-work floor (`--floor`,
+bench/import_floor.py, decision 0049): COPY into staging and the set-based writes every
+valid row needs (product, level, ledger row; with `events-` also the two outbox rows),
+no more, each variant on a scratch database; `floor` in the result, with each variant's
+rows/s, PostgreSQL CPU per row, `vs_plain_copy` and `import_vs_floor`.
+Prints one JSON line; also writes it to bench/results/<timestamp>-imports.json.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any
 import psutil
 import psycopg
 
+from bench import import_floor
 from bench.issues import BIN, RESULTS, start_worker, stop
 from bench.run import machine_busy_seconds
 from bench.servers import DATA_DIR, ROOT, cluster_cpu_seconds
@@ -53,6 +59,9 @@ LOCATIONS = ("BENCH-A", "BENCH-B", "BENCH-C", "BENCH-D", "BENCH-E")
 HEADER = "sku,name,category,price_minor,currency,description,location,on_hand\n"
 BAD_EVERY = 1000
 POLL_S = 0.5
+# The same-work floor (bench/import_floor.py): the import's batch on one and on two
+# connections (as the import), and on two with the outbox rows; `allx1`: one batch.
+DEFAULT_FLOOR = "1000x1,1000x2,events-1000x2"
 
 
 def write_csv(path: Path, rows: int, locations: int, seed: int) -> int:
@@ -192,14 +201,14 @@ def via_worker(url: str, path: Path, log: Path, timeout: float) -> dict[str, Any
     }
 
 
-def database_cpu_seconds() -> float:
+def database_cpu_seconds(database: str = DATABASE) -> float:
     """CPU time of this benchmark database's live backends (and autovacuum workers on it):
     PostgreSQL puts the database name in each backend's process title, so other
     benchmarks sharing the cluster are not counted."""
     total = 0.0
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if DATABASE in " ".join(proc.info["cmdline"] or []):
+            if database in " ".join(proc.info["cmdline"] or []):
                 times = proc.cpu_times()
                 total += times.user + times.system
         except psutil.Error:
@@ -291,6 +300,16 @@ def plain_copy(url: str, path: Path) -> dict[str, Any]:
     return {"seconds": round(seconds, 2), "rows": rows[0] if rows else 0}
 
 
+def summary_line(floor: dict[str, Any]) -> str:
+    return (
+        f"{floor['variant']}: {floor['rows_per_s']:,} rows/s ({floor['seconds']} s: staging"
+        f" {floor['staging_s']}, merge {floor['merge_s']}), PostgreSQL"
+        f" {floor['postgres_cpu_us_per_row']} us/row, {floor['vs_plain_copy']}x COPY,"
+        f" import {floor['import_vs_floor']}x floor,"
+        f" check {'ok' if floor['check_ok'] else 'FAILED'}"
+    )
+
+
 def reconcile(url: str) -> int:
     done = subprocess.run(
         [str(BIN / "shelfwise"), "reconcile"],
@@ -314,7 +333,15 @@ def main() -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the imported database (default: drop it)"
     )
+    parser.add_argument(
+        "--floor",
+        default=DEFAULT_FLOOR,
+        help="the same-work floor's variants after the import, comma-separated:"
+        " [events-](N|all)x(1|2) = batch size (or the whole file) x connections, events-"
+        f" with the two outbox rows per row; '' for none (default {DEFAULT_FLOOR!r})",
+    )
     args = parser.parse_args()
+    variants = import_floor.parse_variants(args.floor)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -327,6 +354,8 @@ def main() -> int:
         # Before the import: the worker deletes the file it imported. Same file, same
         # cluster, same run; the table is dropped again before the import starts.
         copied = plain_copy(url, path)
+        kept = tmp / "floor.csv"  # a second name for the floor, after the import
+        os.link(path, kept)
         busy, pg_cpu, load = machine_busy_seconds(), cluster_cpu_seconds(), os.getloadavg()
         if args.via == "worker":
             run = via_worker(url, path, RESULTS / f"{stamp}-imports-worker.log", args.timeout)
@@ -352,8 +381,25 @@ def main() -> int:
             "loadavg_end": os.getloadavg(),
             "reconcile_exit": reconcile(url),
         }
+        if "postgres_cpu_s" in run:
+            result["postgres_cpu_us_per_row"] = round(run["postgres_cpu_s"] / args.rows * 1e6, 1)
         if not args.keep:  # a million rows of products, levels, ledger and events: ~2 GB
             drop_database()
+        if variants:  # after the import (its conditions as in earlier runs), same file
+            from shelfwise.embedded import start_embedded
+
+            server = start_embedded(DATA_DIR, database="postgres")
+            floors = import_floor.floor(
+                server,
+                kept,
+                variants,
+                LOCATIONS[: args.locations],
+                copy_rows_per_s=result["plain_copy_rows_per_s"],
+            )
+            for one in floors:
+                one["import_vs_floor"] = round(result["rows_per_s"] / one["rows_per_s"], 3)
+                print(summary_line(one), file=sys.stderr)
+            result["floor"] = floors
     line = json.dumps(result, default=str)
     (RESULTS / f"{stamp}-imports.json").write_text(line + "\n")
     print(line)
