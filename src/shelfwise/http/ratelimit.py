@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import ConnectionPool
 from starlette.datastructures import MutableHeaders
@@ -31,7 +31,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shelfwise.errors import RateLimited
 from shelfwise.http.problems import problem
-from shelfwise.http.ratelimit_memory import SweptMemoryStorage
 from shelfwise.observability.metrics import RATE_LIMITED
 from shelfwise.shared_state import (
     REDIS_DOWN,
@@ -89,14 +88,14 @@ class RateLimiter:
         # and an unclosed pool leaks a connection per worker at shutdown.
         self._pool: ConnectionPool | None = None
         self.storage: Storage
-        self._local = MovingWindowRateLimiter(SweptMemoryStorage())
+        self._local = MovingWindowRateLimiter(MemoryStorage())
         if redis_url:
             self._pool = redis_pool(redis_url)
             options: dict[str, Any] = {"connection_pool": self._pool}
             self.storage = RedisStorage(_limits_uri(redis_url), implementation="redispy", **options)
             self._limiter = MovingWindowRateLimiter(self.storage)
         else:
-            self.storage = SweptMemoryStorage()
+            self.storage = MemoryStorage()
             self._limiter = self._local = MovingWindowRateLimiter(self.storage)
         self._clock = clock
         self._skip_redis_until = float("-inf")
