@@ -39,7 +39,12 @@ import psycopg
 from psycopg import sql as pgsql
 
 from bench.run import machine_busy_seconds
-from bench.servers import cluster_cpu_seconds, drop_database, scratch_database
+from bench.servers import (
+    cluster_cpu_seconds,
+    database_cpu_seconds,
+    drop_database,
+    scratch_database,
+)
 from shelfwise.catalog.store import _PAYLOAD as PRODUCT_PAYLOAD  # the import's payload SQL
 from shelfwise.db import libpq_url
 from shelfwise.events.payloads import EventType
@@ -189,12 +194,6 @@ def batch_bounds(records: int, batch: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + batch - 1, records)) for lo in range(1, records + 1, batch)]
 
 
-def database_backends_cpu(name: str) -> float:
-    from bench.imports import database_cpu_seconds
-
-    return database_cpu_seconds(name)
-
-
 async def _stage(conn: psycopg.AsyncConnection[Any], path: Path) -> int:
     async with conn.transaction():
         await conn.execute(CREATE_RAW)
@@ -250,7 +249,7 @@ async def _variant(url: str, name: str, path: Path, variant: Variant) -> dict[st
         busy, cluster, own = (
             machine_busy_seconds(),
             cluster_cpu_seconds(),
-            database_backends_cpu(name),
+            database_cpu_seconds(name),
         )
         started = time.perf_counter()
         records = await _stage(conns[0], path)
@@ -258,7 +257,7 @@ async def _variant(url: str, name: str, path: Path, variant: Variant) -> dict[st
         written = await _merge(conns, batch_bounds(records, variant.batch), variant.events)
         finished = time.perf_counter()
         pg_cpu = cluster_cpu_seconds() - cluster  # before the backends exit
-        own_cpu = database_backends_cpu(name) - own
+        own_cpu = database_cpu_seconds(name) - own
         busy = machine_busy_seconds() - busy
         expected = await (await conns[0].execute(EXPECTED)).fetchone()
         counted = await (await conns[0].execute(WRITTEN)).fetchone()

@@ -52,7 +52,7 @@ import psycopg
 from bench import import_floor
 from bench.issues import BIN, RESULTS, start_worker, stop
 from bench.run import machine_busy_seconds
-from bench.servers import DATA_DIR, ROOT, cluster_cpu_seconds
+from bench.servers import DATA_DIR, ROOT, cluster_cpu_seconds, database_cpu_seconds
 
 DATABASE = "shelfwise_bench_imports"
 LOCATIONS = ("BENCH-A", "BENCH-B", "BENCH-C", "BENCH-D", "BENCH-E")
@@ -201,21 +201,6 @@ def via_worker(url: str, path: Path, log: Path, timeout: float) -> dict[str, Any
     }
 
 
-def database_cpu_seconds(database: str = DATABASE) -> float:
-    """CPU time of this benchmark database's live backends (and autovacuum workers on it):
-    PostgreSQL puts the database name in each backend's process title, so other
-    benchmarks sharing the cluster are not counted."""
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if database in " ".join(proc.info["cmdline"] or []):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
-
-
 def via_direct(url: str, path: Path) -> dict[str, Any]:
     """`run_import` in this process, no relay beside it: the import's own cost, split into
     this process's CPU and its PostgreSQL backends' CPU (read before they close)."""
@@ -226,14 +211,14 @@ def via_direct(url: str, path: Path) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         db = open_database(load_settings(database_url=url), url)
         try:
-            cpu, pg_cpu = time.process_time(), database_cpu_seconds()
+            cpu, pg_cpu = time.process_time(), database_cpu_seconds(DATABASE)
             started = time.perf_counter()
             summary = await run_import(db.sessions, path, job_id=0)
             seconds = time.perf_counter() - started
             return {
                 "seconds": seconds,
                 "importer_cpu_s": round(time.process_time() - cpu, 1),
-                "postgres_cpu_s": round(database_cpu_seconds() - pg_cpu, 1),
+                "postgres_cpu_s": round(database_cpu_seconds(DATABASE) - pg_cpu, 1),
                 "imported": summary.imported,
                 "stock_changed": summary.stock_changed,
                 "bad": summary.bad,

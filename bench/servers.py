@@ -347,6 +347,21 @@ def cluster_cpu_seconds() -> float:
     return total
 
 
+def database_cpu_seconds(database: str) -> float:
+    """CPU time of one database's live backends (and autovacuum workers on it):
+    PostgreSQL puts the database name in each backend's process title, so other
+    benchmarks sharing the cluster are not counted."""
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if database in " ".join(proc.info["cmdline"] or []):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
