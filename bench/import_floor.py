@@ -50,6 +50,7 @@ from shelfwise.db import libpq_url
 from shelfwise.events.payloads import EventType
 from shelfwise.inventory.domain import MovementKind
 from shelfwise.inventory.store import _STOCK_CHANGED as STOCK_CHANGED_PAYLOAD
+from shelfwise.inventory.store import CREATE_WANTED_LEVELS
 
 PREFIX: Final = "shelfwise_bench_floor_"
 CAUSE: Final = "import"  # `imports/stock.py`'s cause, as `stock.changed` carries it
@@ -85,8 +86,11 @@ ANALYZE_ROWS: Final[LiteralString] = "ANALYZE floor_rows"
 
 # One statement per batch: the products, then the levels of the products it inserted
 # (RETURNING, joined back to the batch by SKU in memory), then their ledger rows. The
-# column lists are `catalog/store.py`'s and `inventory/store.py`'s (tests check it).
-MERGE: Final[LiteralString] = """\
+# levels are the import's own SQL (`CREATE_WANTED_LEVELS`); the products' and the
+# ledger's column lists are `catalog/store.py`'s and `inventory/store.py`'s (tests
+# check them).
+MERGE: Final[LiteralString] = (
+    """\
 WITH batch AS MATERIALIZED (
     SELECT r.line, r.sku, r.name, r.description, r.category, r.price_minor, r.currency,
            r.location_id, r.on_hand
@@ -102,27 +106,19 @@ WITH batch AS MATERIALIZED (
     SELECT p.id AS product_id, b.location_id, b.on_hand, b.line
       FROM product AS p JOIN batch AS b ON b.sku = p.sku
      WHERE b.location_id IS NOT NULL
-), level AS (
-    INSERT INTO stock_levels AS s (product_id, location_id, on_hand)
-    SELECT product_id, location_id, on_hand FROM wanted ORDER BY product_id, location_id
-    ON CONFLICT (product_id, location_id) DO NOTHING
-    RETURNING s.id, s.product_id, s.location_id, s.on_hand, s.reserved, s.version
-), moved AS (
-    SELECT c.id, c.product_id, c.location_id, c.on_hand, c.reserved, c.version,
-           c.on_hand AS delta, w.line
-      FROM level AS c JOIN wanted AS w
-        ON w.product_id = c.product_id AND w.location_id = c.location_id
-     WHERE c.on_hand <> 0
-), ledger AS (
+)"""
+    + CREATE_WANTED_LEVELS  # the import's own levels and `moved`
+    + """, ledger AS (
     INSERT INTO stock_movements (stock_level_id, product_id, location_id, kind,
                                  on_hand_delta, reserved_delta, reason, reference, actor_id)
     SELECT m.id, m.product_id, m.location_id, %(kind)s, m.delta, 0,
            'CSV import, line ' || m.line, %(reference)s, NULL
       FROM moved AS m ORDER BY m.id
 ){events}
-SELECT (SELECT count(*) FROM product), (SELECT count(*) FROM level),
+SELECT (SELECT count(*) FROM product), (SELECT count(*) FROM created),
        (SELECT count(*) FROM moved)
 """
+)
 # "floor + events": the import's two outbox rows per stocked row (`product.created`,
 # `stock.changed`), payloads from the import's own SQL.
 EVENTS: Final = pgsql.SQL("""\

@@ -297,12 +297,12 @@ _LEDGER_AND_EVENTS: Final = pgsql.SQL("""\
 # looking their product up a second time. Also says how many levels the batch wants
 # and how many it created: when it created them all, no level of the batch existed
 # before and `SET_STAGED_COUNTS` has nothing to do.
-CREATE_STAGED_LEVELS: Final[LiteralString] = """\
-WITH wanted AS MATERIALIZED (
-    SELECT p.id AS product_id, r.location_id, r.on_hand, r.line
-      FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
-     WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND r.location_id IS NOT NULL
-), created AS (
+# The batch's missing levels, created at their target from `wanted` (product_id,
+# location_id, on_hand, line), and `moved`: those created with stock, which the ledger
+# rows and events read. The import's same-work floor (bench/import_floor.py) creates its
+# levels with this same text.
+CREATE_WANTED_LEVELS: Final[LiteralString] = """\
+, created AS (
     INSERT INTO stock_levels AS s (product_id, location_id, on_hand)
     SELECT product_id, location_id, on_hand FROM wanted ORDER BY product_id, location_id
     ON CONFLICT (product_id, location_id) DO NOTHING
@@ -313,10 +313,21 @@ WITH wanted AS MATERIALIZED (
       FROM created AS c JOIN wanted AS w
         ON w.product_id = c.product_id AND w.location_id = c.location_id
      WHERE c.on_hand <> 0
-){ledger_and_events}
+)"""
+# Constants only (`LiteralString`), so the concatenation takes no input (S608).
+CREATE_STAGED_LEVELS: Final[LiteralString] = (
+    """\
+WITH wanted AS MATERIALIZED (
+    SELECT p.id AS product_id, r.location_id, r.on_hand, r.line
+      FROM {rows} AS r JOIN products AS p ON p.sku = r.sku
+     WHERE r.rec BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND r.location_id IS NOT NULL
+)"""  # noqa: S608
+    + CREATE_WANTED_LEVELS
+    + """{ledger_and_events}
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM created),
        (SELECT count(*) FROM wanted)
 """
+)
 
 # `target` locks again (the caller's `lock_staged_levels` holds most of these already;
 # the levels of products this batch created are new) and is read whole by the last
