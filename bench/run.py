@@ -37,6 +37,7 @@ from bench.servers import (
     baseline_server,
     cluster_cpu_seconds,
     free_port,
+    interpreter,
     prepare_database,
     shelfwise_server,
 )
@@ -211,7 +212,7 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], stamp: str) -
         "machine": {
             "cpus": os.cpu_count(),
             "processor": _cpu_model(),
-            "python": platform.python_version(),
+            "python": interpreter(),  # which build ran the servers: decision 0050
             "platform": platform.platform(),
             "load_average_end": os.getloadavg(),
             "cpu_pct_during_runs": machine_cpu,
